@@ -1,0 +1,94 @@
+"""Shared fixtures: a seeded tiny dataset and tiny converted models, built once per session."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyModels:
+    """A tiny digits CNN and its conversions, with the test data they were checked on."""
+
+    keras_path: Path          # float Keras model (.keras)
+    float_tflite: Path        # float32 TFLite
+    int8_tflite: Path         # int8 weights/activations, float32 input and output
+    full_int8_tflite: Path    # int8 everywhere, int8 input and output (TFLite Micro)
+    eval_npz: Path            # x (float32), y (int labels), ref (float Keras predictions)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    keras_pred: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def digits_small():
+    """scikit-learn digits scaled to [0, 1], shaped (N, 8, 8, 1); a fixed 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype("float32")[..., None]
+    y = d.target.astype("int64")
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    n_test = len(x) // 5
+    te, tr = idx[:n_test], idx[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
+    from edgekit._tf import keras, tf
+
+    tf().random.set_seed(0)
+    k = keras()
+    x_tr, y_tr, x_te, y_te = digits_small
+    model = k.Sequential([
+        k.layers.Input((8, 8, 1)),
+        k.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        k.layers.MaxPooling2D(),
+        k.layers.Flatten(),
+        k.layers.Dense(10),
+    ])
+    model.compile(optimizer=k.optimizers.Adam(0.01),
+                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_tr, y_tr, epochs=8, batch_size=64, verbose=0)
+    out = tmp_path_factory.mktemp("tiny_models")
+    keras_path = out / "model.keras"
+    model.save(keras_path)
+
+    def convert(**kw) -> bytes:
+        conv = tf().lite.TFLiteConverter.from_keras_model(model)
+        for key, value in kw.items():
+            setattr(conv, key, value)
+        return conv.convert()
+
+    def rep():
+        for i in range(100):
+            yield [x_tr[i : i + 1]]
+
+    lite = tf().lite
+    paths = {}
+    for name, kw in {
+        "float": {},
+        "int8": dict(optimizations=[lite.Optimize.DEFAULT], representative_dataset=rep),
+        "full_int8": dict(optimizations=[lite.Optimize.DEFAULT], representative_dataset=rep,
+                          target_spec=_spec(lite), inference_input_type=tf().int8,
+                          inference_output_type=tf().int8),
+    }.items():
+        p = out / f"{name}.tflite"
+        p.write_bytes(convert(**kw))
+        paths[name] = p
+    pred = model.predict(x_te, verbose=0).argmax(1)
+    npz = out / "eval.npz"
+    np.savez(npz, x=x_te, y=y_te, ref=pred)
+    return TinyModels(keras_path, paths["float"], paths["int8"], paths["full_int8"], npz,
+                      x_te, y_te, pred)
+
+
+def _spec(lite):
+    spec = lite.TargetSpec()
+    spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return spec
