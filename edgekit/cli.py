@@ -1,0 +1,293 @@
+"""The ``edgekit`` command line.
+
+Config-only commands (``recipes``, ``targets``, ``models``, ``datasets``) import no TensorFlow.
+Errors become one line on stderr and the exit code of their :mod:`edgekit.errors` class;
+``--debug`` shows the traceback. Exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 data,
+4 stage, 5 conversion, 6 budget, 7 device, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import EdgekitError
+
+log = logging.getLogger("edgekit")
+
+
+def _handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        debug = (ctx.find_root().obj or {}).get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except EdgekitError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished stages are kept, continue with --resume", err=True)
+            ctx.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="edgekit")
+@click.pass_context
+def main(ctx, verbose: int, quiet: bool, debug: bool):
+    """edgekit: train, distill, prune, quantize and convert a model for edge devices, and
+    measure the result on the device's own runtime.
+
+    \b
+    Example:
+      edgekit run recipes/quickstart.yaml --out runs/quickstart
+    """
+    ctx.obj = {"debug": debug, "quiet": quiet}
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory (created).")
+@click.option("--resume", is_flag=True, help="Continue a run: skip stages whose inputs are unchanged.")
+@click.option("--force", is_flag=True, help="Start over in a directory that already holds a run.")
+@click.option("--until", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+              help="Stop after this stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
+@click.pass_context
+@_handle_errors
+def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | None, as_json: bool):
+    """Run RECIPE end to end into --out.
+
+    \b
+    Example:
+      edgekit run recipes/quickstart.yaml --out runs/quickstart
+      edgekit run recipes/quickstart.yaml --out runs/quickstart --resume
+    """
+    from .recipe import load_recipe
+
+    rec = load_recipe(recipe)
+    from .pipeline import Run
+
+    quiet = ctx.obj.get("quiet") or as_json
+    with _Progress(enabled=not quiet) as prog:
+        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage)
+        report = r.execute(until=until)
+    if as_json and report is not None:
+        click.echo(json.dumps(report, indent=2))
+    elif not ctx.obj.get("quiet"):
+        if report is None:
+            click.echo(f"stopped after {until}; artifacts in {out}", err=True)
+        else:
+            click.echo(_summary(report), err=True)
+            click.echo(f"report: {out / 'report.md'} (and report.json)", err=True)
+    if report is not None and not all(t.get("budget", {}).get("ok", True) for t in report["targets"]):
+        ctx.exit(6)
+
+
+def _summary(report: dict) -> str:
+    lines = []
+    for s in report["stages"]:
+        lines.append(f"  {s['name']:<8} acc {s['accuracy']:.4f}  size {s['size_bytes']:>8} B  "
+                     f"sparsity {s['sparsity']:.3f}")
+    for t in report["targets"]:
+        lat = (t.get("latency_ms") or {}).get("p50")
+        ok = "ok" if t["budget"]["ok"] else "OVER BUDGET"
+        lines.append(f"  {t['name']:<10} {t['format']:<17} acc {t['accuracy']:.4f}  size {t['size_bytes']:>7} B  "
+                     f"p50 {lat:.3f} ms  arena {t.get('arena_bytes')}  budget {ok}")
+    return "\n".join(lines)
+
+
+class _Progress:
+    """Rich progress bars for epochs and a line per stage, on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=False)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def stage(self, name: str, status: str) -> None:
+        if self._bar is None:
+            return
+        if status in ("cached", "skipped", "failed") or (status == "done" and name not in self._tasks):
+            self._bar.console.print(f"  {name}: {status}")
+
+    def epoch(self, stage: str, done: int, total: int, logs: dict) -> None:
+        if self._bar is None:
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total, info="")
+        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))
+        self._bar.update(self._tasks[stage], completed=done, info=info)
+
+
+# ----------------------------------------------------------------------------- config commands
+
+
+@main.group()
+def recipes():
+    """Validate and show recipes (no TensorFlow needed)."""
+
+
+@recipes.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.pass_context
+def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
+    """Check recipe FILES; one line per problem, exit 2 if any is invalid.
+
+    \b
+    Example:
+      edgekit recipes validate recipes/*.yaml
+    """
+    from .errors import RecipeError
+    from .recipe import load_recipe
+
+    results = []
+    for f in files:
+        try:
+            load_recipe(f)
+            results.append({"file": str(f), "ok": True, "errors": []})
+        except RecipeError as exc:
+            results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r["ok"]:
+                click.echo(f"{r['file']}: ok")
+            for e in r["errors"]:
+                click.echo(e, err=True)
+    if not all(r["ok"] for r in results):
+        ctx.exit(2)
+
+
+@recipes.command("show")
+@click.argument("file", type=click.Path(path_type=Path))
+@_handle_errors
+def recipes_show(file: Path):
+    """Print FILE resolved, every default filled in (YAML).
+
+    \b
+    Example:
+      edgekit recipes show recipes/quickstart.yaml
+    """
+    from .recipe import load_recipe, resolved_yaml
+
+    click.echo(resolved_yaml(load_recipe(file)), nl=False)
+
+
+@main.group()
+def targets():
+    """List and show device target profiles."""
+
+
+@targets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@_handle_errors
+def targets_list(as_json: bool):
+    """List the built-in target profiles.
+
+    \b
+    Example:
+      edgekit targets list --json
+    """
+    from .recipe import list_targets, load_target
+
+    profiles = [load_target(n) for n in list_targets()]
+    if as_json:
+        click.echo(json.dumps([p.model_dump(mode="json") for p in profiles], indent=2))
+        return
+    for p in profiles:
+        b = p.budget
+        click.echo(f"{p.name:<11} {p.kind.value:<7} {p.runtime:<15} flash {b.flash_bytes} B, "
+                   f"RAM {b.ram_bytes} B, latency {b.latency_ms} ms  ({p.board})")
+
+
+@targets.command("show")
+@click.argument("name")
+@_handle_errors
+def targets_show(name: str):
+    """Show one target profile (by name or path) as JSON.
+
+    \b
+    Example:
+      edgekit targets show cortex-m4
+    """
+    from .recipe import load_target
+
+    click.echo(json.dumps(load_target(name).model_dump(mode="json"), indent=2))
+
+
+@main.group()
+def models():
+    """The model zoo."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+def models_list(as_json: bool):
+    """List the registered models.
+
+    \b
+    Example:
+      edgekit models list
+    """
+    from .models import list_models
+
+    items = list_models()
+    click.echo(json.dumps(items, indent=2) if as_json else "\n".join(f"{k:<14} {v}" for k, v in items.items()))
+
+
+@main.group()
+def datasets():
+    """Dataset sources."""
+
+
+@datasets.command("list")
+def datasets_list():
+    """List the dataset sources (none downloads anything).
+
+    \b
+    Example:
+      edgekit datasets list
+    """
+    from .data import list_sources
+
+    click.echo("\n".join(list_sources()))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,99 @@
+"""Stage 6 (host side): run each target's model in its own runtime and check its budget.
+
+The measuring is done by the standalone evaluator (``edgekit/ondevice/evaluate.py``), the same
+file that ships to devices. Here it runs in a subprocess of this Python, so a runtime that
+crashes (TFLite Micro with too small an arena) cannot take the pipeline down with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .convert import EVALUATOR, Artifact, TargetArtifacts
+from .errors import DeviceError
+from .recipe import Budget, EvaluateConfig, TargetKind
+
+log = logging.getLogger(__name__)
+
+
+def run_evaluator(model: Path, data: Path, *, runtime: str, cfg: EvaluateConfig,
+                  arena_bytes: int | None = None, timeout_s: float = 900) -> dict[str, Any]:
+    """Run ``evaluate.py`` on ``model`` with ``data`` (eval.npz); returns its JSON.
+
+    Raises :class:`DeviceError` with the evaluator's last error line when it fails.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(EVALUATOR), "--model", str(model), "--data", str(data),
+               "--runtime", runtime, "--warmup", str(cfg.warmup), "--runs", str(cfg.runs),
+               "--threads", str(cfg.threads), "--out", str(out)]
+        if arena_bytes is not None:
+            cmd += ["--arena-bytes", str(arena_bytes)]
+        log.debug("running %s", " ".join(cmd))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{model.name}: evaluator timed out after {timeout_s:.0f} s") from None
+        if proc.returncode != 0 or not out.is_file():
+            last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            raise DeviceError(f"{model.name}: evaluator failed ({runtime}): {last}")
+        return json.loads(out.read_text())
+
+
+def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> dict[str, Any]:
+    """Compare measured numbers with the profile's budget.
+
+    Flash: the model file size. RAM: the tensor arena for MCUs, the RSS growth caused by
+    loading the model elsewhere. Latency: only when the numbers were measured on the device
+    itself (a host latency says nothing about a Pi); otherwise it is listed as unchecked.
+    """
+    violations, unchecked = [], []
+    size = result.get("size_bytes")
+    if budget.flash_bytes is not None and size is not None and size > budget.flash_bytes:
+        violations.append(f"flash: model {size} bytes > budget {budget.flash_bytes} bytes")
+    ram = result.get("arena_bytes") if kind is TargetKind.mcu else result.get("rss_growth_bytes")
+    if budget.ram_bytes is not None:
+        if ram is None:
+            unchecked.append("ram_bytes: not measured")
+        elif ram > budget.ram_bytes:
+            what = "arena" if kind is TargetKind.mcu else "RSS growth"
+            violations.append(f"ram: {what} {ram} bytes > budget {budget.ram_bytes} bytes")
+    if budget.latency_ms is not None:
+        on = str(result.get("measured_on", ""))
+        p50 = (result.get("latency_ms") or {}).get("p50")
+        if on.startswith("host-") or p50 is None:
+            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device")
+        elif p50 > budget.latency_ms:
+            violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms")
+    return {**budget.model_dump(), "ok": not violations, "violations": violations, "unchecked": unchecked}
+
+
+def evaluate_target(target: TargetArtifacts, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]:
+    """Measure every artifact of a target; the first is the target's entry, the rest ``variants``."""
+    entries = [_measure(a, eval_npz, cfg) for a in target.artifacts]
+    main = entries[0]
+    p = target.profile
+    main = {"name": p.name, "kind": p.kind.value, "board": p.board, **main,
+            "budget": check_budget(main, p.budget, p.kind)}
+    if len(entries) > 1:
+        main["variants"] = entries[1:]
+    return main
+
+
+def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]:
+    arena = (a.extra.get("arena") or {}).get("recommended_bytes")
+    res = run_evaluator(a.path, eval_npz, runtime=a.runtime, cfg=cfg, arena_bytes=arena)
+    res["format"] = a.format
+    res["file"] = a.path.name
+    for key in ("ops", "float_ops"):
+        if key in a.extra:
+            res[key] = a.extra[key]
+    if "arena" in a.extra:
+        res["arena"] = a.extra["arena"]
+    return res

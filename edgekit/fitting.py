@@ -1,0 +1,161 @@
+"""Training plumbing shared by the stages that train (teacher, student, pruning, QAT).
+
+Holds what every training stage needs and nothing stage-specific: optimizer construction,
+callbacks (early stopping, progress), model statistics, and atomic model save / load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ._tf import keras, tf
+from .recipe import Training
+
+ProgressFn = Callable[[str, int, int, dict], None]
+"""``progress(stage, epoch_done, epochs_total, logs)``: called after each epoch."""
+
+
+def make_optimizer(optimizer: str, learning_rate: float, momentum: float = 0.9):
+    k = keras()
+    if optimizer == "adam":
+        return k.optimizers.Adam(learning_rate)
+    if optimizer == "rmsprop":
+        return k.optimizers.RMSprop(learning_rate)
+    if optimizer == "sgd":
+        return k.optimizers.SGD(learning_rate, momentum=momentum)
+    raise ValueError(f"unknown optimizer {optimizer!r}")
+
+
+def callbacks(stage: str, cfg: Training | None, epochs: int, *, has_val: bool,
+              progress: ProgressFn | None) -> list:
+    """Early stopping (when configured and a validation split exists) and progress reporting."""
+    k = keras()
+    cbs: list = []
+    if cfg is not None and cfg.early_stopping is not None and has_val:
+        es = cfg.early_stopping
+        cbs.append(k.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
+                                             restore_best_weights=True))
+    if progress is not None:
+        class _Progress(k.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                progress(stage, epoch + 1, epochs, {a: float(b) for a, b in (logs or {}).items()})
+
+        cbs.append(_Progress())
+    return cbs
+
+
+def weighted_layers(model) -> list:
+    """Layers that carry a kernel (Conv, Dense...), in order."""
+    return [layer for layer in model.layers if getattr(layer, "kernel", None) is not None]
+
+
+def model_stats(model) -> dict[str, Any]:
+    """Parameter counts from the weights themselves: ``params``, ``nonzero_params``, ``sparsity``.
+
+    ``sparsity`` here is the share of zeros among all trainable weights of the model.
+    """
+    weights = [w.numpy() for w in model.trainable_weights]
+    params = int(sum(w.size for w in weights))
+    nonzero = int(sum(np.count_nonzero(w) for w in weights))
+    return {"params": params, "nonzero_params": nonzero,
+            "sparsity_overall": round(1 - nonzero / params, 6) if params else 0.0}
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a logits model on ``x``."""
+    pred = model.predict(x, batch_size=256, verbose=0).argmax(-1)
+    return float((pred == y).mean())
+
+
+def tflite_bytes(model, *, quantized: bool = False) -> bytes:
+    """The model converted to TFLite: float32, or int8 when ``quantized`` (QAT models)."""
+    conv = tf().lite.TFLiteConverter.from_keras_model(model)
+    if quantized:
+        conv.optimizations = [tf().lite.Optimize.DEFAULT]
+    return conv.convert()
+
+
+def size_info(blob: bytes) -> dict[str, int]:
+    """Raw and gzip (-9) sizes of a model file in bytes."""
+    return {"size_bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, 9))}
+
+
+def save_model(model, path: Path) -> Path:
+    """Save a Keras model to ``path`` (``.keras``) atomically: temp file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def load_model(path: Path, *, quantized: bool = False):
+    """Load a ``.keras`` model with ``safe_mode`` on (QAT models inside ``quantize_scope``)."""
+    k = keras()
+    if quantized:
+        from ._tf import tfmot
+
+        with tfmot().quantization.keras.quantize_scope():
+            return k.models.load_model(path, compile=False, safe_mode=True)
+    return k.models.load_model(path, compile=False, safe_mode=True)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str | bytes) -> Path:
+    """Write a file atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """What a training stage produced: its model file, metrics, and the config that made it."""
+
+    name: str
+    model_path: Path
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+
+
+def finish_stage(name: str, model, out_dir: Path, metrics: dict[str, Any], config: Any,
+                 *, x_test: np.ndarray, y_test: np.ndarray, quantized: bool = False,
+                 save: Callable[[Path], Path] | None = None) -> StageResult:
+    """Measure a trained model (params, sizes, test accuracy), save it and its metrics.json.
+
+    ``save(out_dir) -> model_path`` overrides how the model is written (default ``model.keras``).
+    """
+    blob = tflite_bytes(model, quantized=quantized)
+    metrics = {**model_stats(model), **metrics,
+               **size_info(blob), "size_format": "tflite-int8" if quantized else "tflite-float32",
+               "accuracy": accuracy(model, x_test, y_test)}
+    path = save(out_dir) if save else save_model(model, out_dir / "model.keras")
+    cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    write_json(out_dir / "metrics.json", {"stage": name, **metrics, "config": cfg})
+    return StageResult(name, path, metrics, cfg)

@@ -1,0 +1,118 @@
+"""The run manifest: versions, hashes, and per-stage status, seconds, fingerprints and files.
+
+A stage's *fingerprint* hashes its config and the fingerprint of what it consumed, so
+``--resume`` can tell a finished stage whose inputs are unchanged (skip it) from one that must
+run again. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .fitting import write_json
+
+SCHEMA = "edgekit.manifest/1"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serializable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "edgekit": __version__}
+    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+                 "tflite-micro", "tf2onnx", "onnxruntime", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                           cwd=Path(__file__).parent)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Manifest:
+    """``DIR/manifest.json``, loaded or fresh; call :meth:`save` after each change."""
+
+    def __init__(self, out_dir: Path, data: dict[str, Any]):
+        self.out_dir = out_dir
+        self.path = out_dir / "manifest.json"
+        self.data = data
+
+    @classmethod
+    def load(cls, out_dir: Path) -> "Manifest | None":
+        path = out_dir / "manifest.json"
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        return cls(out_dir, data) if data.get("schema") == SCHEMA else None
+
+    @classmethod
+    def new(cls, out_dir: Path, *, recipe_name: str, recipe_sha256: str, seed: int) -> "Manifest":
+        return cls(out_dir, {"schema": SCHEMA, "recipe": recipe_name, "recipe_sha256": recipe_sha256,
+                             "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "git_commit": _git_commit(), "versions": _versions(),
+                             "host": {"machine": platform.machine(), "platform": platform.platform()},
+                             "stages": {}})
+
+    def refresh(self, *, recipe_sha256: str) -> None:
+        """Update run-level facts when a run is resumed."""
+        self.data.update(recipe_sha256=recipe_sha256, versions=_versions(), git_commit=_git_commit())
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self.data["stages"].get(name)
+
+    def is_current(self, name: str, fp: str) -> bool:
+        """True when ``name`` finished with fingerprint ``fp`` and its files are unchanged."""
+        e = self.entry(name)
+        if not e or e.get("status") not in ("done", "skipped") or e.get("fingerprint") != fp:
+            return False
+        for rel, digest in e.get("files", {}).items():
+            p = self.out_dir / rel
+            if not p.is_file() or sha256_file(p) != digest:
+                return False
+        return True
+
+    def mark(self, name: str, status: str, *, fp: str, seconds: float | None = None,
+             files: list[Path] = (), error: str | None = None, metrics: dict | None = None) -> None:
+        entry = {"status": status, "fingerprint": fp,
+                 "seconds": None if seconds is None else round(seconds, 3),
+                 "files": {str(p.relative_to(self.out_dir)): sha256_file(p) for p in files}}
+        if error:
+            entry["error"] = error
+        if metrics is not None:
+            entry["metrics"] = metrics
+        self.data["stages"][name] = entry
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)

@@ -1,0 +1,95 @@
+"""Stage 4: quantization-aware training (int8), preserving the pruned zeros when asked.
+
+Uses tensorflow-model-optimization's default 8-bit scheme, or its prune-preserving scheme
+(``Default8BitPrunePreserveQuantizeScheme``) when the input model was pruned, so fine-tuning
+does not refill the zeros. The sparsity before and after is measured and recorded.
+
+Saving: a QAT model does not round-trip through the ``.keras`` format in tf_keras 2.21 (its
+``quantize_layer`` variables fail to load), and HDF5 models cannot be loaded with ``safe_mode``.
+So the stage folder holds ``base.keras`` (the float model QAT started from, loaded with
+``safe_mode``) and ``qat.weights.h5`` (the trained QAT weights, fake-quant ranges included);
+:func:`load` rebuilds the QAT model from the two with the scheme recorded in ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ._tf import keras, tfmot
+from .data import Dataset
+from .fitting import ProgressFn, StageResult, callbacks, finish_stage, make_optimizer, model_stats
+from .recipe import QatConfig
+
+log = logging.getLogger(__name__)
+
+
+def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, pruned: bool,
+        progress: ProgressFn | None = None) -> StageResult:
+    """QAT-fine-tune ``model``; the result holds fake-quant wrappers (load with ``quantized=True``)."""
+    start = time.perf_counter()
+    k = keras()
+    before = model_stats(model)
+    scheme = "prune_preserve_8bit" if (cfg.preserve_sparsity and pruned) else "default_8bit"
+    qat = apply_qat(model, scheme)
+    qat.compile(optimizer=make_optimizer("adam", cfg.learning_rate),
+                loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    has_val = len(data.x_val) > 0
+    if cfg.epochs:
+        qat.fit(data.x_train, data.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
+                validation_data=(data.x_val, data.y_val) if has_val else None,
+                callbacks=callbacks("qat", None, cfg.epochs, has_val=has_val, progress=progress))
+    after = _kernel_sparsity(qat)
+    metrics = {"scheme": scheme,
+               "sparsity_before": before["sparsity_overall"], "kernel_sparsity_after": after,
+               "train_seconds": round(time.perf_counter() - start, 3)}
+
+    def save(folder: Path) -> Path:
+        from .fitting import save_model
+
+        save_model(model, folder / BASE_FILE)
+        tmp = folder / f".tmp-{WEIGHTS_FILE}"
+        qat.save_weights(tmp)
+        tmp.replace(folder / WEIGHTS_FILE)
+        return folder / WEIGHTS_FILE
+
+    return finish_stage("qat", qat, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test,
+                        quantized=True, save=save)
+
+
+BASE_FILE = "base.keras"
+WEIGHTS_FILE = "qat.weights.h5"
+
+
+def apply_qat(model, scheme: str):
+    """Wrap ``model`` for QAT with ``scheme`` (``default_8bit`` or ``prune_preserve_8bit``)."""
+    q = tfmot().quantization.keras
+    annotated = q.quantize_annotate_model(model)
+    if scheme == "prune_preserve_8bit":
+        return q.quantize_apply(annotated, tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    return q.quantize_apply(annotated)
+
+
+def load(stage_dir: Path):
+    """Rebuild the QAT model saved by :func:`run` in ``stage_dir``."""
+    import json
+
+    from .fitting import load_model
+
+    scheme = json.loads((stage_dir / "metrics.json").read_text())["scheme"]
+    qat = apply_qat(load_model(stage_dir / BASE_FILE), scheme)
+    qat.load_weights(stage_dir / WEIGHTS_FILE)
+    return qat
+
+
+def _kernel_sparsity(qat_model) -> float:
+    """Share of zeros among the kernels inside the QAT wrappers."""
+    import numpy as np
+
+    zeros = total = 0
+    for w in qat_model.trainable_weights:
+        if "kernel" in w.name:
+            a = w.numpy()
+            zeros, total = zeros + a.size - np.count_nonzero(a), total + a.size
+    return round(float(zeros / total), 6) if total else 0.0

@@ -1,0 +1,329 @@
+"""Recipes and target profiles: YAML in, frozen typed objects out, validated once at the edge.
+
+A recipe drives a whole run; a target profile describes a device (its runtime, formats and
+budgets). Both are parsed with :func:`load_recipe` / :func:`load_target`; every error is
+collected and reported as ``FILE: key.path: what was wrong (what was expected)``, with a
+"did you mean" hint for unknown keys. This module imports no TensorFlow.
+
+Example::
+
+    recipe = load_recipe("recipes/quickstart.yaml")
+    recipe.prune.target_sparsity   # 0.6
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RecipeError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TARGETS_DIR = REPO_ROOT / "targets"
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+class Strategy(str, enum.Enum):
+    """How the teacher is distributed: ``auto`` mirrors when more than one device is visible."""
+
+    auto = "auto"
+    one_device = "one_device"
+    mirrored = "mirrored"
+    multi_worker = "multi_worker"
+
+
+class EarlyStopping(_Strict):
+    """Stop training when ``monitor`` has not improved for ``patience`` epochs (best weights kept)."""
+
+    patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
+    monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="metric watched")
+
+
+class Training(_Strict):
+    """Settings shared by every stage that trains."""
+
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = Field(10, description="passes over the training split")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step (global)")
+    optimizer: Literal["adam", "rmsprop", "sgd"] = Field("adam", description="optimizer")
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(1e-3, description="initial learning rate")
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.9, description="momentum (sgd only)")
+    l1: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L1 kernel regularization")
+    l2: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L2 kernel regularization")
+    early_stopping: EarlyStopping | None = Field(None, description="early stopping, or null for none")
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is split."""
+
+    source: str = Field("digits", description="digits | mnist1d | npz:PATH")
+    test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.2, description="share held out for the test split (all reported accuracies)")
+    val_split: Fraction = Field(0.1, description="share of the training split used for validation")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v in ("digits", "mnist1d") or v.startswith("npz:"):
+            return v
+        raise ValueError(f"{v!r} is not a known source (expected digits, mnist1d or npz:PATH)")
+
+
+class TeacherConfig(Training):
+    """The large float model trained first, inside a ``tf.distribute`` strategy."""
+
+    model: str = Field("cnn_small", description="name in the model zoo (edgekit models list)")
+    strategy: Strategy = Field(Strategy.auto, description="auto | one_device | mirrored | multi_worker")
+
+
+class StudentConfig(Training):
+    """The small model distilled from the teacher: L = (1-alpha)·CE + alpha·T²·KL."""
+
+    model: str = Field("cnn_tiny", description="name in the model zoo")
+    temperature: Annotated[float, Field(gt=0.0, le=100.0)] = Field(4.0, description="softmax temperature T")
+    alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.7, description="weight of the soft-target term")
+
+
+class PruneConfig(_Strict):
+    """Magnitude pruning with tensorflow-model-optimization."""
+
+    target_sparsity: Fraction = Field(0.6, description="share of zero weights in the pruned layers")
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = Field(5, description="fine-tuning epochs while pruning")
+    schedule: Literal["polynomial", "constant"] = Field("polynomial", description="pruning schedule")
+    frequency: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="steps between mask updates; null derives it from the schedule length")
+    skip_layers: list[str] = Field(
+        default_factory=lambda: ["first", "last"],
+        description="layers left dense: names, or 'first' / 'last' for the first and last weighted layer")
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(5e-4, description="learning rate")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step")
+    strict: bool = Field(False, description="fail (not warn) when sparsity is more than 0.05 below target")
+
+
+class QatConfig(_Strict):
+    """Quantization-aware training (int8), keeping the pruned zeros when asked."""
+
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = Field(3, description="QAT fine-tuning epochs")
+    preserve_sparsity: bool = Field(True, description="prune-preserving QAT scheme")
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(2e-4, description="learning rate")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step")
+
+
+class EvaluateConfig(_Strict):
+    """How targets are measured by the on-device evaluator."""
+
+    samples: Annotated[int, Field(ge=1)] | None = Field(None, description="test samples for accuracy; null = all")
+    warmup: Annotated[int, Field(ge=0)] = Field(10, description="untimed warm-up inferences")
+    runs: Annotated[int, Field(ge=1)] = Field(100, description="timed single-sample inferences")
+    threads: Annotated[int, Field(ge=1, le=256)] = Field(1, description="interpreter threads")
+
+
+class ConvertConfig(_Strict):
+    """Post-training conversion settings shared by all targets."""
+
+    representative_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        200, description="training samples used to calibrate int8 ranges")
+    check_budget: bool = Field(True, description="fail a target that exceeds its flash or RAM budget")
+    arena_margin: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
+        0.1, description="share added to the measured TFLite Micro arena")
+
+
+class Recipe(_Strict):
+    """A whole run: data, teacher, student, pruning, QAT, targets and evaluation."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        description="run name (letters, digits, . _ -)")
+    seed: Annotated[int, Field(ge=0)] = Field(0, description="seed for data split, init and shuffling")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig | None = Field(default_factory=StudentConfig, description="null: no distillation")
+    prune: PruneConfig | None = Field(default_factory=PruneConfig, description="null: no pruning")
+    qat: QatConfig | None = Field(default_factory=QatConfig, description="null: post-training quantization only")
+    convert: ConvertConfig = Field(default_factory=ConvertConfig)
+    targets: list[str] = Field(default_factory=lambda: ["mobile"], description="target profiles by name or path")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+class TargetKind(str, enum.Enum):
+    mobile = "mobile"
+    rpi = "rpi"
+    mcu = "mcu"
+
+
+class Budget(_Strict):
+    """What the device allows; null = not constrained."""
+
+    flash_bytes: Annotated[int, Field(ge=1)] | None = Field(None, description="model storage")
+    ram_bytes: Annotated[int, Field(ge=1)] | None = Field(None, description="working memory (arena or RSS)")
+    latency_ms: Annotated[float, Field(gt=0)] | None = Field(None, description="p50 latency on the device")
+
+
+class TargetProfile(_Strict):
+    """A device profile from ``targets/*.yaml``."""
+
+    name: str
+    kind: TargetKind
+    board: str = Field("", description="the real board the budgets come from")
+    runtime: Literal["ai_edge_litert", "tflite_runtime", "tflite_micro", "onnxruntime"] = "ai_edge_litert"
+    formats: list[Literal["tflite-int8", "tflite-fp16", "tflite-full-int8", "onnx"]] = Field(
+        default_factory=lambda: ["tflite-int8"])
+    budget: Budget = Field(default_factory=Budget)
+    description: str = ""
+
+
+# ---------------------------------------------------------------- loading and error messages
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise RecipeError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Names of the fields allowed at ``loc`` (for 'did you mean')."""
+    cls: Any = model
+    for part in loc:
+        if isinstance(part, int) or cls is None:
+            return []
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        cls = _model_of(field.annotation)
+    return list(cls.model_fields) if cls is not None else []
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
+    """One line per problem: ``FILE: key.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        value = err.get("input")
+        if kind == "extra_forbidden":
+            allowed = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown key{hint} (allowed: {', '.join(allowed)})"
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind in ("greater_than_equal", "less_than", "greater_than", "less_than_equal"):
+            msg = f"{value!r} is out of range: {err['msg'].lower()}"
+        elif kind in ("literal_error", "enum"):
+            msg = f"{value!r} is not allowed: {err['msg'].lower()}"
+        elif kind == "value_error":
+            msg = err["msg"].removeprefix("Value error, ")
+        else:
+            msg = f"{err['msg'].lower()} (got {value!r})"
+        lines.append(f"{path}: {key}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+_UNION_TAGS = {"int", "float", "str", "none", "list[str]", "function-after[_known_source(), str]"}
+
+
+def _validate(model: type[BaseModel], raw: Any, path: Path):
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(format_errors(path, _drop_union_noise(exc), model)) from None
+
+
+def _drop_union_noise(exc: ValidationError) -> ValidationError:
+    """For ``X | None`` fields pydantic reports the None branch too; keep the informative one."""
+    errors = [e for e in exc.errors() if not (e["type"] == "none_required")]
+    if not errors:
+        return exc
+    return ValidationError.from_exception_data(exc.title, [_as_line_error(e) for e in errors])
+
+
+def _as_line_error(e: dict) -> dict:
+    out = {"type": e["type"], "loc": e["loc"], "input": e.get("input")}
+    if "ctx" in e:
+        ctx = dict(e["ctx"])
+        if "error" in ctx:
+            ctx["error"] = str(ctx["error"])
+        out["ctx"] = ctx
+    if e["type"] == "value_error":
+        out["ctx"] = {"error": e["msg"].removeprefix("Value error, ")}
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe file; raises :class:`RecipeError` naming file and key path.
+
+    Target names are checked too: each must name a profile in ``targets/`` or a YAML file.
+    """
+    path = Path(path)
+    recipe = _validate(Recipe, _read_yaml(path, "recipe"), path)
+    for i, target in enumerate(recipe.targets):
+        try:
+            find_target(target, base=path.parent)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: targets.{i}: {exc}") from None
+    return recipe
+
+
+def list_targets() -> list[str]:
+    """Names of the built-in target profiles."""
+    return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def find_target(name_or_path: str, *, base: Path | None = None) -> Path:
+    """Resolve a target name (``rpi4``) or path (``my/board.yaml``) to its profile file."""
+    candidates = []
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        candidates += [Path(name_or_path)] + ([base / name_or_path] if base else [])
+    else:
+        candidates.append(TARGETS_DIR / f"{name_or_path}.yaml")
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = list_targets()
+    close = difflib.get_close_matches(name_or_path, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise RecipeError(f"unknown target {name_or_path!r}{hint} (known: {', '.join(known)}; or a path to a .yaml profile)")
+
+
+def load_target(name_or_path: str, *, base: Path | None = None) -> TargetProfile:
+    """Load and validate a target profile by name or path."""
+    path = find_target(name_or_path, base=base)
+    return _validate(TargetProfile, _read_yaml(path, "target profile"), path)
+
+
+def resolved_yaml(recipe: Recipe) -> str:
+    """The recipe with every default filled in, as YAML (written next to a run's artifacts)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
