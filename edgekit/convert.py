@@ -197,7 +197,7 @@ def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Con
         info = check_integer_only(blob, require_int_io=True)
         p = write_text(out_dir / "model_int8.tflite", blob)
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
-        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena.recommended_bytes)
+        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena)
         res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
         write_json(out_dir / "arena.json", extra["arena"])

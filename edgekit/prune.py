@@ -33,8 +33,7 @@ def schedule_steps(num_samples: int, cfg: PruneConfig) -> dict[str, int]:
     steps_per_epoch = math.ceil(num_samples / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     span = max(1, int(total * 0.7)) if cfg.epochs > 1 else total
-    frequency = cfg.frequency or max(1, span // 10)
-    frequency = min(frequency, span)
+    frequency = cfg.frequency or max(1, span // 10)  # an explicit frequency is honoured as given
     end_step = max(frequency, (span // frequency) * frequency)
     return {"steps_per_epoch": steps_per_epoch, "total_steps": total, "end_step": end_step,
             "frequency": frequency}

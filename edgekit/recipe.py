@@ -223,6 +223,10 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _lc(msg: str) -> str:
+    return msg[:1].lower() + msg[1:]
+
+
 def format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
     """One line per problem: ``FILE: key.path: message``."""
     lines = []
@@ -239,13 +243,13 @@ def format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> s
         elif kind == "missing":
             msg = "required key is missing"
         elif kind in ("greater_than_equal", "less_than", "greater_than", "less_than_equal"):
-            msg = f"{value!r} is out of range: {err['msg'].lower()}"
+            msg = f"{value!r} is out of range: {_lc(err['msg'])}"
         elif kind in ("literal_error", "enum"):
-            msg = f"{value!r} is not allowed: {err['msg'].lower()}"
+            msg = f"{value!r} is not allowed: {_lc(err['msg'])}"
         elif kind == "value_error":
             msg = err["msg"].removeprefix("Value error, ")
         else:
-            msg = f"{err['msg'].lower()} (got {value!r})"
+            msg = f"{_lc(err['msg'])} (got {value!r})"
         lines.append(f"{path}: {key}: {msg}")
     return "\n".join(dict.fromkeys(lines))
 

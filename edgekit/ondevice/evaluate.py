@@ -1,0 +1,998 @@
+#!/usr/bin/env python3
+"""Standalone on-device evaluator: accuracy, latency and memory of one model in one runtime.
+
+This single file is copied as-is to a device (a Raspberry Pi, a phone shell, a host standing in
+for a microcontroller). It needs only the Python standard library (3.9+), numpy and ONE model
+runtime, imported lazily when it is chosen; it never imports edgekit, and imports TensorFlow only
+when ``--runtime tensorflow`` is asked for or is the only TFLite runtime installed.
+
+Runtimes: ``ai_edge_litert``, ``tflite_runtime``, ``tensorflow`` (``tf.lite.Interpreter``),
+``tflite_micro`` (the TensorFlow Lite Micro Python interpreter, needs ``--arena-bytes``) for
+``.tflite`` files, and ``onnxruntime`` for ``.onnx`` files. ``--runtime auto`` takes the first
+importable of ai_edge_litert, tflite_runtime, tensorflow for ``.tflite``; onnxruntime for ``.onnx``.
+
+Input ``eval.npz``: ``x`` (float32 model inputs, preprocessed but not quantized), ``y`` (integer
+labels) and optionally ``ref`` (integer predictions of the float reference model, per sample).
+Integer model inputs are quantized from the input tensor's scale and zero point, integer outputs
+dequantized; one sample per invoke (batch 1), as a device runs it.
+
+Timing follows TFLite ``benchmark_model``: ``init_ms`` (interpreter creation + tensor
+allocation), ``first_inference_ms``, ``warmup`` runs excluded, then ``runs`` timed single-sample
+runs (set input + invoke + get output). The accuracy pass over the samples is separate.
+
+Output: one JSON object shaped like a ``targets[]`` entry of edgekit's ``report.json`` plus
+per-class metrics, the confusion matrix and a binary ROC AUC. Fields that cannot be measured in a
+runtime or on a platform are ``null``, never estimated.
+
+Example::
+
+    python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 200 --out result.json
+
+    >>> from evaluate import evaluate
+    >>> result = evaluate("model_int8.tflite", x, y, ref=ref, runtime="ai_edge_litert")
+    >>> result["accuracy"], result["latency_ms"]["p50"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import faulthandler
+import gzip
+import json
+import os
+import platform
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = [
+    "EVALUATOR_VERSION",
+    "RUNTIMES",
+    "EvaluationError",
+    "UsageError",
+    "DataError",
+    "RuntimeUnavailableError",
+    "ModelError",
+    "ArenaError",
+    "evaluate",
+    "load_eval_data",
+    "check_tflite_structure",
+    "main",
+]
+
+EVALUATOR_VERSION = "1"
+
+#: Every runtime this evaluator can drive, in the order ``auto`` tries the TFLite ones.
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow", "tflite_micro", "onnxruntime")
+_AUTO_TFLITE = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+_INSTALL_HINT = {
+    "ai_edge_litert": "pip install ai-edge-litert",
+    "tflite_runtime": "pip install tflite-runtime 'numpy<2'",
+    "tensorflow": "pip install tensorflow",
+    "tflite_micro": "pip install tflite-micro (x86-64 Linux wheels only)",
+    "onnxruntime": "pip install onnxruntime",
+}
+_DIST_NAMES = {
+    "ai_edge_litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
+    "tflite_runtime": ("tflite-runtime", "tflite-runtime-nightly"),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "tf-nightly"),
+    "tflite_micro": ("tflite-micro", "tflite-micro-nightly"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+}
+_QUANTIZED_DTYPES = (np.int8, np.uint8, np.int16)
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+}
+
+
+# --------------------------------------------------------------------------------------- errors
+
+class EvaluationError(Exception):
+    """Base of the evaluator's errors: the CLI prints one line and exits with ``exit_code``."""
+
+    exit_code = 1
+
+
+class UsageError(EvaluationError):
+    """A command-line option is missing, unknown or out of range."""
+
+    exit_code = 2
+
+
+class DataError(EvaluationError):
+    """The eval data file is missing, unreadable or inconsistent (shapes, keys, lengths)."""
+
+    exit_code = 3
+
+
+class RuntimeUnavailableError(EvaluationError):
+    """The requested runtime (or, for ``auto``, every candidate) cannot be imported."""
+
+    exit_code = 4
+
+
+class ModelError(EvaluationError):
+    """The model file is missing, corrupt, of the wrong format for the runtime, or fails to run."""
+
+    exit_code = 5
+
+
+class ArenaError(EvaluationError):
+    """TFLite Micro could not run the model in the given tensor arena (too small)."""
+
+    exit_code = 6
+
+
+# ------------------------------------------------------------------------------- tensor details
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Dtype, shape and (for integer tensors) the affine quantization of one model tensor.
+
+    ``shape`` entries are ints, or ``None`` for dimensions the model leaves dynamic (ONNX).
+    ``scale`` / ``zero_point`` are ``None`` for tensors that are not quantized.
+    """
+
+    dtype: np.dtype
+    shape: Tuple[Optional[int], ...]
+    scale: Optional[float]
+    zero_point: Optional[int]
+
+    def as_json(self) -> Dict[str, Any]:
+        return {"dtype": self.dtype.name, "shape": list(self.shape),
+                "scale": self.scale, "zero_point": self.zero_point}
+
+
+def _tflite_quant(details: Dict[str, Any]) -> Tuple[Optional[float], Optional[int]]:
+    """(scale, zero_point) of a TFLite tensor detail dict; (None, None) if not quantized.
+
+    Raises ModelError for per-channel quantized model inputs/outputs, which batch-1 evaluation
+    cannot map to a single scale.
+    """
+    params = details.get("quantization_parameters") or {}
+    scales = np.asarray(params.get("scales", []), dtype=np.float64).ravel()
+    zeros = np.asarray(params.get("zero_points", []), dtype=np.int64).ravel()
+    if scales.size == 0:
+        scale, zero = details.get("quantization", (0.0, 0))
+        scales, zeros = np.array([scale], dtype=np.float64), np.array([zero], dtype=np.int64)
+    if scales.size > 1:
+        raise ModelError(f"tensor {details.get('name', '?')!r} is quantized per channel "
+                         f"({scales.size} scales); the evaluator needs one scale per input/output")
+    if scales.size == 0 or float(scales[0]) == 0.0:
+        return None, None
+    return float(scales[0]), int(zeros[0]) if zeros.size else 0
+
+
+def _tflite_info(details: Dict[str, Any]) -> TensorInfo:
+    scale, zero = _tflite_quant(details)
+    shape = tuple(int(d) for d in np.asarray(details["shape"]).ravel())
+    return TensorInfo(np.dtype(details["dtype"]), shape, scale, zero)
+
+
+# -------------------------------------------------------------------------------------- runners
+
+class _Runner:
+    """One loaded model in one runtime: ``run(batch1_input) -> raw output`` (no dequantization)."""
+
+    name = ""
+    version: Optional[str] = None
+    num_threads: Optional[int] = None
+    input: TensorInfo
+    output: TensorInfo
+
+    def run(self, sample: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _LiteRunner(_Runner):
+    """``ai_edge_litert`` / ``tflite_runtime`` / ``tf.lite`` Interpreter (same API)."""
+
+    def __init__(self, interpreter_cls: Callable[..., Any], model_path: str, threads: int):
+        self.num_threads = threads
+        it = interpreter_cls(model_path=model_path, num_threads=threads)
+        inputs, outputs = it.get_input_details(), it.get_output_details()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(f"model has {len(inputs)} inputs and {len(outputs)} outputs; "
+                             "the evaluator runs single-input models (first output is scored)")
+        det = inputs[0]
+        shape = [int(d) for d in det["shape"]]
+        signature = [int(d) for d in det.get("shape_signature", det["shape"])]
+        if shape and shape[0] != 1:
+            if signature and signature[0] == -1:
+                it.resize_tensor_input(det["index"], [1] + shape[1:])
+            else:
+                raise ModelError(f"model input has a fixed batch size of {shape[0]}; "
+                                 "the evaluator runs batch 1 (convert with batch 1 or dynamic)")
+        it.allocate_tensors()
+        self._it = it
+        self._in = it.get_input_details()[0]["index"]
+        self._out = it.get_output_details()[0]["index"]
+        self.input = _tflite_info(it.get_input_details()[0])
+        self.output = _tflite_info(it.get_output_details()[0])
+
+    def run(self, sample: np.ndarray) -> np.ndarray:
+        self._it.set_tensor(self._in, sample)
+        self._it.invoke()
+        return self._it.get_tensor(self._out)
+
+
+class _MicroRunner(_Runner):
+    """TensorFlow Lite Micro's Python interpreter with a fixed tensor arena (no threads)."""
+
+    def __init__(self, runtime_mod: Any, model_path: str, arena_bytes: int):
+        self._it = runtime_mod.Interpreter.from_file(model_path, arena_size=arena_bytes)
+        self.input = _tflite_info(self._it.get_input_details(0))
+        self.output = _tflite_info(self._it.get_output_details(0))
+
+    def run(self, sample: np.ndarray) -> np.ndarray:
+        self._it.set_input(sample, 0)
+        self._it.invoke()
+        return self._it.get_output(0)
+
+
+class _OnnxRunner(_Runner):
+    """onnxruntime ``InferenceSession`` on the CPU provider, ``threads`` intra-op threads."""
+
+    def __init__(self, ort: Any, model_path: str, threads: int):
+        self.num_threads = threads
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(model_path, sess_options=opts,
+                                    providers=["CPUExecutionProvider"])
+        inputs, outputs = sess.get_inputs(), sess.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelError(f"model has {len(inputs)} inputs and {len(outputs)} outputs; "
+                             "the evaluator runs single-input models (first output is scored)")
+        self._sess = sess
+        self._in, self._out = inputs[0].name, [outputs[0].name]
+        self.input = self._info(inputs[0])
+        self.output = self._info(outputs[0])
+
+    @staticmethod
+    def _info(arg: Any) -> TensorInfo:
+        if arg.type not in _ONNX_DTYPES:
+            raise ModelError(f"ONNX tensor {arg.name!r} has unsupported type {arg.type}")
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+        return TensorInfo(np.dtype(_ONNX_DTYPES[arg.type]), shape, None, None)
+
+    def run(self, sample: np.ndarray) -> np.ndarray:
+        return self._sess.run(self._out, {self._in: sample})[0]
+
+
+def _version_of(runtime: str, module: Any) -> Optional[str]:
+    """Installed version of a runtime: the module's ``__version__``, else its distribution's."""
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str) and version:
+        return version
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return None
+    for dist in _DIST_NAMES[runtime]:
+        try:
+            return metadata.version(dist)
+        except Exception:
+            continue
+    return None
+
+
+def _import_runtime(runtime: str) -> Tuple[Any, Optional[str]]:
+    """Import one runtime lazily; return (interpreter class or module, version).
+
+    Raises RuntimeUnavailableError when it is not installed or fails to import.
+    """
+    try:
+        if runtime == "ai_edge_litert":
+            import ai_edge_litert
+            from ai_edge_litert.interpreter import Interpreter
+            return Interpreter, _version_of(runtime, ai_edge_litert)
+        if runtime == "tflite_runtime":
+            import tflite_runtime
+            from tflite_runtime.interpreter import Interpreter
+            return Interpreter, _version_of(runtime, tflite_runtime)
+        if runtime == "tensorflow":
+            import tensorflow as tf
+            return tf.lite.Interpreter, _version_of(runtime, tf)
+        if runtime == "tflite_micro":
+            import tflite_micro
+            from tflite_micro.python.tflite_micro import runtime as micro_runtime
+            return micro_runtime, _version_of(runtime, tflite_micro)
+        if runtime == "onnxruntime":
+            import onnxruntime
+            return onnxruntime, _version_of(runtime, onnxruntime)
+    except Exception as exc:  # ImportError, or a broken install (numpy ABI mismatch...)
+        raise RuntimeUnavailableError(
+            f"runtime {runtime!r} is not available ({type(exc).__name__}: {_one_line(exc)}); "
+            f"install it with: {_INSTALL_HINT[runtime]}") from exc
+    raise UsageError(f"unknown runtime {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
+
+
+def _resolve_runtime(runtime: str, fmt: str) -> Tuple[str, Any, Optional[str]]:
+    """Pick the runtime for a model format; ``auto`` takes the first importable one."""
+    if runtime == "auto":
+        candidates = _AUTO_TFLITE if fmt == "tflite" else ("onnxruntime",)
+        reasons = []
+        for name in candidates:
+            try:
+                return (name,) + _import_runtime(name)
+            except RuntimeUnavailableError as exc:
+                reasons.append(f"{name} ({type(exc.__cause__).__name__})")
+        raise RuntimeUnavailableError(
+            f"no runtime for a .{fmt} model is installed (tried {', '.join(reasons)}); "
+            f"install one with: {_INSTALL_HINT[candidates[0]]}")
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
+    wanted = "onnx" if runtime == "onnxruntime" else "tflite"
+    if fmt != wanted:
+        raise UsageError(f"runtime {runtime!r} runs .{wanted} models, but the model is .{fmt}")
+    return (runtime,) + _import_runtime(runtime)
+
+
+# ------------------------------------------------------------------------------ TFLite Micro
+
+_MICRO_PROBE = r"""
+import sys
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+it = runtime.Interpreter.from_file(sys.argv[1], arena_size=int(sys.argv[2]))
+d = it.get_input_details(0)
+it.set_input(np.zeros(tuple(int(s) for s in d["shape"]), dtype=d["dtype"]), 0)
+it.invoke()
+it.get_output(0)
+"""
+_ARENA_MARKERS = ("failed to allocate", "failed to resize buffer", "missing:",
+                  "failed starting model allocation")
+
+
+def _probe_micro(model_path: str, arena_bytes: int, timeout_s: float = 300.0) -> None:
+    """Create the TFLM interpreter and invoke once in a child process.
+
+    TFLite Micro can crash the whole process (SIGSEGV) instead of raising when the arena is too
+    small, so the first attempt runs in a separate Python. Side effect: spawns
+    ``sys.executable``. Raises ArenaError (arena too small / crash) or ModelError (other).
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-c", _MICRO_PROBE, model_path, str(arena_bytes)],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelError(f"tflite_micro did not finish one inference in {timeout_s:.0f} s") from exc
+    if proc.returncode == 0:
+        return
+    log = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    last = log[-1] if log else "no output"
+    native = next((line for line in log if any(m in line.lower() for m in _ARENA_MARKERS)), None)
+    if proc.returncode < 0:
+        raise ArenaError(
+            f"tflite_micro crashed (signal {-proc.returncode}) with arena_bytes={arena_bytes}: "
+            f"the arena is most likely too small ({native or last}); try a larger --arena-bytes")
+    if native is not None:
+        raise ArenaError(f"tflite_micro could not allocate tensors in arena_bytes={arena_bytes} "
+                         f"({native}); try a larger --arena-bytes")
+    raise ModelError(f"tflite_micro failed to load or run the model (corrupt or unsupported "
+                     f"op?): {last}")
+
+
+# ------------------------------------------------------------------------------ data handling
+
+def load_eval_data(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Read ``eval.npz``: returns (x float32, y int64, ref int64 or None).
+
+    ``y`` may be one-hot (2-D); it is turned into class indices. Raises DataError when the file
+    is missing or unreadable, a key is missing, or the arrays disagree in length.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"eval data file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise DataError(f"eval data {path} is not a .npz file (a zip archive of .npy arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise DataError(f"cannot read eval data {path} as .npz: {_one_line(exc)}") from exc
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"eval data {path} lacks array(s) {', '.join(missing)} "
+                        f"(found: {', '.join(sorted(arrays)) or 'none'}); expected x, y[, ref]")
+    return arrays["x"], arrays["y"], arrays.get("ref")
+
+
+def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    if x.ndim < 1 or len(x) == 0:
+        raise DataError("eval data x holds no samples")
+    if not np.issubdtype(x.dtype, np.number):
+        raise DataError(f"eval data x must be numeric, got dtype {x.dtype}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"eval data y has shape {y.shape}; expected ({len(x)},) labels "
+                        f"for x of shape {x.shape}")
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+        raise DataError("eval data y must hold integer class labels")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError("eval data y holds negative labels")
+    if ref is not None:
+        ref = np.asarray(ref)
+        if ref.ndim == 2:
+            ref = ref.argmax(axis=1)
+        if ref.shape != y.shape:
+            raise DataError(f"eval data ref has shape {ref.shape}; expected {y.shape} (one "
+                            "float-model prediction per sample)")
+        ref = ref.astype(np.int64)
+    return x.astype(np.float32, copy=False), y, ref
+
+
+def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Float values -> the integer input dtype: ``round(x / scale) + zero_point``, clipped.
+
+    Rounds half away from zero in float32, as TFLite's reference Quantize does.
+    """
+    if info.scale is None or info.zero_point is None:
+        raise ModelError(f"model input is {info.dtype.name} but carries no quantization "
+                         "scale/zero point; the evaluator cannot map float data onto it")
+    v = np.asarray(x, dtype=np.float32) / np.float32(info.scale)
+    v = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    lim = np.iinfo(info.dtype)
+    return np.clip(v.astype(np.int64) + info.zero_point, lim.min, lim.max).astype(info.dtype)
+
+
+def dequantize(q: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Integer outputs -> float32 ``(q - zero_point) * scale``; float outputs pass through."""
+    if info.scale is None or info.zero_point is None:
+        return np.asarray(q, dtype=np.float32)
+    return ((np.asarray(q, dtype=np.int64) - info.zero_point) * info.scale).astype(np.float32)
+
+
+def _prepare_inputs(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """Reshape samples to the model's per-sample input shape and cast/quantize to its dtype."""
+    want = info.shape[1:]
+    have = x.shape[1:]
+    if len(want) != len(have) or any(w is not None and w != h for w, h in zip(want, have)):
+        sizes_differ = (any(w is None for w in want)
+                        or int(np.prod(want, dtype=np.int64)) != int(np.prod(have, dtype=np.int64)))
+        if sizes_differ:
+            raise DataError(f"eval samples have shape {tuple(have)}, the model input wants "
+                            f"{tuple(want)} per sample and the sizes differ")
+        x = x.reshape((len(x),) + tuple(int(w) for w in want))
+    if info.dtype in [np.dtype(t) for t in _QUANTIZED_DTYPES]:
+        return np.ascontiguousarray(quantize(x, info))
+    if np.issubdtype(info.dtype, np.floating):
+        return np.ascontiguousarray(x.astype(info.dtype))
+    raise ModelError(f"model input dtype {info.dtype.name} is not supported "
+                     "(expected float or int8/uint8/int16)")
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+def _predict(scores: np.ndarray) -> np.ndarray:
+    """Class predictions from per-sample scores: argmax, or a threshold for one output column.
+
+    A single output column is read as a probability (threshold 0.5) when every score lies in
+    [0, 1], otherwise as a logit (threshold 0).
+    """
+    if scores.shape[1] > 1:
+        return scores.argmax(axis=1).astype(np.int64)
+    s = scores[:, 0]
+    threshold = 0.5 if (s.min() >= 0.0 and s.max() <= 1.0) else 0.0
+    return (s >= threshold).astype(np.int64)
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``num_classes`` x ``num_classes`` counts; rows are true labels, columns predictions."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y, pred), 1)
+    return cm
+
+
+def per_class_metrics(cm: np.ndarray) -> List[Dict[str, Any]]:
+    """Precision, recall, F1 and support per class from a confusion matrix.
+
+    Precision is null for a class never predicted, recall null for a class absent from the
+    labels, F1 (= 2TP / (2TP + FP + FN)) null when both are.
+    """
+    rows = []
+    for k in range(cm.shape[0]):
+        tp = int(cm[k, k])
+        predicted = int(cm[:, k].sum())
+        support = int(cm[k, :].sum())
+        denom = predicted + support
+        rows.append({
+            "class": k,
+            "precision": tp / predicted if predicted else None,
+            "recall": tp / support if support else None,
+            "f1": 2 * tp / denom if denom else None,
+            "support": support,
+        })
+    return rows
+
+
+def roc_auc(y: np.ndarray, score: np.ndarray) -> Optional[float]:
+    """Binary ROC AUC by the rank statistic (Mann-Whitney U, ties get average ranks).
+
+    ``y`` holds 0/1 labels, ``score`` the positive-class score. None when a class is absent.
+    """
+    y = np.asarray(y)
+    n_pos = int((y == 1).sum())
+    n_neg = int(len(y) - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(score, dtype=np.float64),
+                                   return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    avg_rank = ends - (counts - 1) / 2.0            # 1-based average rank of each distinct value
+    ranks = avg_rank[inverse.ravel()]
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def _latency_stats(times_ms: Sequence[float]) -> Optional[Dict[str, float]]:
+    if not times_ms:
+        return None
+    t = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    return {"mean": float(t.mean()), "std": float(t.std()),
+            "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+
+
+# --------------------------------------------------------------------------- host and memory
+
+def _rss_bytes() -> Optional[int]:
+    """Current resident set size from /proc/self/statm, or None where there is no /proc."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _peak_rss_bytes() -> Optional[int]:
+    """Peak RSS of this process (ru_maxrss: KiB on Linux, bytes on macOS); None if unavailable."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if peak <= 0:
+        return None
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def _cpu_name() -> Optional[str]:
+    """CPU name: /proc/cpuinfo "model name" (x86), else "Model" (Raspberry Pi), else platform."""
+    info = _read_text("/proc/cpuinfo") or ""
+    fields: Dict[str, str] = {}
+    for line in info.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    return fields.get("model name") or fields.get("Model") or platform.processor() or None
+
+
+def host_info() -> Dict[str, Any]:
+    """Machine, CPU, OS and Python version of the host the evaluator runs on."""
+    return {"machine": platform.machine() or None, "cpu": _cpu_name(),
+            "os": platform.platform(), "python": platform.python_version()}
+
+
+def default_measured_on() -> str:
+    """``rpi:<hostname>`` on a Raspberry Pi (per /proc/device-tree/model), else ``host-<arch>``."""
+    model = _read_text("/proc/device-tree/model") or ""
+    if "Raspberry Pi" in model:
+        return f"rpi:{socket.gethostname()}"
+    return f"host-{platform.machine()}"
+
+
+# ----------------------------------------------------------------------------------- evaluate
+
+def _model_format(path: str, head: bytes) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".tflite" or (ext != ".onnx" and head[4:8] == b"TFL3"):
+        return "tflite"
+    if ext == ".onnx":
+        return "onnx"
+    raise ModelError(f"cannot tell the format of {path}: expected a .tflite or .onnx file")
+
+
+class _Malformed(Exception):
+    pass
+
+
+def check_tflite_structure(blob: bytes) -> Optional[str]:
+    """Structural sanity check of a TFLite flatbuffer; returns what is wrong, or None if sound.
+
+    Checks the 'TFL3' identifier and that the model's tables and vectors (operator codes,
+    subgraphs with their tensors and operators, buffers with their data) lie inside the file.
+    Not a full flatbuffer verifier, but it rejects random or truncated files, which some
+    runtimes (tflite_runtime 2.14, TFLite Micro) crash on instead of raising.
+    """
+    n = len(blob)
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise _Malformed(what)
+
+    def u16(pos: int) -> int:
+        return struct.unpack_from("<H", blob, pos)[0]
+
+    def u32(pos: int) -> int:
+        return struct.unpack_from("<I", blob, pos)[0]
+
+    def table(pos: int, what: str) -> Tuple[int, int, int, int]:
+        need(0 <= pos <= n - 4, f"{what} table lies outside the file")
+        vtable = pos - struct.unpack_from("<i", blob, pos)[0]
+        need(0 <= vtable <= n - 4, f"{what} vtable lies outside the file")
+        vt_size, tbl_size = u16(vtable), u16(vtable + 2)
+        need(vt_size >= 4 and vt_size % 2 == 0 and vtable + vt_size <= n,
+             f"{what} vtable is malformed")
+        need(tbl_size >= 4 and pos + tbl_size <= n, f"{what} table runs past the end")
+        return pos, vtable, vt_size, tbl_size
+
+    def offset_field(t: Tuple[int, int, int, int], i: int, what: str) -> Optional[int]:
+        pos, vtable, vt_size, tbl_size = t
+        if 4 + 2 * i + 2 > vt_size:
+            return None
+        off = u16(vtable + 4 + 2 * i)
+        if off == 0:
+            return None
+        need(off + 4 <= tbl_size, f"{what} field lies outside its table")
+        return pos + off + u32(pos + off)
+
+    def vector(t: Tuple[int, int, int, int], i: int, elem_bytes: int,
+               what: str) -> Tuple[int, int]:
+        start = offset_field(t, i, what)
+        if start is None:
+            return 0, 0
+        need(start + 4 <= n, f"{what} vector lies outside the file")
+        count = u32(start)
+        need(start + 4 + count * elem_bytes <= n, f"{what} vector runs past the end")
+        return start + 4, count
+
+    def tables(t: Tuple[int, int, int, int], i: int, what: str) -> List[Tuple[int, int, int, int]]:
+        start, count = vector(t, i, 4, what)
+        return [table(start + 4 * k + u32(start + 4 * k), what) for k in range(count)]
+
+    try:
+        need(n >= 8 and blob[4:8] == b"TFL3", "no 'TFL3' identifier at byte 4")
+        model = table(u32(0), "model")
+        tables(model, 1, "operator code")
+        subgraphs = tables(model, 2, "subgraph")
+        need(len(subgraphs) > 0, "the model has no subgraph")
+        for sg in subgraphs:
+            tables(sg, 0, "tensor")
+            vector(sg, 1, 4, "subgraph inputs")
+            vector(sg, 2, 4, "subgraph outputs")
+            for op in tables(sg, 3, "operator"):
+                vector(op, 1, 4, "operator inputs")
+                vector(op, 2, 4, "operator outputs")
+        for buf in tables(model, 4, "buffer"):
+            vector(buf, 0, 1, "buffer data")
+    except _Malformed as exc:
+        return str(exc)
+    except struct.error:
+        return "an offset points outside the file"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str = "auto",
+             threads: int = 1, warmup: int = 10, runs: int = 100,
+             arena_bytes: Optional[int] = None, measured_on: Optional[str] = None,
+             samples: Optional[int] = None) -> Dict[str, Any]:
+    """Run ``model_path`` on ``x`` one sample at a time; return accuracy, latency and memory.
+
+    Args:
+      model_path: a ``.tflite`` or ``.onnx`` file.
+      x: float inputs, shape (N, ...) (preprocessed, not quantized); y: N integer labels;
+      ref: optional N predictions of the float reference model (for ``agreement_with_float``).
+      runtime: ``auto`` or one of :data:`RUNTIMES`.
+      threads: interpreter threads (>= 1); ignored (reported null) for tflite_micro.
+      warmup: untimed runs after the first inference; runs: timed runs (0 gives null latency).
+      arena_bytes: TFLite Micro tensor arena in bytes; required for (and only for) tflite_micro.
+      measured_on: label for where this ran; default from :func:`default_measured_on`.
+      samples: evaluate accuracy on the first ``samples`` samples only (default: all).
+
+    Returns a JSON-ready dict (see the module docstring): times in milliseconds, sizes and
+    memory in bytes, null where the runtime or platform cannot measure a field.
+
+    Side effects: imports the chosen runtime; for tflite_micro, first runs one inference in a
+    child Python process (TFLM may crash instead of raising on a too-small arena).
+
+    Raises:
+      UsageError, DataError, RuntimeUnavailableError, ModelError, ArenaError (all
+      EvaluationError) with a one-line message saying what failed and how to fix it.
+    """
+    for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 0)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+    if samples is not None and (not isinstance(samples, (int, np.integer)) or samples < 1):
+        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
+    if runtime != "auto" and runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime {runtime!r}; choose from auto, {', '.join(RUNTIMES)}")
+    if runtime == "tflite_micro":
+        if arena_bytes is None or not isinstance(arena_bytes, (int, np.integer)) or arena_bytes < 1:
+            raise UsageError("runtime tflite_micro needs arena_bytes (--arena-bytes N, N >= 1): "
+                             "the tensor arena size to run with")
+    elif arena_bytes is not None:
+        raise UsageError("arena_bytes (--arena-bytes) applies to --runtime tflite_micro only")
+
+    x, y, ref = _check_data(x, y, ref)
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+        ref = ref[:samples] if ref is not None else None
+
+    model_path = os.fspath(model_path)
+    if not os.path.isfile(model_path):
+        raise ModelError(f"model file not found: {model_path}")
+    with open(model_path, "rb") as f:
+        blob = f.read()
+    fmt = _model_format(model_path, blob[:8])
+    if fmt == "tflite":
+        problem = check_tflite_structure(blob)
+        if problem is not None:
+            raise ModelError(f"{model_path} is not a valid TFLite flatbuffer ({problem}): the "
+                             "file is corrupt, truncated or not a .tflite model")
+    name, runtime_obj, version = _resolve_runtime(runtime, fmt)
+
+    if name == "tflite_micro":
+        _probe_micro(model_path, int(arena_bytes))
+
+    rss_before = _rss_bytes()
+    t0 = time.perf_counter()
+    try:
+        if name == "tflite_micro":
+            runner: _Runner = _MicroRunner(runtime_obj, model_path, int(arena_bytes))
+        elif name == "onnxruntime":
+            runner = _OnnxRunner(runtime_obj, model_path, int(threads))
+        else:
+            runner = _LiteRunner(runtime_obj, model_path, int(threads))
+    except EvaluationError:
+        raise
+    except Exception as exc:
+        if name == "tflite_runtime" and int(np.__version__.split(".")[0]) >= 2:
+            raise RuntimeUnavailableError(
+                f"tflite_runtime {version} failed to create an interpreter under numpy "
+                f"{np.__version__} ({type(exc).__name__}); tflite-runtime wheels are built for "
+                "numpy 1.x: pip install 'numpy<2', or use ai-edge-litert") from exc
+        raise ModelError(f"{name} cannot load {os.path.basename(model_path)} (corrupt or "
+                         f"unsupported model?): {type(exc).__name__}: {_one_line(exc)}") from exc
+    init_ms = (time.perf_counter() - t0) * 1e3
+    rss_after = _rss_bytes()
+    runner.name, runner.version = name, version
+
+    xq = _prepare_inputs(x, runner.input)
+    n = len(xq)
+    try:
+        first = xq[0:1]
+        t0 = time.perf_counter()
+        runner.run(first)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        for i in range(warmup):
+            runner.run(xq[(i + 1) % n:(i + 1) % n + 1])
+        times_ms = []
+        for i in range(runs):
+            j = (warmup + 1 + i) % n
+            sample = xq[j:j + 1]
+            t0 = time.perf_counter()
+            runner.run(sample)
+            times_ms.append((time.perf_counter() - t0) * 1e3)
+        outputs = [np.asarray(runner.run(xq[i:i + 1])).reshape(-1) for i in range(n)]
+    except EvaluationError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{name} failed while running the model: "
+                         f"{type(exc).__name__}: {_one_line(exc)}") from exc
+
+    scores = dequantize(np.stack(outputs), runner.output)
+    pred = _predict(scores)
+    num_classes = int(max(scores.shape[1] if scores.shape[1] > 1 else 2,
+                          y.max() + 1, pred.max() + 1))
+    cm = confusion_matrix(y, pred, num_classes)
+    auc = None
+    if num_classes == 2:
+        positive = scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores[:, 0]
+        auc = roc_auc(y, positive)
+
+    return {
+        "model": os.path.basename(model_path),
+        "format": fmt,
+        "size_bytes": len(blob),
+        "gzip_bytes": len(gzip.compress(blob, compresslevel=9)),
+        "runtime": {"name": name, "version": version},
+        "num_threads": runner.num_threads,
+        "samples": n,
+        "accuracy": float((pred == y).sum()) / n,
+        "agreement_with_float": float((pred == ref).sum()) / n if ref is not None else None,
+        "latency_ms": _latency_stats(times_ms),
+        "init_ms": init_ms,
+        "first_inference_ms": first_ms,
+        "warmup_runs": int(warmup),
+        "timed_runs": int(runs),
+        "arena_bytes": int(arena_bytes) if name == "tflite_micro" else None,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "rss_growth_bytes": (rss_after - rss_before
+                             if rss_before is not None and rss_after is not None else None),
+        "input": runner.input.as_json(),
+        "output": runner.output.as_json(),
+        "per_class": per_class_metrics(cm),
+        "confusion_matrix": cm.tolist(),
+        "roc_auc": auc,
+        "measured_on": measured_on or default_measured_on(),
+        "host": host_info(),
+        "evaluator_version": EVALUATOR_VERSION,
+    }
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is not >= {low}")
+        return value
+    return parse
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="evaluate.py", description=(
+        "Evaluate one .tflite/.onnx model on eval.npz with one runtime: accuracy, "
+        "benchmark_model-style latency (ms), memory (bytes). Prints JSON."))
+    p.add_argument("--model", required=True, help="model file (.tflite or .onnx)")
+    p.add_argument("--data", required=True,
+                   help="eval.npz with x (float32), y (labels), optional ref")
+    p.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
+                   help="model runtime (default: auto = first of ai_edge_litert, tflite_runtime, "
+                        "tensorflow for .tflite; onnxruntime for .onnx)")
+    p.add_argument("--threads", type=_int_at_least(1), default=1,
+                   help="interpreter threads (default 1)")
+    p.add_argument("--warmup", type=_int_at_least(0), default=10,
+                   help="untimed warm-up runs (default 10)")
+    p.add_argument("--runs", type=_int_at_least(0), default=100, help="timed runs (default 100)")
+    p.add_argument("--samples", type=_int_at_least(1), default=None,
+                   help="evaluate accuracy on the first N samples (default: all)")
+    p.add_argument("--arena-bytes", type=_int_at_least(1), default=None,
+                   help="tensor arena size in bytes (tflite_micro only, required for it)")
+    p.add_argument("--measured-on", default=None,
+                   help="label for where this ran (default: rpi:<hostname> or host-<arch>)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
+    return p
+
+
+@contextlib.contextmanager
+def _captured_native_output(box: Dict[str, str]) -> Iterator[None]:
+    """Redirect file descriptors 1 and 2 (native runtime logs) into a temp file.
+
+    Keeps stdout clean for the JSON and stderr to one line on errors. On exit the captured text
+    is stored in ``box["text"]``. Side effects: swaps process-wide fds 1 and 2 while active, and
+    points ``faulthandler`` at the real stderr so a native crash is still reported there.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    tmp = tempfile.TemporaryFile()
+    crash_log = os.fdopen(os.dup(saved[1]), "w")
+    was_enabled = faulthandler.is_enabled()
+    try:
+        faulthandler.enable(file=crash_log)
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        faulthandler.disable()
+        crash_log.close()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+        tmp.seek(0)
+        box["text"] = tmp.read().decode("utf-8", "replace")
+        tmp.close()
+        if was_enabled:
+            faulthandler.enable()
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".evaluate-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry: evaluate, print the JSON to stdout (and ``--out``), return exit code.
+
+    On failure writes ONE line ``evaluate.py: error: ...`` to stderr and returns the error's
+    ``exit_code`` (2 usage, 3 data, 4 runtime missing, 5 model, 6 arena, 1 unexpected).
+    Native runtime logs are held back while evaluating and replayed to stderr on success.
+    """
+    box = {"text": ""}
+    try:
+        try:
+            args = _build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        if not os.path.isfile(args.model):
+            raise ModelError(f"model file not found: {args.model}")
+        x, y, ref = load_eval_data(args.data)
+        with _captured_native_output(box):
+            result = evaluate(args.model, x, y, ref=ref, runtime=args.runtime,
+                              threads=args.threads, warmup=args.warmup, runs=args.runs,
+                              arena_bytes=args.arena_bytes, measured_on=args.measured_on,
+                              samples=args.samples)
+        native = box["text"]
+        if native:
+            sys.stderr.write(native if native.endswith("\n") else native + "\n")
+        text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+        if args.out:
+            try:
+                _write_atomic(args.out, text)
+            except OSError as exc:
+                raise UsageError(f"cannot write --out {args.out}: {_one_line(exc)}") from exc
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return 0
+    except EvaluationError as exc:
+        message = _one_line(exc)
+        lines = [ln.strip() for ln in box["text"].splitlines() if ln.strip()]
+        if lines and lines[-1] not in message:
+            message += f" [runtime log: {' '.join(lines[-1].split())[:200]}]"
+        sys.stderr.write(f"evaluate.py: error: {message}\n")
+        return exc.exit_code
+    except Exception as exc:  # a bug or an unforeseen runtime failure: still one line
+        sys.stderr.write(f"evaluate.py: error: unexpected {type(exc).__name__}: {_one_line(exc)}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

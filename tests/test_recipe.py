@@ -1,0 +1,88 @@
+"""Recipes and target profiles: valid ones load, broken ones give one precise line each."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgekit.errors import RecipeError
+from edgekit.recipe import list_targets, load_recipe, load_target, resolved_yaml
+
+BROKEN = [
+    # (recipe text, expected fragment of the message)
+    ("name: x\nteacher: {epochs: 3\n", "not valid YAML (line 3"),
+    ("- a\n- b\n", "expected a mapping of keys at the top level"),
+    ("seed: 1\n", "name: required key is missing"),
+    ("name: x\nprun: {target_sparsity: 0.5}\n", "prun: unknown key; did you mean 'prune'?"),
+    ("name: x\nprune: {target_sparsty: 0.5}\n", "prune.target_sparsty: unknown key; did you mean 'target_sparsity'?"),
+    ("name: x\nprune: {target_sparsity: 1.2}\n", "prune.target_sparsity: 1.2 is out of range"),
+    ("name: x\nprune: {target_sparsity: -0.1}\n", "prune.target_sparsity: -0.1 is out of range"),
+    ("name: x\nteacher: {epochs: many}\n", "teacher.epochs: input should be a valid integer"),
+    ("name: x\nteacher: {optimizer: adamw}\n", "teacher.optimizer: 'adamw' is not allowed"),
+    ("name: x\nteacher: {strategy: tpu}\n", "teacher.strategy: 'tpu' is not allowed"),
+    ("name: x\nteacher: {learning_rate: 0}\n", "teacher.learning_rate: 0 is out of range"),
+    ("name: x\nteacher: {early_stopping: {patience: 0}}\n", "teacher.early_stopping.patience: 0 is out of range"),
+    ("name: x\nstudent: {temperature: -1}\n", "student.temperature: -1 is out of range"),
+    ("name: x\nstudent: {alpha: 1.5}\n", "student.alpha: 1.5 is out of range"),
+    ("name: x\ndata: {source: cifar}\n", "data.source: 'cifar' is not a known source"),
+    ("name: x\ntargets: [rpi5]\n", "targets.0: unknown target 'rpi5'; did you mean 'rpi4'?"),
+    ("name: x\ntargets: rpi4\n", "targets: input should be a valid list"),
+    ("name: 'has space'\n", "name: string should match pattern '^[A-Za-z0-9_.-]+$'"),
+    ("name: x\nevaluate: {runs: 0}\n", "evaluate.runs: 0 is out of range"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BROKEN, ids=[str(i) for i in range(len(BROKEN))])
+def test_broken_recipe_message_names_file_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: "), msg
+    assert expected in msg, msg
+    assert info.value.exit_code == 2
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_quickstart_resolves_with_defaults():
+    r = load_recipe("recipes/quickstart.yaml")
+    assert r.targets == ["mobile", "rpi4", "cortex-m4"]
+    assert r.prune is not None and r.prune.target_sparsity == 0.6
+    text = resolved_yaml(r)
+    assert "representative_samples" in text  # defaults are filled in
+
+
+def test_stage_can_be_skipped(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\nprune: null\nqat: null\n")
+    r = load_recipe(p)
+    assert r.prune is None and r.qat is None
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_builtin_targets_load(name):
+    t = load_target(name)
+    assert t.name == name
+    assert t.board, "every built-in profile names the real board its budgets come from"
+    assert t.budget.flash_bytes and t.budget.ram_bytes
+
+
+def test_target_by_path(tmp_path):
+    p = tmp_path / "myboard.yaml"
+    p.write_text("name: myboard\nkind: mcu\nruntime: tflite_micro\nformats: [tflite-full-int8]\n"
+                 "budget: {flash_bytes: 1000, ram_bytes: 1000}\n")
+    assert load_target(str(p)).budget.flash_bytes == 1000
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ntargets: [myboard.yaml]\n")
+    assert load_recipe(recipe).targets == ["myboard.yaml"]
+
+
+def test_bad_target_profile(tmp_path):
+    p = tmp_path / "t.yaml"
+    p.write_text("name: t\nkind: fpga\n")
+    with pytest.raises(RecipeError, match=r"t.yaml: kind: 'fpga' is not allowed"):
+        load_target(str(p))

@@ -1,0 +1,161 @@
+"""Each training stage on tiny models and a few epochs (digits)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from edgekit.data import load_dataset
+from edgekit.recipe import DataConfig, PruneConfig, QatConfig, StudentConfig, TeacherConfig
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(DataConfig(source="digits"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, data):
+    from edgekit import train
+
+    cfg = TeacherConfig(model="cnn_tiny", epochs=6, batch_size=32, learning_rate=0.01)
+    return train.run(data, cfg, seed=0, out_dir=tmp_path_factory.mktemp("teacher"))
+
+
+def test_dataset_split_is_seeded_and_stratified(data):
+    again = load_dataset(DataConfig(source="digits"), seed=0)
+    assert np.array_equal(data.y_test, again.y_test)
+    assert len(data.x_test) == 360 and data.input_shape == (8, 8, 1)
+    counts = np.bincount(data.y_test)
+    assert counts.min() >= 30  # stratified: every class present in the test split
+
+
+def test_teacher_trains_and_saves(teacher):
+    m = teacher.metrics
+    assert m["replicas"] == 1 and m["strategy"] == "OneDeviceStrategy"
+    assert m["accuracy"] > 0.85
+    assert teacher.model_path.is_file()
+    saved = json.loads((teacher.model_path.parent / "metrics.json").read_text())
+    assert saved["accuracy"] == m["accuracy"] and saved["config"]["model"] == "cnn_tiny"
+
+
+def test_distillation_loss_matches_formula():
+    from edgekit.distill import distillation_loss
+
+    rng = np.random.default_rng(0)
+    n, T, alpha = 5, 3.0, 0.6
+    s, t = rng.normal(size=(4, n)).astype("float32"), rng.normal(size=(4, n)).astype("float32")
+    y = rng.integers(0, n, 4)
+    target = np.concatenate([np.eye(n, dtype="float32")[y], t], 1)
+    got = distillation_loss(n, T, alpha)(target, s).numpy()
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    ce = -np.log(softmax(s)[np.arange(4), y])
+    pt, ps = softmax(t / T), softmax(s / T)
+    kl = (pt * (np.log(pt) - np.log(ps))).sum(1)
+    np.testing.assert_allclose(got, (1 - alpha) * ce + alpha * T * T * kl, rtol=1e-5)  # float32 tolerance
+
+
+def test_distill_with_baseline(teacher, data, tmp_path):
+    from edgekit import distill
+    from edgekit.fitting import load_model
+
+    cfg = StudentConfig(model="cnn_tiny", epochs=3, batch_size=32, learning_rate=0.01)
+    res = distill.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path, baseline=True)
+    assert 0.5 < res.metrics["accuracy"] <= 1.0
+    assert 0.0 <= res.metrics["baseline_accuracy"] <= 1.0
+    assert res.metrics["distillation_gain"] == pytest.approx(
+        res.metrics["accuracy"] - res.metrics["baseline_accuracy"], abs=1e-6)
+
+
+def test_prune_short_schedule_reaches_target(teacher, data, tmp_path):
+    """Two epochs of ~36 steps: tfmot's default frequency (100) would never prune."""
+    from edgekit import prune
+    from edgekit.fitting import load_model
+
+    cfg = PruneConfig(target_sparsity=0.7, epochs=2, batch_size=32, skip_layers=["last"])
+    steps = prune.schedule_steps(len(data.x_train), cfg)
+    assert steps["end_step"] < 100 and steps["end_step"] % steps["frequency"] == 0
+    res = prune.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path)
+    assert abs(res.metrics["sparsity"] - 0.7) <= 0.05
+    # measured from the saved, stripped weights
+    model = load_model(res.model_path)
+    assert not any("prune_low_magnitude" in layer.name for layer in model.layers)
+    kernels = [model.get_layer(n).kernel.numpy() for n in res.metrics["pruned_layers"]]
+    zeros = sum(k.size - np.count_nonzero(k) for k in kernels) / sum(k.size for k in kernels)
+    assert zeros == pytest.approx(res.metrics["sparsity"], abs=1e-6)
+
+
+def test_prune_shortfall_fails_under_strict(teacher, data, tmp_path):
+    from edgekit import prune
+    from edgekit.errors import StageError
+    from edgekit.fitting import load_model
+
+    # an explicit frequency longer than the whole schedule: the masks never reach the target
+    cfg = PruneConfig(target_sparsity=0.8, epochs=1, batch_size=32, frequency=10_000, strict=True,
+                      skip_layers=["last"])
+    with pytest.raises(StageError, match="pruning reached sparsity"):
+        prune.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path)
+
+
+def test_prune_unknown_skip_layer(teacher, data, tmp_path):
+    from edgekit import prune
+    from edgekit.errors import StageError
+    from edgekit.fitting import load_model
+
+    with pytest.raises(StageError, match="no weighted layer named 'nope'"):
+        prune.run(load_model(teacher.model_path), data, PruneConfig(skip_layers=["nope"]), seed=0, out_dir=tmp_path)
+
+
+def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
+    from edgekit import prune, quantize
+    from edgekit.fitting import load_model
+
+    pr = prune.run(load_model(teacher.model_path), data,
+                   PruneConfig(target_sparsity=0.5, epochs=2, batch_size=32, skip_layers=["last"]),
+                   seed=0, out_dir=tmp_path / "pruned")
+    q = quantize.run(load_model(pr.model_path), data, QatConfig(epochs=1, batch_size=32), seed=0,
+                     out_dir=tmp_path / "qat", pruned=True)
+    assert q.metrics["scheme"] == "prune_preserve_8bit"
+    # zeros survive QAT: at least the share of zeros the pruned model had
+    assert q.metrics["kernel_sparsity_after"] >= pr.metrics["sparsity_overall"] - 1e-6
+    assert q.metrics["size_format"] == "tflite-int8"
+    assert q.metrics["size_bytes"] < pr.metrics["size_bytes"]
+    reloaded = quantize.load(tmp_path / "qat")
+    x = data.x_test[:16]
+    fresh = quantize.load(tmp_path / "qat")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
+    assert (reloaded.predict(data.x_test, verbose=0).argmax(1) == data.y_test).mean() == pytest.approx(
+        q.metrics["accuracy"], abs=1e-9)
+
+
+def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
+    """The teacher trains under MirroredStrategy with 2 replicas when 2 devices are visible."""
+    code = textwrap.dedent(f"""
+        import json
+        from edgekit._tf import tf
+        t = tf()
+        cpu = t.config.list_physical_devices("CPU")[0]
+        t.config.set_logical_device_configuration(cpu, [t.config.LogicalDeviceConfiguration()] * 2)
+        from edgekit import train
+        from edgekit.data import load_dataset
+        from edgekit.recipe import DataConfig, TeacherConfig
+        d = load_dataset(DataConfig(source="digits"), seed=0)
+        r = train.run(d, TeacherConfig(model="cnn_tiny", epochs=3, learning_rate=0.01,
+                                                   strategy="auto"), seed=0,
+                      out_dir=__import__("pathlib").Path({str(tmp_path)!r}))
+        print(json.dumps(r.metrics))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
+    assert metrics["accuracy"] > 0.5
