@@ -71,9 +71,11 @@ def main(ctx, verbose: int, quiet: bool, debug: bool):
 @click.option("--until", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
               help="Stop after this stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
 @click.pass_context
 @_handle_errors
-def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | None, as_json: bool):
+def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | None, as_json: bool,
+        no_budget: bool):
     """Run RECIPE end to end into --out.
 
     \b
@@ -98,7 +100,10 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
         else:
             click.echo(_summary(report), err=True)
             click.echo(f"report: {out / 'report.md'} (and report.json)", err=True)
-    if report is not None and not all(t.get("budget", {}).get("ok", True) for t in report["targets"]):
+    over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
+    if over and rec.convert.check_budget and not no_budget:
+        for line in over:
+            click.echo(f"over budget: {line}", err=True)
         ctx.exit(6)
 
 

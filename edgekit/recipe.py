@@ -331,3 +331,61 @@ def load_target(name_or_path: str, *, base: Path | None = None) -> TargetProfile
 def resolved_yaml(recipe: Recipe) -> str:
     """The recipe with every default filled in, as YAML (written next to a run's artifacts)."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """The recipe reference (every key, its type, default and meaning) generated from the schema,
+    so the README cannot drift from the code (a test compares them)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{name}"
+            sub = _model_of(field.annotation)
+            if field.is_required():
+                default = "required"
+            elif field.default_factory is not None:
+                made = field.default_factory()
+                default = "{…}" if isinstance(made, BaseModel) else f"`{made}`"
+            else:
+                d = field.default
+                default = f"`{d.value if isinstance(d, enum.Enum) else d}`" if d is not None else "`null`"
+            meta = " ".join(filter(None, (_constraint(m) for m in field.metadata)))
+            kind = " ".join(_type_name(field.annotation).split())
+            text = field.description or (sub.__doc__ or "").strip().splitlines()[0] if sub else field.description
+            text = (text or "").replace("|", "\\|")
+            rows.append(f"| `{key}` | {kind}{' ' + meta if meta else ''} | {default} | {text} |")
+            if sub is not None:
+                walk(sub, f"{key}.")
+
+    walk(Recipe, "")
+    return "\n".join(rows)
+
+
+def _constraint(meta: Any) -> str:
+    for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+        v = getattr(meta, attr, None)
+        if v is not None:
+            return f"{sym}{v}"
+    return ""
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin is typing.Annotated:
+        return _type_name(args[0]) + " " + " ".join(filter(None, (_constraint(m) for m in args[1:])))
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return _type_name(rest[0]) + " or null"
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(m.value for m in annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))

@@ -86,3 +86,14 @@ def test_bad_target_profile(tmp_path):
     p.write_text("name: t\nkind: fpga\n")
     with pytest.raises(RecipeError, match=r"t.yaml: kind: 'fpga' is not allowed"):
         load_target(str(p))
+
+
+def test_readme_recipe_reference_is_generated_from_schema():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gen_readme", "tools/gen_readme.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = Path("README.md").read_text()
+    assert mod.render(readme) == readme, "README recipe reference is stale: run python tools/gen_readme.py"

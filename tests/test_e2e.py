@@ -1,0 +1,45 @@
+"""End to end: the quickstart recipe through the real CLI in a subprocess (slow: ~1-2 min)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "quickstart"
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", "recipes/quickstart.yaml", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "report:" in proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    stages = {s["name"]: s for s in report["stages"]}
+    targets = {t["kind"]: t for t in report["targets"]}
+    assert list(stages) == ["teacher", "student", "pruned", "qat"]
+    assert set(targets) == {"mobile", "rpi", "mcu"} and len(report["targets"]) == 3
+    # the walking skeleton's bar (issue 3)
+    assert stages["teacher"]["accuracy"] >= 0.97
+    assert abs(stages["pruned"]["sparsity"] - 0.6) <= 0.05
+    for t in report["targets"]:
+        assert t["accuracy"] >= 0.93, t["name"]
+        assert t["latency_ms"]["p50"] is not None and t["size_bytes"] > 0
+    mcu = targets["mcu"]
+    assert mcu["arena_bytes"] > 0
+    assert stages["teacher"]["size_bytes"] / mcu["size_bytes"] >= 10
+    print(json.dumps({"stages": report["stages"],
+                      "targets": [{k: t[k] for k in ("name", "format", "size_bytes", "accuracy",
+                                                      "agreement_with_float", "arena_bytes", "latency_ms")}
+                                  for t in report["targets"]]}, indent=1))
+    # the Pi bundle runs as shipped: sh run.sh prints the evaluator's JSON
+    bundle = out / "targets" / "rpi4" / "bundle"
+    env_py = Path(sys.executable)
+    run = subprocess.run(["sh", "run.sh", "--runs", "5", "--warmup", "1"], cwd=bundle, capture_output=True,
+                         text=True, timeout=300, env={"PYTHON": str(env_py), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["accuracy"] == pytest.approx(targets["rpi"]["accuracy"])

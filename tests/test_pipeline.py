@@ -1,0 +1,92 @@
+"""A tiny recipe through the whole pipeline, then --resume behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgekit.errors import EdgekitError
+from edgekit.pipeline import Run
+from edgekit.recipe import load_recipe
+
+TINY = """
+name: tiny
+seed: 1
+data: {source: digits}
+teacher: {model: cnn_tiny, epochs: 4, batch_size: 32, learning_rate: 0.01}
+student: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
+prune: {target_sparsity: 0.5, epochs: 2, batch_size: 32}
+qat: {epochs: 1, batch_size: 32}
+targets: [mobile, rpi4, cortex-m4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    recipe_path = folder / "tiny.yaml"
+    recipe_path.write_text(TINY)
+    out = folder / "run"
+    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
+    return recipe_path, out, report
+
+
+def test_report_shape(tiny_run):
+    _, out, report = tiny_run
+    assert report["schema"] == "edgekit.report/1"
+    assert [s["name"] for s in report["stages"]] == ["teacher", "student", "pruned", "qat"]
+    kinds = {t["kind"]: t for t in report["targets"]}
+    assert set(kinds) == {"mobile", "rpi", "mcu"}
+    for t in report["targets"]:
+        assert 0.0 <= t["accuracy"] <= 1.0
+        assert t["size_bytes"] == (out / "targets" / t["name"] / t["file"]).stat().st_size
+        assert t["latency_ms"]["p50"] > 0
+        assert t["budget"]["ok"] in (True, False)
+    assert kinds["mcu"]["arena_bytes"] > 0
+    assert kinds["mcu"]["input"]["dtype"] == "int8"
+    assert {v["format"] for v in kinds["mobile"]["variants"]} == {"tflite-fp16", "onnx"}
+    assert json.loads((out / "report.json").read_text()) == report
+    assert "| cortex-m4 |" in (out / "report.md").read_text()
+
+
+def test_artifact_layout(tiny_run):
+    _, out, _ = tiny_run
+    for rel in ["recipe.resolved.yaml", "manifest.json", "stages/teacher/model.keras", "stages/qat/metrics.json",
+                "targets/mobile/model_int8.tflite", "targets/mobile/model_fp16.tflite", "targets/mobile/model.onnx",
+                "targets/rpi4/bundle/run.sh", "targets/rpi4/bundle/evaluate.py", "targets/rpi4/bundle/eval.npz",
+                "targets/cortex-m4/model_data.cc", "targets/cortex-m4/op_resolver.h", "eval/cortex-m4.json"]:
+        assert (out / rel).is_file(), rel
+    leftovers = [p for p in out.rglob(".*") if p.is_file()]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(e["status"] == "done" for e in manifest["stages"].values())
+    assert manifest["versions"]["tensorflow"] == "2.21.0"
+
+
+def test_existing_run_needs_resume_or_force(tiny_run):
+    recipe_path, out, _ = tiny_run
+    with pytest.raises(EdgekitError, match="already holds a run"):
+        Run(load_recipe(recipe_path), recipe_path, out)
+
+
+def test_resume_skips_unchanged_and_reruns_changed(tiny_run):
+    recipe_path, out, _ = tiny_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    seen = []
+    Run(load_recipe(recipe_path), recipe_path, out, resume=True,
+        on_stage=lambda s, status: seen.append((s, status))).execute()
+    assert all(status == "cached" for _, status in seen), seen
+    # change the QAT config: teacher, student and pruned stay, QAT and everything after reruns
+    changed = recipe_path.parent / "tiny2.yaml"
+    changed.write_text(TINY.replace("qat: {epochs: 1", "qat: {epochs: 2"))
+    seen.clear()
+    Run(load_recipe(changed), changed, out, resume=True,
+        on_stage=lambda s, status: seen.append((s, status))).execute()
+    status = dict((s, st) for s, st in seen if st != "running")
+    assert status["teacher"] == status["student"] == status["pruned"] == "cached"
+    assert status["qat"] == "done" and status["eval:cortex-m4"] == "done"
+    after = json.loads((out / "manifest.json").read_text())
+    for stage in ("teacher", "student", "pruned"):
+        assert after["stages"][stage] == manifest["stages"][stage]
