@@ -215,6 +215,68 @@ def test_tflite_micro_runs_full_int8_in_subprocess(tiny_models, tmp_path):
     assert result["accuracy"] > 0.8 and result["agreement_with_float"] > 0.9
 
 
+def _litert_outputs(model: Path, x: np.ndarray) -> np.ndarray:
+    """Independent reference: dequantized outputs from ai_edge_litert, one sample per invoke."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(model), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    rows = []
+    for sample in x:
+        v = sample[None].astype(np.float32)
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            v = np.clip(np.round(v.astype(np.float64) / scale) + zero, -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], v)
+        it.invoke()
+        o = it.get_tensor(out["index"]).astype(np.float64).reshape(-1)
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            o = (o - zero) * scale
+        rows.append(o)
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("which", ["float_tflite", "int8_tflite", "full_int8_tflite"])
+def test_predict_outputs_are_the_dequantized_outputs(tiny_models, which):
+    """predict_outputs equals an independent LiteRT run to float32 rounding (atol 1e-6), and
+    its argmax gives evaluate()'s accuracy exactly."""
+    model, x, y = getattr(tiny_models, which), tiny_models.x_test, tiny_models.y_test
+    out = ev.predict_outputs(model, x, runtime="ai_edge_litert")
+    assert out.dtype == np.float32 and out.shape == (len(x), 10)
+    np.testing.assert_allclose(out, _litert_outputs(model, x), rtol=0, atol=1e-6)
+    result = ev.evaluate(model, x, y, runtime="ai_edge_litert", warmup=0, runs=0)
+    assert result["accuracy"] == np.mean(ev.predict_classes(out) == y)
+
+
+def test_cli_dump_outputs_from_tflite_micro(tiny_models, tmp_path):
+    """--dump-outputs writes the N x classes outputs TFLite Micro produced; with the same int8
+    kernels as LiteRT's reference path they agree with LiteRT within one output step."""
+    dump = tmp_path / "outputs.npy"
+    proc = _cli("--model", str(tiny_models.full_int8_tflite), "--data", str(tiny_models.eval_npz),
+                "--runtime", "tflite_micro", "--arena-bytes", "200000", "--warmup", "0",
+                "--runs", "0", "--samples", "50", "--dump-outputs", str(dump), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    out = np.load(dump, allow_pickle=False)
+    assert out.shape == (50, 10) and out.dtype == np.float32
+    assert os.listdir(tmp_path) == ["outputs.npy"]
+    assert result["accuracy"] == np.mean(out.argmax(1) == tiny_models.y_test[:50])
+    step = result["output"]["scale"]
+    lite = _litert_outputs(tiny_models.full_int8_tflite, tiny_models.x_test[:50])
+    assert np.abs(out - lite).max() <= step * 1.001
+
+
+def test_predict_outputs_rejects_bad_options(tiny_models):
+    with pytest.raises(ev.UsageError, match="arena_bytes"):
+        ev.predict_outputs(tiny_models.full_int8_tflite, tiny_models.x_test, runtime="tflite_micro")
+    with pytest.raises(ev.DataError, match="no samples"):
+        ev.predict_outputs(tiny_models.float_tflite, np.zeros((0, 8, 8, 1), np.float32))
+    with pytest.raises(ev.ModelError, match="not found"):
+        ev.predict_outputs("missing.tflite", tiny_models.x_test)
+
+
 def test_tflite_micro_too_small_arena_is_one_clean_error(tiny_models, tmp_path):
     """A 100-byte arena crashes TFLM (SIGSEGV): the evaluator probes in a child and says so."""
     for arena in ("100", "1000"):

@@ -27,10 +27,12 @@ runtime or on a platform are ``null``, never estimated.
 Example::
 
     python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 200 --out result.json
+    python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 0 --dump-outputs out.npy
 
     >>> from evaluate import evaluate
     >>> result = evaluate("model_int8.tflite", x, y, ref=ref, runtime="ai_edge_litert")
     >>> result["accuracy"], result["latency_ms"]["p50"]
+    >>> logits = predict_outputs("model_int8.tflite", x)   # (N, classes), dequantized
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ __all__ = [
     "ModelError",
     "ArenaError",
     "evaluate",
+    "predict_outputs",
+    "predict_classes",
+    "quantize",
+    "dequantize",
     "load_eval_data",
     "check_tflite_structure",
     "main",
@@ -188,6 +194,8 @@ class _Runner:
     name = ""
     version: Optional[str] = None
     num_threads: Optional[int] = None
+    init_ms: Optional[float] = None
+    rss_growth: Optional[int] = None
     input: TensorInfo
     output: TensorInfo
 
@@ -411,15 +419,20 @@ def load_eval_data(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarr
     return arrays["x"], arrays["y"], arrays.get("ref")
 
 
-def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def _check_x(x: Any) -> np.ndarray:
     x = np.asarray(x)
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
     if x.ndim < 1 or len(x) == 0:
         raise DataError("eval data x holds no samples")
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"eval data x must be numeric, got dtype {x.dtype}")
+    return x
+
+
+def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    x = _check_x(x)
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"eval data y has shape {y.shape}; expected ({len(x)},) labels "
                         f"for x of shape {x.shape}")
@@ -480,6 +493,15 @@ def _prepare_inputs(x: np.ndarray, info: TensorInfo) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------- metrics
+
+def predict_classes(scores: np.ndarray) -> np.ndarray:
+    """Class predictions (int64) from per-sample scores, as the evaluator scores them.
+
+    ``scores`` is (N, C): argmax over C > 1 columns; one column is thresholded (see _predict).
+    """
+    scores = np.asarray(scores)
+    return _predict(scores.reshape(len(scores), -1))
+
 
 def _predict(scores: np.ndarray) -> np.ndarray:
     """Class predictions from per-sample scores: argmax, or a threshold for one output column.
@@ -731,6 +753,38 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
       UsageError, DataError, RuntimeUnavailableError, ModelError, ArenaError (all
       EvaluationError) with a one-line message saying what failed and how to fix it.
     """
+    return _evaluate(model_path, x, y, ref=ref, runtime=runtime, threads=threads, warmup=warmup,
+                     runs=runs, arena_bytes=arena_bytes, measured_on=measured_on,
+                     samples=samples)[0]
+
+
+def predict_outputs(model_path: str, x: Any, *, runtime: str = "auto", threads: int = 1,
+                    arena_bytes: Optional[int] = None) -> np.ndarray:
+    """Run ``model_path`` on every sample of ``x`` (batch 1); return the dequantized outputs.
+
+    The same path as :func:`evaluate`'s accuracy pass (inputs quantized for integer models,
+    outputs dequantized with the output tensor's scale and zero point), without any timing.
+
+    Args: as :func:`evaluate`. Returns float32 of shape (N, outputs per sample): logits for a
+    model that ends in logits. Side effects and errors: as :func:`evaluate` (tflite_micro first
+    runs one inference in a child process; TFLM can still take this process down if the model
+    misbehaves, so callers that must survive run the CLI with ``--dump-outputs`` instead).
+
+    Example::
+
+        >>> logits = predict_outputs("model_int8.tflite", x, runtime="ai_edge_litert")
+        >>> (logits.argmax(1) == y).mean()
+    """
+    _check_options(runtime=runtime, threads=threads, arena_bytes=arena_bytes)
+    x = _check_x(x).astype(np.float32, copy=False)
+    runner, _, _ = _open(model_path, runtime, threads, arena_bytes)
+    xq = _prepare_inputs(x, runner.input)
+    return _run_all(runner, xq)
+
+
+def _check_options(*, runtime: str, threads: Any, arena_bytes: Any, warmup: Any = 0,
+                   runs: Any = 0, samples: Any = None) -> None:
+    """Raise UsageError for an option out of range (the API's and the CLI's checks)."""
     for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 0)):
         if not isinstance(value, (int, np.integer)) or value < low:
             raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -745,11 +799,14 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
     elif arena_bytes is not None:
         raise UsageError("arena_bytes (--arena-bytes) applies to --runtime tflite_micro only")
 
-    x, y, ref = _check_data(x, y, ref)
-    if samples is not None:
-        x, y = x[:samples], y[:samples]
-        ref = ref[:samples] if ref is not None else None
 
+def _open(model_path: Any, runtime: str, threads: int,
+          arena_bytes: Optional[int]) -> Tuple[_Runner, str, bytes]:
+    """Check the model file, pick the runtime and load the model: (runner, format, file bytes).
+
+    ``runner.init_ms`` is the interpreter creation time (allocation included), and
+    ``runner.rss_growth`` the RSS growth it caused (None without /proc).
+    """
     model_path = os.fspath(model_path)
     if not os.path.isfile(model_path):
         raise ModelError(f"model file not found: {model_path}")
@@ -785,9 +842,40 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
                 "numpy 1.x: pip install 'numpy<2', or use ai-edge-litert") from exc
         raise ModelError(f"{name} cannot load {os.path.basename(model_path)} (corrupt or "
                          f"unsupported model?): {type(exc).__name__}: {_one_line(exc)}") from exc
-    init_ms = (time.perf_counter() - t0) * 1e3
+    runner.init_ms = (time.perf_counter() - t0) * 1e3
     rss_after = _rss_bytes()
+    runner.rss_growth = (rss_after - rss_before
+                         if rss_before is not None and rss_after is not None else None)
     runner.name, runner.version = name, version
+    return runner, fmt, blob
+
+
+def _run_all(runner: _Runner, xq: np.ndarray) -> np.ndarray:
+    """Every prepared sample through ``runner`` (batch 1); dequantized (N, outputs) float32."""
+    try:
+        outputs = [np.asarray(runner.run(xq[i:i + 1])).reshape(-1) for i in range(len(xq))]
+    except EvaluationError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{runner.name} failed while running the model: "
+                         f"{type(exc).__name__}: {_one_line(exc)}") from exc
+    return dequantize(np.stack(outputs), runner.output)
+
+
+def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, threads: int,
+              warmup: int, runs: int, arena_bytes: Optional[int], measured_on: Optional[str],
+              samples: Optional[int]) -> Tuple[Dict[str, Any], np.ndarray]:
+    """:func:`evaluate`, also returning the dequantized outputs of the accuracy pass."""
+    _check_options(runtime=runtime, threads=threads, arena_bytes=arena_bytes, warmup=warmup,
+                   runs=runs, samples=samples)
+    x, y, ref = _check_data(x, y, ref)
+    if samples is not None:
+        x, y = x[:samples], y[:samples]
+        ref = ref[:samples] if ref is not None else None
+
+    model_path = os.fspath(model_path)
+    runner, fmt, blob = _open(model_path, runtime, threads, arena_bytes)
+    name, version = runner.name, runner.version
 
     xq = _prepare_inputs(x, runner.input)
     n = len(xq)
@@ -805,14 +893,13 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
             t0 = time.perf_counter()
             runner.run(sample)
             times_ms.append((time.perf_counter() - t0) * 1e3)
-        outputs = [np.asarray(runner.run(xq[i:i + 1])).reshape(-1) for i in range(n)]
     except EvaluationError:
         raise
     except Exception as exc:
         raise ModelError(f"{name} failed while running the model: "
                          f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
-    scores = dequantize(np.stack(outputs), runner.output)
+    scores = _run_all(runner, xq)
     pred = _predict(scores)
     num_classes = int(max(scores.shape[1] if scores.shape[1] > 1 else 2,
                           y.max() + 1, pred.max() + 1))
@@ -822,7 +909,7 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
         positive = scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores[:, 0]
         auc = roc_auc(y, positive)
 
-    return {
+    result = {
         "model": os.path.basename(model_path),
         "format": fmt,
         "size_bytes": len(blob),
@@ -833,14 +920,13 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
         "accuracy": float((pred == y).sum()) / n,
         "agreement_with_float": float((pred == ref).sum()) / n if ref is not None else None,
         "latency_ms": _latency_stats(times_ms),
-        "init_ms": init_ms,
+        "init_ms": runner.init_ms,
         "first_inference_ms": first_ms,
         "warmup_runs": int(warmup),
         "timed_runs": int(runs),
         "arena_bytes": int(arena_bytes) if name == "tflite_micro" else None,
         "peak_rss_bytes": _peak_rss_bytes(),
-        "rss_growth_bytes": (rss_after - rss_before
-                             if rss_before is not None and rss_after is not None else None),
+        "rss_growth_bytes": runner.rss_growth,
         "input": runner.input.as_json(),
         "output": runner.output.as_json(),
         "per_class": per_class_metrics(cm),
@@ -850,6 +936,7 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
         "host": host_info(),
         "evaluator_version": EVALUATOR_VERSION,
     }
+    return result, scores
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -895,6 +982,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measured-on", default=None,
                    help="label for where this ran (default: rpi:<hostname> or host-<arch>)")
     p.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
+    p.add_argument("--dump-outputs", default=None, metavar="FILE.npy",
+                   help="also write the dequantized outputs of every evaluated sample "
+                        "(float32, N x outputs) to this .npy file (atomically)")
     return p
 
 
@@ -933,13 +1023,23 @@ def _captured_native_output(box: Dict[str, str]) -> Iterator[None]:
             faulthandler.enable()
 
 
-def _write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _write_atomic(path: str, text: Any) -> None:
+    """Write ``text`` (str or bytes) to ``path`` via a temp file in the same folder and
+    ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".evaluate-", suffix=".tmp", dir=folder)
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -966,10 +1066,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ModelError(f"model file not found: {args.model}")
         x, y, ref = load_eval_data(args.data)
         with _captured_native_output(box):
-            result = evaluate(args.model, x, y, ref=ref, runtime=args.runtime,
-                              threads=args.threads, warmup=args.warmup, runs=args.runs,
-                              arena_bytes=args.arena_bytes, measured_on=args.measured_on,
-                              samples=args.samples)
+            result, scores = _evaluate(args.model, x, y, ref=ref, runtime=args.runtime,
+                                       threads=args.threads, warmup=args.warmup, runs=args.runs,
+                                       arena_bytes=args.arena_bytes,
+                                       measured_on=args.measured_on, samples=args.samples)
         native = box["text"]
         if native:
             sys.stderr.write(native if native.endswith("\n") else native + "\n")
@@ -979,6 +1079,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 _write_atomic(args.out, text)
             except OSError as exc:
                 raise UsageError(f"cannot write --out {args.out}: {_one_line(exc)}") from exc
+        if args.dump_outputs:
+            try:
+                _write_atomic(args.dump_outputs, _npy_bytes(scores))
+            except OSError as exc:
+                raise UsageError(f"cannot write --dump-outputs {args.dump_outputs}: "
+                                 f"{_one_line(exc)}") from exc
         sys.stdout.write(text)
         sys.stdout.flush()
         return 0
