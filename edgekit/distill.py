@@ -16,7 +16,7 @@ import numpy as np
 
 from ._tf import keras, tf
 from .data import Dataset
-from .fitting import ProgressFn, StageResult, callbacks, finish_stage, make_optimizer
+from .fitting import ProgressFn, StageResult, accuracy, callbacks, finish_stage, make_optimizer
 from .models import create_model
 from .recipe import StudentConfig
 
@@ -87,12 +87,9 @@ def run(teacher, data: Dataset, cfg: StudentConfig, *, seed: int, out_dir: Path,
     metrics = {"temperature": cfg.temperature, "alpha": cfg.alpha, "epochs_run": epochs_run,
                "train_seconds": round(time.perf_counter() - start, 3)}
     if baseline:
-        from .fitting import accuracy
-
         scratch, _ = train_student(None, data, cfg, seed=seed, alpha=0.0, progress=progress,
                                    stage="student-baseline")
         metrics["baseline_accuracy"] = accuracy(scratch, data.x_test, data.y_test)
-    result = finish_stage("student", model, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test)
-    if baseline:
-        result.metrics["distillation_gain"] = round(result.metrics["accuracy"] - metrics["baseline_accuracy"], 6)
-    return result
+        metrics["distillation_gain"] = round(accuracy(model, data.x_test, data.y_test)
+                                             - metrics["baseline_accuracy"], 6)
+    return finish_stage("student", model, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test)

@@ -73,41 +73,48 @@ def _cnn_small(k, shape, n, reg):
     ]
 
 
-@register_model("cnn_tiny", rank=3, doc="2D CNN student (~2k params on 8x8 digits)")
+@register_model("cnn_tiny", rank=3, doc="2D CNN student (~3.7k params on 8x8 digits)")
 def _cnn_tiny(k, shape, n, reg):
     L = k.layers
     return [
-        L.Conv2D(8, 3, padding="same", activation="relu", kernel_regularizer=reg),
+        L.Conv2D(12, 3, padding="same", activation="relu", kernel_regularizer=reg),
         L.MaxPooling2D(),
-        L.Conv2D(16, 3, padding="same", activation="relu", kernel_regularizer=reg),
+        L.Conv2D(24, 3, padding="same", activation="relu", kernel_regularizer=reg),
         L.MaxPooling2D(),
         L.Flatten(),
         L.Dense(n, kernel_regularizer=reg, name="logits"),
     ]
 
 
-@register_model("conv1d_small", rank=2, doc="1D CNN teacher for sequences (~14k params on MNIST-1D)")
+# Sequence models use Conv2D with (k, 1) kernels on inputs reshaped to (length, 1, channels):
+# the same computation as Conv1D, but quantization-aware training (tfmot's 8-bit registry has no
+# Conv1D / MaxPooling1D) and TFLite Micro both take it.
+
+
+@register_model("conv1d_small", rank=2, doc="1D CNN teacher for sequences (~8.8k params on MNIST-1D)")
 def _conv1d_small(k, shape, n, reg):
     L = k.layers
     return [
-        L.Conv1D(32, 5, padding="same", activation="relu", kernel_regularizer=reg),
-        L.MaxPooling1D(),
-        L.Conv1D(32, 5, padding="same", activation="relu", kernel_regularizer=reg),
-        L.MaxPooling1D(),
-        L.Conv1D(32, 3, padding="same", activation="relu", kernel_regularizer=reg),
-        L.GlobalAveragePooling1D(),
+        L.Reshape((shape[0], 1, shape[1])),
+        L.Conv2D(32, (5, 1), padding="same", activation="relu", kernel_regularizer=reg),
+        L.MaxPooling2D((2, 1)),
+        L.Conv2D(32, (5, 1), padding="same", activation="relu", kernel_regularizer=reg),
+        L.MaxPooling2D((2, 1)),
+        L.Conv2D(32, (3, 1), padding="same", activation="relu", kernel_regularizer=reg),
+        L.GlobalAveragePooling2D(),
         L.Dense(n, kernel_regularizer=reg, name="logits"),
     ]
 
 
-@register_model("conv1d_tiny", rank=2, doc="1D CNN student for sequences (~4k params on MNIST-1D)")
+@register_model("conv1d_tiny", rank=2, doc="1D CNN student for sequences (~3k params on MNIST-1D)")
 def _conv1d_tiny(k, shape, n, reg):
     L = k.layers
     return [
-        L.Conv1D(16, 5, padding="same", activation="relu", kernel_regularizer=reg),
-        L.MaxPooling1D(),
-        L.Conv1D(16, 5, padding="same", activation="relu", kernel_regularizer=reg),
-        L.MaxPooling1D(),
+        L.Reshape((shape[0], 1, shape[1])),
+        L.Conv2D(16, (5, 1), padding="same", activation="relu", kernel_regularizer=reg),
+        L.MaxPooling2D((2, 1)),
+        L.Conv2D(16, (5, 1), padding="same", activation="relu", kernel_regularizer=reg),
+        L.MaxPooling2D((2, 1)),
         L.Flatten(),
         L.Dense(n, kernel_regularizer=reg, name="logits"),
     ]

@@ -106,6 +106,9 @@ class Run:
         if until is not None and until not in ALL_STAGES:
             raise EdgekitError(f"unknown stage {until!r} (stages: {', '.join(ALL_STAGES)})")
         r, seed = self.recipe, self.recipe.seed
+        from . import preflight
+
+        preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes)
         fp = fingerprint("teacher", seed, r.data.model_dump(mode="json"), r.teacher.model_dump(mode="json"))
         float_stage = "teacher"
 
@@ -177,7 +180,8 @@ class Run:
         model = self._model(src)
         seed = self.recipe.seed
         if name == "student":
-            res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
+            res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress,
+                              baseline=cfg.baseline)
         elif name == "pruned":
             res = prune.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "qat":

@@ -69,6 +69,16 @@ def measure_sparsity(model, layer_names: list[str]) -> dict:
     return {"sparsity": round(zeros / total, 6) if total else 0.0, "per_layer": per_layer}
 
 
+def check_m_by_n(kernel: np.ndarray, m: int, n: int) -> bool:
+    """True when every block of ``n`` consecutive weights along the input-channel axis (the
+    second to last of a Conv/Dense kernel) holds at most ``m`` non-zeros."""
+    w = np.moveaxis(kernel, -2, -1).reshape(-1, kernel.shape[-2])
+    if w.shape[1] % n:
+        return False
+    blocks = w.reshape(w.shape[0], -1, n)
+    return bool((np.count_nonzero(blocks, axis=-1) <= m).all())
+
+
 def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
         progress: ProgressFn | None = None) -> StageResult:
     """Prune ``model`` toward ``cfg.target_sparsity`` while fine-tuning; strip the wrappers,
@@ -83,9 +93,12 @@ def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
     else:
         schedule = sp.ConstantSparsity(cfg.target_sparsity, begin_step=0, frequency=steps["frequency"])
 
+    m_by_n = tuple(map(int, cfg.structure.split(":"))) if cfg.structure else None
+
     def wrap(layer):
         if layer.name in names:
-            return sp.prune_low_magnitude(layer, pruning_schedule=schedule)
+            kw = {"sparsity_m_by_n": m_by_n} if m_by_n else {}
+            return sp.prune_low_magnitude(layer, pruning_schedule=schedule, **kw)
         return layer  # shared as is: keeps its trained weights
 
     pruned = k.models.clone_model(model, clone_function=wrap)
@@ -98,6 +111,10 @@ def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
                           *callbacks("pruned", None, cfg.epochs, has_val=has_val, progress=progress)])
     stripped = sp.strip_pruning(pruned)
     reached = measure_sparsity(stripped, names)
+    if m_by_n:
+        reached["m_by_n_ok"] = all(check_m_by_n(stripped.get_layer(n).kernel.numpy(), *m_by_n) for n in names)
+        if not reached["m_by_n_ok"]:
+            raise StageError(f"pruned weights do not follow the {cfg.structure} pattern")
     shortfall = cfg.target_sparsity - reached["sparsity"]
     if shortfall > TOLERANCE:
         msg = (f"pruning reached sparsity {reached['sparsity']:.3f}, target {cfg.target_sparsity:.3f} "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 
@@ -92,6 +92,7 @@ class StudentConfig(Training):
     model: str = Field("cnn_tiny", description="name in the model zoo")
     temperature: Annotated[float, Field(gt=0.0, le=100.0)] = Field(4.0, description="softmax temperature T")
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.7, description="weight of the soft-target term")
+    baseline: bool = Field(False, description="also train the same student from scratch and report the gain")
 
 
 class PruneConfig(_Strict):
@@ -108,6 +109,19 @@ class PruneConfig(_Strict):
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(5e-4, description="learning rate")
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step")
     strict: bool = Field(False, description="fail (not warn) when sparsity is more than 0.05 below target")
+    structure: Annotated[str, Field(pattern=r"^[1-9][0-9]*:[1-9][0-9]*$")] | None = Field(
+        None, description="structured m:n sparsity, e.g. '2:4' (m non-zeros in every n input weights)")
+
+    @model_validator(mode="after")
+    def _structure_matches_target(self):
+        if self.structure is not None:
+            m, n = map(int, self.structure.split(":"))
+            if m >= n:
+                raise ValueError(f"structure {self.structure!r}: m must be smaller than n")
+            if abs(self.target_sparsity - (1 - m / n)) > 1e-9:
+                raise ValueError(f"structure {self.structure!r} means target_sparsity {1 - m / n:g}, "
+                                 f"got {self.target_sparsity:g}")
+        return self
 
 
 class QatConfig(_Strict):

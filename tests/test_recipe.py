@@ -97,3 +97,10 @@ def test_readme_recipe_reference_is_generated_from_schema():
     spec.loader.exec_module(mod)
     readme = Path("README.md").read_text()
     assert mod.render(readme) == readme, "README recipe reference is stale: run python tools/gen_readme.py"
+
+
+def test_structure_must_match_target(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\nprune: {structure: '2:4', target_sparsity: 0.6}\n")
+    with pytest.raises(RecipeError, match=r"prune: structure '2:4' means target_sparsity 0.5, got 0.6"):
+        load_recipe(p)

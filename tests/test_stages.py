@@ -159,3 +159,17 @@ def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
     metrics = json.loads(out.stdout.strip().splitlines()[-1])
     assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
     assert metrics["accuracy"] > 0.5
+
+
+def test_prune_structured_2_of_4(teacher, data, tmp_path):
+    from edgekit import prune
+    from edgekit.fitting import load_model
+
+    cfg = PruneConfig(target_sparsity=0.5, structure="2:4", schedule="constant", epochs=2, batch_size=32,
+                      skip_layers=["first"])
+    res = prune.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path)
+    assert res.metrics["m_by_n_ok"] is True
+    assert abs(res.metrics["sparsity"] - 0.5) <= 0.05
+    kernel = load_model(res.model_path).get_layer(res.metrics["pruned_layers"][0]).kernel.numpy()
+    assert prune.check_m_by_n(kernel, 2, 4)
+    assert not prune.check_m_by_n(np.ones((3, 3, 8, 4)), 2, 4)

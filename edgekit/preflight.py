@@ -1,0 +1,79 @@
+"""Preflight: before any training starts, list every layer that a later stage cannot take.
+
+Walks the models the recipe will build and asks the same registries the stages use:
+tensorflow-model-optimization's 8-bit QAT registry (for the model that will be QAT-trained) and
+its pruning registry (for the model that will be pruned). Each problem names the layer, its
+type, what cannot handle it, and what to do instead, so a recipe fails in a second with a
+useful message instead of after minutes of training with a deep TensorFlow traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import StageError
+
+SUGGESTIONS = {
+    "Conv1D": "use Conv2D with a (k, 1) kernel on inputs reshaped to (length, 1, channels)",
+    "MaxPooling1D": "use MaxPooling2D with pool size (2, 1) on (length, 1, channels) inputs",
+    "AveragePooling1D": "use AveragePooling2D with pool size (2, 1)",
+    "LayerNormalization": "use BatchNormalization after a Conv2D/Dense (folded at conversion)",
+    "BatchNormalization": "put it right after a Conv2D, DepthwiseConv2D or Dense layer so it is folded",
+    "Lambda": "replace the Lambda with built-in layers (Lambda layers are not quantizable or serializable safely)",
+}
+_FOLDS_BN = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    layer: str
+    layer_type: str
+    stage: str
+    suggestion: str
+
+    def __str__(self) -> str:
+        return f"layer {self.layer!r} ({self.layer_type}): {self.stage} cannot handle it; {self.suggestion}"
+
+
+def check_model(model, *, qat: bool, prune: bool) -> list[Problem]:
+    """Problems of ``model`` for QAT (tfmot default 8-bit scheme) and pruning."""
+    problems: list[Problem] = []
+    if qat:
+        from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+            default_8bit_quantize_registry as qreg,
+        )
+
+        from ._tf import tfmot
+
+        tfmot()
+        registry = qreg.Default8BitQuantizeRegistry()
+        prev = None
+        for layer in model.layers:
+            kind = type(layer).__name__
+            folded = kind == "BatchNormalization" and prev in _FOLDS_BN
+            if not folded and kind != "InputLayer" and not registry.supports(layer):
+                problems.append(Problem(layer.name, kind, "quantization-aware training",
+                                        SUGGESTIONS.get(kind, "replace it with a supported layer or set qat: null "
+                                                              "(post-training int8)")))
+            prev = kind
+    if prune:
+        from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
+
+        for layer in model.layers:
+            if not (isinstance(layer, prunable_layer.PrunableLayer) or prune_registry.PruneRegistry.supports(layer)):
+                problems.append(Problem(layer.name, type(layer).__name__, "pruning",
+                                        "add it to prune.skip_layers or replace it"))
+    return problems
+
+
+def run(recipe, *, input_shape: tuple[int, ...], num_classes: int) -> None:
+    """Build the model(s) the recipe will compress and raise :class:`StageError` listing every
+    problem at once."""
+    from .models import create_model
+
+    compressed = recipe.student.model if recipe.student is not None else recipe.teacher.model
+    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes)
+    problems = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
+    if problems:
+        listing = "; ".join(str(p) for p in problems)
+        raise StageError(f"preflight: model {compressed!r}: {listing}")
