@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._io import write_json, write_text  # noqa: F401 - re-exported
 from ._tf import keras, tf
 from .recipe import Training
 
@@ -112,26 +112,6 @@ def load_model(path: Path, *, quantized: bool = False):
         with tfmot().quantization.keras.quantize_scope():
             return k.models.load_model(path, compile=False, safe_mode=True)
     return k.models.load_model(path, compile=False, safe_mode=True)
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def write_text(path: Path, text: str | bytes) -> Path:
-    """Write a file atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,12 +37,12 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._io import write_text
 from .errors import ConversionError
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def write_op_resolver(ops: Iterable[str], path: os.PathLike | str, *,
         lines.append(f"  if (resolver.{TFLM_OPS[op]}() != kTfLiteOk) return kTfLiteError;"
                      f"  // {op}")
     lines += ["  return kTfLiteOk;", "}", "", f"#endif  // {guard}", ""]
-    _atomic_write(path, "\n".join(lines).encode())
+    write_text(path, "\n".join(lines))
     return path
 
 
@@ -403,8 +403,8 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
         c.append("    " + ", ".join(f"0x{b:02x}" for b in data[i:i + 12]) + ",")
     c += ["};", f"const unsigned int {name}_len = {len(data)};", ""]
 
-    _atomic_write(h_path, "\n".join(h).encode())
-    _atomic_write(c_path, "\n".join(c).encode())
+    write_text(h_path, "\n".join(h))
+    write_text(c_path, "\n".join(c))
     return h_path, c_path
 
 
@@ -696,22 +696,3 @@ def _signal_name(num: int) -> str:
         return signal.Signals(num).name
     except ValueError:
         return f"signal {num}"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
