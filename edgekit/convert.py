@@ -12,27 +12,35 @@ cfg, out_dir) -> TargetArtifacts``. What each kind ships:
 Int8 models come from the QAT model when there is one, else by post-training quantization of
 the float model with a representative dataset drawn from the training split. After conversion
 the op list is checked: an "int8" model that kept float ops is reported, and fails for MCUs.
+For MCUs the ops are checked against TFLite Micro's kernels before any file is written, and the
+ONNX export is run in ONNX Runtime on the test split and must agree with the Keras model on at
+least :data:`ONNX_MIN_AGREEMENT` of the predictions. A target that fails leaves no files of
+its own behind (each file is written atomically; the ones this call added are removed).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import write_json, write_text
 from ._tf import tf
 from .data import Dataset
 from .errors import ConversionError
-from .fitting import size_info, write_json, write_text
+from .fitting import size_info
 from .recipe import ConvertConfig, TargetKind, TargetProfile
 
 log = logging.getLogger(__name__)
 
 EVALUATOR = Path(__file__).parent / "ondevice" / "evaluate.py"
 FLOAT_OPS_OK = {"QUANTIZE", "DEQUANTIZE"}
+ONNX_MIN_AGREEMENT = 0.99  # share of test samples whose ONNX Runtime argmax equals Keras'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +95,23 @@ def to_tflite(model, *, mode: str, rep=None) -> bytes:
         raise ValueError(f"unknown conversion mode {mode!r}")
     try:
         return conv.convert()
-    except Exception as exc:  # the converter raises many types; keep its first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"TFLite conversion ({mode}) failed: {first}") from exc
+    except Exception as exc:  # the converter raises many types; keep what names the problem
+        raise ConversionError(f"TFLite conversion ({mode}) failed: {_converter_reason(exc)}") from exc
+
+
+def _converter_reason(exc: Exception) -> str:
+    """The converter's ``error: ...`` lines (they name the op, e.g. ``'tf.Cumprod' op is
+    neither a custom op nor a flex op``) and its "TF Select ops" list, deduplicated; else its
+    first line."""
+    text = str(exc).strip()
+    errors = [e for e in dict.fromkeys(m.group(1).strip() for m in re.finditer(r"\berror: (.+)", text))
+              if not e.startswith("failed while converting")]
+    select = re.search(r"TF Select ops: (.+)", text)
+    if select:
+        errors.append(f"TensorFlow ops without a TFLite builtin kernel: {select.group(1).strip()}")
+    if errors:
+        return "; ".join(errors)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def tensor_types(blob: bytes) -> dict[str, Any]:
@@ -128,8 +150,8 @@ def check_integer_only(blob: bytes, *, require_int_io: bool) -> dict[str, Any]:
     return info
 
 
-def to_onnx(model, path: Path) -> Path:
-    """Export the float Keras model to ONNX with tf2onnx (opset 13), atomically."""
+def onnx_bytes(model) -> bytes:
+    """Export the float Keras model to ONNX with tf2onnx (opset 13); returns the serialized model."""
     import tf2onnx
 
     spec = (tf().TensorSpec((None, *model.input_shape[1:]), tf().float32, name="input"),)
@@ -137,7 +159,56 @@ def to_onnx(model, path: Path) -> Path:
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
     except Exception as exc:
         raise ConversionError(f"ONNX export failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    return write_text(path, proto.SerializeToString())
+    return proto.SerializeToString()
+
+
+def onnx_agreement(blob: bytes, model, x: np.ndarray, *, batch_size: int = 256) -> dict[str, Any]:
+    """Run the ONNX model ``blob`` in ONNX Runtime (CPU) on ``x`` and compare with Keras.
+
+    Returns ``{"onnx_agreement_with_keras": share of samples whose argmax is equal (0..1),
+    "onnx_max_abs_diff": largest absolute difference of the raw outputs, "onnx_samples": n}``.
+    Raises ``ValueError`` for an empty ``x``; ONNX Runtime errors become ConversionError.
+    """
+    import onnxruntime as ort
+
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) == 0:
+        raise ValueError("onnx_agreement needs at least one sample")
+    try:
+        sess = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        got = np.concatenate([sess.run(None, {name: x[i : i + batch_size]})[0]
+                              for i in range(0, len(x), batch_size)])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ConversionError(f"ONNX model does not run in ONNX Runtime: {str(exc).splitlines()[0]}") from exc
+    want = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    return {"onnx_agreement_with_keras": float(np.mean(got.argmax(-1) == want.argmax(-1))),
+            "onnx_max_abs_diff": float(np.max(np.abs(got.astype(np.float64) - want))),
+            "onnx_samples": int(len(x))}
+
+
+def to_onnx(model, path: Path, *, x_check: np.ndarray | None = None,
+            min_agreement: float = ONNX_MIN_AGREEMENT) -> tuple[Path, dict[str, Any]]:
+    """Export ``model`` to ONNX and, given ``x_check``, verify it in ONNX Runtime first.
+
+    Writes ``path`` atomically only when the check passes; returns ``(path, check)`` with the
+    numbers of :func:`onnx_agreement` (``{}`` without ``x_check``). Raises
+    :class:`ConversionError` (nothing written) when the argmax agreement with the Keras model
+    is below ``min_agreement``.
+    """
+    blob = onnx_bytes(model)
+    check: dict[str, Any] = {}
+    if x_check is not None:
+        check = onnx_agreement(blob, model, x_check)
+        agree = check["onnx_agreement_with_keras"]
+        if agree < min_agreement:
+            raise ConversionError(
+                f"ONNX export disagrees with the Keras model: argmax agreement {agree:.4f} on "
+                f"{check['onnx_samples']} test samples < {min_agreement} (max abs output difference "
+                f"{check['onnx_max_abs_diff']:.3g}); the tf2onnx conversion changed the model")
+        log.info("onnx: argmax agreement with Keras %.4f on %d samples (max abs diff %.3g)",
+                 agree, check["onnx_samples"], check["onnx_max_abs_diff"])
+    return write_text(path, blob), check
 
 
 def write_eval_npz(path: Path, data: Dataset, reference_pred: np.ndarray, samples: int | None) -> Path:
@@ -163,8 +234,38 @@ def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Con
     """Write the artifacts of ``profile`` into ``out_dir``.
 
     ``models``: ``{"float": keras float model, "qat": QAT model or None}``. Raises
-    :class:`ConversionError` when a format cannot be produced or an op cannot run on the target.
+    :class:`ConversionError` when a format cannot be produced, an op cannot run on the target
+    (MCU: checked before any file is written) or the ONNX export disagrees with Keras. On any
+    failure the files and folders this call added to ``out_dir`` are removed again (files it
+    overwrote stay in their new version), so a failed target leaves no partial set behind.
     """
+    created = not out_dir.exists()
+    before = set() if created else {p.name for p in out_dir.iterdir()}
+    try:
+        return _convert_target(profile, models, data, cfg, out_dir, seed=seed, eval_npz=eval_npz)
+    except BaseException:
+        _remove_new_entries(out_dir, keep=before, remove_dir=created)
+        raise
+
+
+def _remove_new_entries(folder: Path, *, keep: set[str], remove_dir: bool) -> None:
+    """Delete what ``folder`` holds beyond the names in ``keep`` (and ``folder`` itself when
+    ``remove_dir`` and it ends up empty)."""
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if remove_dir and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: ConvertConfig, out_dir: Path,
+                    *, seed: int, eval_npz: Path) -> TargetArtifacts:
     out_dir.mkdir(parents=True, exist_ok=True)
     arts: list[Artifact] = []
     files: list[Path] = []
@@ -180,7 +281,8 @@ def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Con
                 p = write_text(out_dir / "model_fp16.tflite", to_tflite(models["float"], mode="fp16"))
                 arts.append(Artifact(p, fmt, profile.runtime))
             elif fmt == "onnx":
-                arts.append(Artifact(to_onnx(models["float"], out_dir / "model.onnx"), fmt, "onnxruntime"))
+                p, check = to_onnx(models["float"], out_dir / "model.onnx", x_check=data.x_test)
+                arts.append(Artifact(p, fmt, "onnxruntime", check))
             elif fmt == "tflite-full-int8":
                 blob = _int8(models, data, cfg, seed, full=True)
                 check_integer_only(blob, require_int_io=True)
@@ -213,24 +315,40 @@ def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Con
 RUN_SH = """#!/bin/sh
 # Run the edgekit evaluator on this device and print its JSON report.
 # Usage: sh run.sh [extra evaluate.py options, e.g. --threads 4 --runs 200]
+# Needs: python3 with the packages in requirements.txt (pip install -r requirements.txt);
+# set PYTHON to use another interpreter (an absolute path: run.sh changes into its folder).
 set -e
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-exec "$PY" evaluate.py --model model.tflite --data eval.npz "$@"
+exec "$PY" evaluate.py --model {model} --data eval.npz "$@"
 """
+
+# What the bundle's requirements.txt pins per runtime: versions known to run the models that
+# TensorFlow 2.21 writes (tflite-runtime 2.14 needs numpy<2; DESIGN.md "Checked to work here").
+BUNDLE_REQUIREMENTS = {
+    "ai_edge_litert": "ai-edge-litert==2.3.0\nnumpy>=1.26\n",
+    "tflite_runtime": "tflite-runtime==2.14.0\nnumpy<2\n",
+    "onnxruntime": "onnxruntime>=1.17\nnumpy>=1.26\n",
+}
 
 
 def write_bundle(folder: Path, model: Path, eval_npz: Path, profile: TargetProfile) -> list[Path]:
-    """A self-contained folder to copy to a Pi: model, evaluator, test sample, requirements, run.sh."""
+    """A self-contained folder to copy to a Pi: model, evaluator, test sample, requirements, run.sh.
+
+    ``model.tflite`` (or ``model.onnx`` for an ONNX primary model), ``evaluate.py`` (the
+    standalone evaluator, numpy + one runtime), ``eval.npz``, ``requirements.txt`` (the
+    profile's runtime and numpy; ai-edge-litert for runtimes that have no Pi wheel) and
+    ``run.sh`` (``sh run.sh [--runs N ...]`` prints the evaluator's JSON). Every file is
+    written atomically; returns their paths.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    runtime_req = {"tflite_runtime": "tflite-runtime==2.14.0\nnumpy<2\n",
-                   "ai_edge_litert": "ai-edge-litert==2.3.0\nnumpy>=1.26\n"}.get(profile.runtime,
-                                                                                 "ai-edge-litert==2.3.0\nnumpy>=1.26\n")
-    out = [write_text(folder / "model.tflite", model.read_bytes()),
+    name = "model.onnx" if model.suffix == ".onnx" else "model.tflite"
+    runtime = "onnxruntime" if name == "model.onnx" else profile.runtime
+    runtime_req = BUNDLE_REQUIREMENTS.get(runtime, BUNDLE_REQUIREMENTS["ai_edge_litert"])
+    out = [write_text(folder / name, model.read_bytes()),
            write_text(folder / "evaluate.py", EVALUATOR.read_bytes()),
            write_text(folder / "eval.npz", eval_npz.read_bytes()),
            write_text(folder / "requirements.txt", f"# runtime for {profile.board or profile.name}\n{runtime_req}"),
-           write_text(folder / "run.sh", RUN_SH)]
+           write_text(folder / "run.sh", RUN_SH.replace("{model}", name))]
     (folder / "run.sh").chmod(0o755)
     return out
-

@@ -55,8 +55,11 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
     """
     violations, unchecked = [], []
     size = result.get("size_bytes")
-    if budget.flash_bytes is not None and size is not None and size > budget.flash_bytes:
-        violations.append(f"flash: model {size} bytes > budget {budget.flash_bytes} bytes")
+    if budget.flash_bytes is not None:
+        if size is None:
+            unchecked.append("flash_bytes: model size not measured")
+        elif size > budget.flash_bytes:
+            violations.append(f"flash: model {size} bytes > budget {budget.flash_bytes} bytes")
     ram = result.get("arena_bytes") if kind is TargetKind.mcu else result.get("rss_growth_bytes")
     if budget.ram_bytes is not None:
         if ram is None:
@@ -91,7 +94,7 @@ def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]
     res = run_evaluator(a.path, eval_npz, runtime=a.runtime, cfg=cfg, arena_bytes=arena)
     res["format"] = a.format
     res["file"] = a.path.name
-    for key in ("ops", "float_ops"):
+    for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_max_abs_diff", "onnx_samples"):
         if key in a.extra:
             res[key] = a.extra[key]
     if "arena" in a.extra:

@@ -1,0 +1,241 @@
+"""edgekit.convert per target kind, the budget check on converted models, and the CLI's exit 6.
+
+Tolerances: ONNX Runtime vs Keras argmax agreement >= 0.99 (convert.ONNX_MIN_AGREEMENT; the
+tiny digits CNN reaches 1.0); the Pi bundle's accuracy equals the host evaluator's exactly
+(same file, same runtime, same data).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit import convert, evaluate
+from edgekit.cli import main
+from edgekit.data import Dataset
+from edgekit.errors import ConversionError
+from edgekit.recipe import Budget, ConvertConfig, EvaluateConfig, TargetKind, load_target
+
+FAST_EVAL = EvaluateConfig(warmup=1, runs=3)
+CFG = ConvertConfig(representative_samples=50)
+
+TINY_PROFILE = """\
+name: tiny-flash
+kind: mobile
+board: "a board with 1000 bytes of flash"
+runtime: ai_edge_litert
+formats: [tflite-int8]
+budget: {flash_bytes: 1000}
+"""
+
+
+@pytest.fixture(scope="module")
+def data(digits_small) -> Dataset:
+    x_tr, y_tr, x_te, y_te = digits_small
+    return Dataset("digits", x_tr, y_tr, x_tr[:0], y_tr[:0], x_te, y_te, 10)
+
+
+@pytest.fixture(scope="module")
+def float_model(tiny_models):
+    from edgekit.fitting import load_model
+
+    return load_model(tiny_models.keras_path)
+
+
+def _convert(profile, model, data, out_dir, eval_npz):
+    return convert.convert_target(profile, {"float": model, "qat": None}, data, CFG, out_dir,
+                                  seed=0, eval_npz=eval_npz)
+
+
+def _with_unsupported_op(op: str):
+    """A digits-shaped tf_keras model whose last layer needs ``op``: ``topk`` converts to int8
+    as TOPK_V2 (no TFLM kernel); ``cumprod`` has no TFLite builtin at all."""
+    from edgekit._tf import keras, tf
+
+    k, t = keras(), tf()
+    fn = {"topk": lambda v: t.math.top_k(v, k=10).values,
+          "cumprod": lambda v: t.math.cumprod(v, axis=1)}[op]
+    inp = k.layers.Input((8, 8, 1))
+    h = k.layers.Dense(10)(k.layers.Flatten()(inp))
+    return k.Model(inp, k.layers.Lambda(fn)(h))
+
+
+# ------------------------------------------------------------------------------ mobile/ONNX
+
+
+@pytest.fixture(scope="module")
+def mobile(tmp_path_factory, float_model, data, tiny_models):
+    out = tmp_path_factory.mktemp("mobile") / "targets" / "mobile"
+    return _convert(load_target("mobile"), float_model, data, out, tiny_models.eval_npz)
+
+
+def test_mobile_writes_three_formats_and_onnx_agrees_with_keras(mobile, data):
+    assert [a.format for a in mobile.artifacts] == ["tflite-int8", "tflite-fp16", "onnx"]
+    assert sorted(p.name for p in mobile.artifacts[0].path.parent.iterdir()) == \
+        ["model.onnx", "model_fp16.tflite", "model_int8.tflite"]  # no temp files
+    onnx = mobile.artifacts[2]
+    assert onnx.runtime == "onnxruntime"
+    agreement = onnx.extra["onnx_agreement_with_keras"]
+    print(f"\nONNX Runtime vs Keras argmax agreement: {agreement:.4f} on "
+          f"{onnx.extra['onnx_samples']} test samples, max abs diff {onnx.extra['onnx_max_abs_diff']:.2e}")
+    assert agreement >= convert.ONNX_MIN_AGREEMENT
+    assert onnx.extra["onnx_samples"] == len(data.x_test)
+    assert onnx.extra["onnx_max_abs_diff"] < 1e-3  # float32 vs float32: only rounding
+
+
+def test_onnx_agreement_reaches_the_report_entry(mobile, tiny_models):
+    entry = evaluate.evaluate_target(mobile, tiny_models.eval_npz, FAST_EVAL)
+    onnx = next(v for v in entry["variants"] if v["format"] == "onnx")
+    assert onnx["onnx_agreement_with_keras"] == mobile.artifacts[2].extra["onnx_agreement_with_keras"]
+    assert onnx["accuracy"] == pytest.approx(float(np.mean(tiny_models.keras_pred == tiny_models.y_test)),
+                                             abs=1e-9)  # same predictions as Keras: same accuracy
+
+
+def test_onnx_that_disagrees_with_keras_is_refused_and_not_written(float_model, data, tmp_path,
+                                                                    monkeypatch):
+    from edgekit._tf import keras
+
+    other = keras().models.clone_model(float_model)  # same graph, fresh random weights
+    wrong = convert.onnx_bytes(other)
+    monkeypatch.setattr(convert, "onnx_bytes", lambda model: wrong)
+    with pytest.raises(ConversionError, match=r"argmax agreement 0\.\d+ on 359 test samples < 0\.99"):
+        convert.to_onnx(float_model, tmp_path / "model.onnx", x_check=data.x_test)
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------ over budget
+
+
+def test_check_budget_names_the_numbers_and_the_budget():
+    b = Budget(flash_bytes=1000, ram_bytes=2048, latency_ms=5)
+    res = evaluate.check_budget({"size_bytes": 6240, "arena_bytes": 4096, "measured_on": "host-x86_64",
+                                 "latency_ms": {"p50": 0.1}}, b, TargetKind.mcu)
+    assert res["ok"] is False
+    assert res["violations"] == ["flash: model 6240 bytes > budget 1000 bytes",
+                                 "ram: arena 4096 bytes > budget 2048 bytes"]
+    assert res["unchecked"] == ["latency_ms: measured on host-x86_64, not on the device"]
+    ok = evaluate.check_budget({"size_bytes": 999, "rss_growth_bytes": None}, b, TargetKind.rpi)
+    assert ok["ok"] is True and ok["violations"] == []
+    assert "ram_bytes: not measured" in ok["unchecked"]
+    assert "flash_bytes: model size not measured" in \
+        evaluate.check_budget({}, Budget(flash_bytes=1), TargetKind.mobile)["unchecked"]
+
+
+def test_target_over_a_tiny_flash_budget_is_reported(tmp_path, float_model, data, tiny_models):
+    path = tmp_path / "tiny-flash.yaml"
+    path.write_text(TINY_PROFILE)
+    profile = load_target(str(path))
+    assert profile.budget.flash_bytes == 1000
+    arts = _convert(profile, float_model, data, tmp_path / "targets" / profile.name, tiny_models.eval_npz)
+    entry = evaluate.evaluate_target(arts, tiny_models.eval_npz, FAST_EVAL)
+    size = arts.artifacts[0].path.stat().st_size
+    assert entry["size_bytes"] == size > 1000
+    assert entry["budget"]["ok"] is False
+    assert entry["budget"]["violations"] == [f"flash: model {size} bytes > budget 1000 bytes"]
+
+
+RECIPE = """\
+name: over-budget
+seed: 0
+data: {source: digits}
+teacher: {model: cnn_tiny, epochs: 2, batch_size: 64, learning_rate: 0.01}
+student: {model: cnn_tiny, epochs: 1, batch_size: 64, learning_rate: 0.01}
+prune: null
+qat: null
+convert: {representative_samples: 50}
+targets: [profiles/tiny-flash.yaml]
+evaluate: {warmup: 1, runs: 3}
+"""
+
+
+def test_cli_run_over_budget_exits_6_and_no_budget_exits_0(tmp_path, monkeypatch):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny-flash.yaml").write_text(TINY_PROFILE)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path / "profiles")  # the profile path resolves against the recipe's folder
+    res = runner.invoke(main, ["run", str(recipe), "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 6, res.output
+    size = json.loads((out / "report.json").read_text())["targets"][0]["size_bytes"]
+    assert f"over budget: tiny-flash: flash: model {size} bytes > budget 1000 bytes" in res.output
+    assert "OVER BUDGET" in res.output
+    res = runner.invoke(main, ["run", str(recipe), "--out", str(out), "--resume", "--no-budget"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "over budget:" not in res.output and "OVER BUDGET" in res.output
+
+
+# ------------------------------------------------------------------------------------- MCU
+
+
+@pytest.mark.parametrize("op, named", [("topk", "TOPK_V2"), ("cumprod", "Cumprod")])
+def test_mcu_op_without_kernel_fails_before_any_file_is_written(op, named, data, tmp_path,
+                                                                 tiny_models):
+    out = tmp_path / "targets" / "cortex-m4"
+    with pytest.raises(ConversionError, match=named) as err:
+        _convert(load_target("cortex-m4"), _with_unsupported_op(op), data, out, tiny_models.eval_npz)
+    print(f"\n{op}: {err.value}"[:300])
+    assert not out.exists()  # nothing: no model_int8.tflite, model_data.cc, op_resolver.h
+    # a folder that existed keeps exactly what it held
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match=named):
+        _convert(load_target("cortex-m4"), _with_unsupported_op(op), data, out, tiny_models.eval_npz)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_mcu_failure_after_writing_removes_the_partial_target(float_model, data, tmp_path,
+                                                              tiny_models, monkeypatch):
+    from edgekit import mcu
+
+    def fail(path, **kw):
+        assert Path(path).is_file()  # the model was written before the arena is measured
+        raise ConversionError("model does not run in TFLite Micro (simulated)")
+
+    monkeypatch.setattr(mcu, "measure_arena", fail)
+    out = tmp_path / "targets" / "cortex-m4"
+    with pytest.raises(ConversionError, match="simulated"):
+        _convert(load_target("cortex-m4"), float_model, data, out, tiny_models.eval_npz)
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------- Pi bundle
+
+
+def test_rpi_bundle_is_self_contained(float_model, data, tmp_path, tiny_models):
+    arts = _convert(load_target("rpi4"), float_model, data, tmp_path / "targets" / "rpi4",
+                    tiny_models.eval_npz)
+    bundle = tmp_path / "targets" / "rpi4" / "bundle"
+    assert sorted(p.name for p in bundle.iterdir()) == \
+        ["eval.npz", "evaluate.py", "model.tflite", "requirements.txt", "run.sh"]
+    req = (bundle / "requirements.txt").read_text()
+    assert "ai-edge-litert==" in req and "numpy" in req
+    imports = [ln for ln in (bundle / "evaluate.py").read_text().splitlines()
+               if ln.lstrip().startswith(("import ", "from "))]
+    assert imports and not any("edgekit" in ln for ln in imports)
+    want = evaluate.run_evaluator(arts.artifacts[0].path, tiny_models.eval_npz, runtime="ai_edge_litert",
+                                  cfg=FAST_EVAL)  # the original model, measured on the host
+
+    copy = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(bundle, copy)
+    shutil.rmtree(tmp_path / "targets")  # nothing outside the copy is needed
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHON"] = sys.executable
+    proc = subprocess.run(["sh", "run.sh", "--runs", "3", "--warmup", "1"], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["latency_ms"]["p50"] > 0
+    assert got["accuracy"] == want["accuracy"]
+    assert got["agreement_with_float"] == want["agreement_with_float"]
+    assert got["size_bytes"] == want["size_bytes"]
