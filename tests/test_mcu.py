@@ -211,16 +211,31 @@ def test_write_c_array_round_trips_and_compiles(tiny_models, arena, tmp_path):
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
                     reason="arm-none-eabi-g++ not on PATH (Debian: gcc-arm-none-eabi)")
-def test_c_array_compiles_for_cortex_m4(tiny_models, tmp_path):
+def test_c_array_compiles_for_cortex_m4(tiny_models, tmp_path, capsys):
+    """The C array as an MCU build sees it; prints the object's flash size (text + data)."""
     model = tiny_models.full_int8_tflite.read_bytes()
     _, c = mcu.write_c_array(model, tmp_path, arena_bytes=4096)
     obj = tmp_path / "model_data.o"
-    subprocess.run(["arm-none-eabi-g++", "-c", "-std=c++17", "-mcpu=cortex-m4", "-mthumb",
+    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-std=c++17", "-c",
                     "-Os", "-Wall", "-Werror", str(c), "-o", str(obj)], check=True)
-    size = subprocess.run(["arm-none-eabi-size", "-A", str(obj)], capture_output=True,
+    elf = obj.read_bytes()
+    assert elf[:4] == b"\x7fELF" and int.from_bytes(elf[18:20], "little") == 40  # e_machine: ARM
+    sysv = subprocess.run(["arm-none-eabi-size", "-A", str(obj)], capture_output=True,
                           text=True, check=True).stdout
-    rodata = sum(int(m.group(1)) for m in re.finditer(r"^\.rodata\S*\s+(\d+)", size, re.M))
+    rodata = sum(int(m.group(1)) for m in re.finditer(r"^\.rodata\S*\s+(\d+)", sysv, re.M))
     assert rodata >= len(model)
+    headers = subprocess.run(["arm-none-eabi-objdump", "-h", str(obj)], capture_output=True,
+                             text=True, check=True).stdout
+    align = re.search(r"^\s*\d+ \.rodata\S*\s+(?:\S+\s+){4}2\*\*(\d+)", headers, re.M)
+    assert align and 2 ** int(align.group(1)) >= 16, headers  # alignas(16) survives
+    berkeley = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+    text, data, bss = (int(v) for v in berkeley[1].split()[:3])
+    flash = text + data  # what the object adds to flash (rodata counts as text)
+    assert flash >= len(model) and bss == 0
+    with capsys.disabled():
+        print(f"\n[cortex-m4] model_data.o: flash {flash} bytes (text {text}, data {data}, "
+              f"bss {bss}) for a {len(model)}-byte model, arm-none-eabi-size")
 
 
 def test_write_c_array_without_arena_and_custom_names(tmp_path):
