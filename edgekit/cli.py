@@ -70,12 +70,14 @@ def main(ctx, verbose: int, quiet: bool, debug: bool):
 @click.option("--force", is_flag=True, help="Start over in a directory that already holds a run.")
 @click.option("--until", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
               help="Stop after this stage.")
+@click.option("--only", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+              help="Rerun just this stage; earlier stages must be finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
 @click.pass_context
 @_handle_errors
-def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | None, as_json: bool,
-        no_budget: bool):
+def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | None, only: str | None,
+        as_json: bool, no_budget: bool):
     """Run RECIPE end to end into --out.
 
     \b
@@ -86,17 +88,24 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
     from .recipe import load_recipe
 
     rec = load_recipe(recipe)
+    _execute(ctx, rec, recipe, out, resume=resume or only is not None, force=force, until=until, only=only,
+             as_json=as_json, no_budget=no_budget)
+
+
+def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, until: str | None,
+             only: str | None, as_json: bool, no_budget: bool) -> None:
     from .pipeline import Run
 
     quiet = ctx.obj.get("quiet") or as_json
     with _Progress(enabled=not quiet) as prog:
         r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage)
-        report = r.execute(until=until)
+        report = r.execute(until=until, only=only)
+    stopped = until or only
     if as_json and report is not None:
         click.echo(json.dumps(report, indent=2))
     elif not ctx.obj.get("quiet"):
         if report is None:
-            click.echo(f"stopped after {until}; artifacts in {out}", err=True)
+            click.echo(f"stopped after {stopped}; artifacts in {out}", err=True)
         else:
             click.echo(_summary(report), err=True)
             click.echo(f"report: {out / 'report.md'} (and report.json)", err=True)
@@ -156,6 +165,71 @@ class _Progress:
             self._tasks[stage] = self._bar.add_task(stage, total=total, info="")
         info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))
         self._bar.update(self._tasks[stage], completed=done, info=info)
+
+
+# ----------------------------------------------------------------------------- one stage at a time
+
+
+def _run_dir_recipe(run_dir: Path, recipe: Path | None):
+    """The recipe of a run directory: --recipe, else the one the run was started with."""
+    from .errors import EdgekitError
+    from .manifest import Manifest
+    from .recipe import load_recipe
+
+    manifest = Manifest.load(run_dir)
+    if manifest is None:
+        raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
+    if recipe is None:
+        original = Path(manifest.data.get("recipe_path", ""))
+        recipe = original if original.is_file() else run_dir / "recipe.resolved.yaml"
+    return load_recipe(recipe), recipe
+
+
+def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
+    @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+    @click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
+                  help="Recipe to use (default: the one the run was started with).")
+    @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (report stage).")
+    @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+    @click.pass_context
+    @_handle_errors
+    def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
+        rec, path = _run_dir_recipe(run_dir, recipe)
+        if kw.get("baseline"):
+            rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
+        if kw.get("compare"):
+            from .parity import compare, render_compare
+
+            click.echo(render_compare(compare(run_dir)))
+            return
+        _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only=stage, as_json=as_json,
+                 no_budget=no_budget)
+
+    command.__doc__ = f"""{summary}
+
+    Reruns only this stage in RUN_DIR (earlier stages must be finished); later stages see the
+    new files and rerun on the next `edgekit run --resume`.
+
+    \b
+    Example:
+      {example}
+    """
+    for option in extra:
+        command = option(command)
+    return main.command(name)(command)
+
+
+_stage_command("train", "teacher", "Train the teacher.", "edgekit train runs/quickstart")
+_stage_command("distill", "student", "Distill the teacher into the student.", "edgekit distill runs/quickstart --baseline",
+               [click.option("--baseline", is_flag=True, help="Also train the student from scratch; report the gain.")])
+_stage_command("prune", "pruned", "Prune the student.", "edgekit prune runs/quickstart")
+_stage_command("quantize", "qat", "Quantization-aware train the pruned student.", "edgekit quantize runs/quickstart")
+_stage_command("convert", "convert", "Convert for every target.", "edgekit convert runs/quickstart")
+_stage_command("eval", "eval", "Measure every target in its runtime.", "edgekit eval runs/quickstart --compare",
+               [click.option("--compare", is_flag=True,
+                             help="Run the test split through Keras float, TFLite float, int8 and TFLite Micro "
+                                  "and report their agreement.")])
+_stage_command("report", "report", "Write report.json and report.md.", "edgekit report runs/quickstart --json")
 
 
 # ----------------------------------------------------------------------------- config commands

@@ -9,6 +9,7 @@ intact, so ``--resume`` continues from there.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,6 +27,17 @@ log = logging.getLogger(__name__)
 
 TRAIN_STAGES = ("teacher", "student", "pruned", "qat")
 ALL_STAGES = (*TRAIN_STAGES, "convert", "eval", "report")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One unit of work: its manifest name, stage group, the steps it consumes, its config."""
+
+    name: str
+    group: str
+    after: list[str]
+    config: Any
+    fn: Callable[[], tuple[list[Path], dict]]
 
 
 class Run:
@@ -49,10 +61,10 @@ class Run:
         self.manifest = existing or Manifest.new(self.out, recipe_name=recipe.name,
                                                  recipe_sha256=recipe_sha, seed=recipe.seed)
         self.manifest.refresh(recipe_sha256=recipe_sha)
+        self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(recipe))
         self._data = None
         self._models: dict[str, Any] = {}
-        self.results: dict[str, dict] = {}
 
     # -------------------------------------------------------------- helpers
 
@@ -64,9 +76,10 @@ class Run:
             self._data = load_dataset(self.recipe.data, seed=self.recipe.seed, base=self.recipe_path.parent)
         return self._data
 
-    def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]]) -> tuple[dict, bool]:
+    def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]], *,
+               force: bool = False) -> tuple[dict, bool]:
         """Run ``fn`` unless the manifest says ``name`` is current; returns (metrics, ran)."""
-        if self.manifest.is_current(name, fp):
+        if not force and self.manifest.is_current(name, fp):
             log.info("%s: up to date, skipped", name)
             self.on_stage(name, "cached")
             return self.manifest.entry(name).get("metrics") or {}, False
@@ -101,77 +114,95 @@ class Run:
 
     # -------------------------------------------------------------- stages
 
-    def execute(self, *, until: str | None = None) -> dict | None:
-        """Run every stage in order (stopping after ``until``); returns the report dict."""
-        if until is not None and until not in ALL_STAGES:
-            raise EdgekitError(f"unknown stage {until!r} (stages: {', '.join(ALL_STAGES)})")
-        r, seed = self.recipe, self.recipe.seed
-        from . import preflight
-
-        preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes)
-        fp = fingerprint("teacher", seed, r.data.model_dump(mode="json"), r.teacher.model_dump(mode="json"))
-        float_stage = "teacher"
-
-        def train_teacher():
-            from . import train
-
-            res = train.run(self.data, r.teacher, seed=seed, out_dir=self.out / "stages" / "teacher",
-                            progress=self.progress)
-            return self._stage_files("teacher"), res.metrics
-
-        self.results["teacher"], _ = self._stage("teacher", fp, train_teacher)
-        if until == "teacher":
-            return None
-
-        steps = [("student", r.student), ("pruned", r.prune), ("qat", r.qat)]
-        qat_stage = None
-        for name, cfg in steps:
+    def plan(self) -> list[Step]:
+        """The steps of this recipe in order, each with the step(s) whose output it consumes."""
+        r = self.recipe
+        steps = [Step("teacher", "teacher", [], r.teacher.model_dump(mode="json"), self._train_teacher)]
+        prev, float_stage = "teacher", "teacher"
+        for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
-                fp = fingerprint(name, "skipped", fp)
-                self.manifest.mark(name, "skipped", fp=fp)
-                self.on_stage(name, "skipped")
-            else:
-                fp = fingerprint(name, fp, cfg.model_dump(mode="json"))
-                src = float_stage
-                self.results[name], _ = self._stage(name, fp, lambda n=name, c=cfg, s=src: self._train(n, c, s))
-                if name == "qat":
-                    qat_stage = "qat"
-                else:
-                    float_stage = name
-            if until == name:
-                return None
-        models_fp = fp
-        self.float_stage, self.qat_stage = float_stage, qat_stage
+                continue
+            steps.append(Step(name, name, [prev], cfg.model_dump(mode="json"),
+                              lambda n=name, c=cfg, s=float_stage: self._train(n, c, s)))
+            prev = name
+            if name != "qat":
+                float_stage = name
+        self.float_stage, self.qat_stage = float_stage, ("qat" if r.qat is not None else None)
+        eval_npz = self.out / "eval" / "eval.npz"
+        steps.append(Step("eval-data", "convert", [prev], {"samples": r.evaluate.samples, "reference": float_stage},
+                          lambda: self._eval_data(eval_npz)))
+        evals = []
+        for target in r.targets:
+            profile = load_target(target, base=self.recipe_path.parent)
+            conv, ev = f"convert:{profile.name}", f"eval:{profile.name}"
+            steps.append(Step(conv, "convert", ["eval-data"],
+                              [profile.model_dump(mode="json"), r.convert.model_dump(mode="json")],
+                              lambda p=profile: self._convert(p, eval_npz)))
+            steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
+                              lambda p=profile: self._evaluate(p, eval_npz)))
+            evals.append(ev)
+        steps.append(Step("report", "report", evals, None, lambda: self._report(evals)))
+        return steps
 
+    def execute(self, *, until: str | None = None, only: str | None = None) -> dict | None:
+        """Run the recipe's steps in order; returns the report dict (None when stopped early).
+
+        ``until``: stop after this stage group. ``only``: rerun just this group; every earlier
+        step must be finished and current (else :class:`EdgekitError`). Skipped stages
+        (``prune: null``...) are recorded as skipped.
+        """
+        for flag, value in (("until", until), ("only", only)):
+            if value is not None and value not in ALL_STAGES:
+                raise EdgekitError(f"--{flag}: unknown stage {value!r} (stages: {', '.join(ALL_STAGES)})")
+        r = self.recipe
+        if only is None:
+            from . import preflight
+
+            preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes)
+        for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
+            if cfg is None:
+                self.manifest.mark(name, "skipped", fp="skipped")
+                self.on_stage(name, "skipped")
+        base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
+        fps: dict[str, str] = {}
+        report = None
+        stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)
+        for step in self.plan():
+            group = ALL_STAGES.index(step.group)
+            if group > stop:
+                break
+            inputs = [(fps[a], self.manifest.entry(a).get("files")) for a in step.after] or [base]
+            fp = fingerprint(step.name, inputs, step.config)
+            if only is not None and group < stop:
+                if not self.manifest.is_current(step.name, fp):
+                    raise EdgekitError(f"--only {only}: earlier step {step.name!r} is not finished or out of "
+                                       "date; run without --only (or with --resume) first")
+            else:
+                metrics, _ = self._stage(step.name, fp, step.fn, force=(only is not None))
+                if step.name == "report":
+                    report = metrics.get("report")
+            fps[step.name] = fp
+        return report
+
+    def _train_teacher(self):
+        from . import train
+
+        res = train.run(self.data, self.recipe.teacher, seed=self.recipe.seed,
+                        out_dir=self.out / "stages" / "teacher", progress=self.progress)
+        return self._stage_files("teacher"), res.metrics
+
+    def _eval_data(self, eval_npz: Path):
         from .convert import write_eval_npz
 
-        eval_npz = self.out / "eval" / "eval.npz"
-        data_fp = fingerprint("evaldata", models_fp, r.evaluate.samples)
+        ref = self._model(self.float_stage).predict(self.data.x_test, batch_size=256, verbose=0).argmax(-1)
+        return [write_eval_npz(eval_npz, self.data, ref, self.recipe.evaluate.samples)], {"reference": self.float_stage}
 
-        def make_npz():
-            ref = self._model(float_stage).predict(self.data.x_test, batch_size=256, verbose=0).argmax(-1)
-            return [write_eval_npz(eval_npz, self.data, ref, r.evaluate.samples)], {"reference": float_stage}
-
-        self._stage("eval-data", data_fp, make_npz)
-        targets = []
-        for name in r.targets:
-            profile = load_target(name, base=self.recipe_path.parent)
-            cfp = fingerprint("convert", data_fp, profile.model_dump(mode="json"), r.convert.model_dump(mode="json"))
-            self._stage(f"convert:{profile.name}", cfp,
-                                          lambda p=profile: self._convert(p, eval_npz))
-            if until == "convert":
-                continue
-            efp = fingerprint("eval", cfp, r.evaluate.model_dump(mode="json"))
-            res, _ = self._stage(f"eval:{profile.name}", efp, lambda p=profile: self._evaluate(p, eval_npz))
-            targets.append(res["result"])
-        if until in ("convert", "eval"):
-            return None
+    def _report(self, evals: list[str]):
         from .report import build_report, write_reports
 
-        report = build_report(self.recipe, self.data.summary(), self.manifest, targets,
-                              reference=float_stage)
-        write_reports(self.out, report)
-        return report
+        targets = [self.manifest.entry(e)["metrics"]["result"] for e in evals]
+        report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage)
+        return write_reports(self.out, report), {"report": report}
 
     def _train(self, name: str, cfg, src: str):
         from . import distill, prune, quantize

@@ -90,3 +90,42 @@ def test_resume_skips_unchanged_and_reruns_changed(tiny_run):
     after = json.loads((out / "manifest.json").read_text())
     for stage in ("teacher", "student", "pruned"):
         assert after["stages"][stage] == manifest["stages"][stage]
+
+
+def test_stage_commands_rerun_one_stage(tiny_run):
+    """`edgekit report RUN_DIR --json` prints the report; `edgekit prune RUN_DIR` reruns pruning
+    only, after which later stages are out of date and `report` says so."""
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    _, out, _ = tiny_run
+    runner = CliRunner()
+    res = runner.invoke(main, ["--quiet", "report", str(out), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["schema"] == "edgekit.report/1"
+    before = json.loads((out / "manifest.json").read_text())["stages"]
+    res = runner.invoke(main, ["prune", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    after = json.loads((out / "manifest.json").read_text())["stages"]
+    assert after["teacher"] == before["teacher"] and after["student"] == before["student"]
+    assert after["pruned"]["status"] == "done" and after["pruned"]["seconds"] != before["pruned"]["seconds"]
+    assert after["qat"] == before["qat"], "later stages are left for --resume"
+    res = runner.invoke(main, ["report", str(out)])
+    assert res.exit_code == 1 and "earlier step 'qat' is not finished or out of date" in res.output
+
+
+def test_only_refuses_when_earlier_stage_is_missing(tmp_path):
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(TINY)
+    with pytest.raises(EdgekitError, match="earlier step 'teacher' is not finished"):
+        Run(load_recipe(recipe_path), recipe_path, tmp_path / "run").execute(only="pruned")
+
+
+def test_stage_command_on_a_folder_that_is_no_run(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    res = CliRunner().invoke(main, ["prune", str(tmp_path)])
+    assert res.exit_code == 1 and "not a run directory" in res.output
