@@ -9,11 +9,13 @@ fp16 file within 0.05 in logits. Counts and shares are compared exactly.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from edgekit.errors import DataError, EdgekitError
+from edgekit import parity
 from edgekit.parity import _top_classes, compare, render_compare
 from edgekit.pipeline import Run
 from edgekit.recipe import load_recipe
@@ -115,8 +117,14 @@ def test_render_is_a_table_with_every_variant(result):
     assert ("PASS" in text) == result["ok"]
 
 
-def test_forced_threshold_gives_a_diagnosis(run_dir):
-    res = compare(run_dir, samples=40, threshold=1.01)
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    """A copy of the run, so tests that rewrite eval/compare.json leave the shared one alone."""
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+def test_forced_threshold_gives_a_diagnosis(run_copy):
+    res = compare(run_copy, samples=40, threshold=1.01)
     assert res["samples"] == 40 and not res["ok"]
     rows = _rows(res)
     assert set(res["below_threshold"]) == set(INT8)
@@ -126,6 +134,18 @@ def test_forced_threshold_gives_a_diagnosis(run_dir):
         assert any("representative" in d["cause"] for d in diagnosis)
     assert "diagnosis" not in rows["tflite_float"]
     assert "Diagnosis for tflm_int8:cortex-m4" in render_compare(res)
+
+
+def test_a_tflite_micro_crash_is_an_error_row_not_a_crash(run_copy, monkeypatch):
+    """A 100-byte arena makes TFLM fail (it can SIGSEGV): the child process takes it."""
+    monkeypatch.setattr(parity, "_arena_bytes", lambda run_dir, artifact: 100)
+    res = compare(run_copy, samples=10)
+    rows = _rows(res)
+    assert res["errors"] == ["tflm_int8:cortex-m4"] and not res["ok"]
+    assert "arena" in rows["tflm_int8:cortex-m4"]["error"]
+    assert rows["tflm_int8:cortex-m4"]["agreement"] is None
+    assert rows["tflite_int8:mobile"]["error"] is None
+    assert "| tflm_int8:cortex-m4 | tflite_micro | error:" in render_compare(res)
 
 
 def test_top_classes_counts_by_reference_class():
