@@ -531,7 +531,8 @@ def _diagnose(row: dict, rows: list[dict], facts: dict, v: _Outputs, ref_out: np
         lo, hi = qf.get("float_logit_range", [None, None])
         if top or sat > SATURATION_SHARE:
             tied = (f", {ties} of them with another class tied there (argmax then picks the lower "
-                    "class index)" if ties else ", none tied with another class")
+                    "class index)" if ties else ", none tied with another class, so it clips "
+                    "logits (see the max logit difference) without flipping a prediction by itself")
             if facts["qat_used"]:
                 fix = ("the output range comes from QAT's moving-average range trackers (tfmot "
                        "starts them at [-6, 6]): train more qat.epochs so they follow the logits, "
