@@ -189,7 +189,7 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
     @click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
                   help="Recipe to use (default: the one the run was started with).")
-    @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (report stage).")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (report.json, or the comparison).")
     @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
     @click.pass_context
     @_handle_errors
@@ -200,7 +200,10 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
         if kw.get("compare"):
             from .parity import compare, render_compare
 
-            click.echo(render_compare(compare(run_dir)))
+            result = compare(run_dir, threshold=kw["threshold"])
+            click.echo(json.dumps(result, indent=2) if as_json else render_compare(result))
+            if not result["ok"]:
+                ctx.exit(1)
             return
         _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only=stage, as_json=as_json,
                  no_budget=no_budget)
@@ -228,7 +231,9 @@ _stage_command("convert", "convert", "Convert for every target.", "edgekit conve
 _stage_command("eval", "eval", "Measure every target in its runtime.", "edgekit eval runs/quickstart --compare",
                [click.option("--compare", is_flag=True,
                              help="Run the test split through Keras float, TFLite float, int8 and TFLite Micro "
-                                  "and report their agreement.")])
+                                  "and report their agreement (exit 1 when a variant is below --threshold)."),
+                click.option("--threshold", type=click.FloatRange(0, 1.01), default=0.98, show_default=True,
+                             help="Lowest acceptable agreement with the float model (with --compare).")])
 _stage_command("report", "report", "Write report.json and report.md.", "edgekit report runs/quickstart --json")
 
 

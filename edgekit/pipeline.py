@@ -216,8 +216,9 @@ class Run:
         elif name == "pruned":
             res = prune.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "qat":
+            pruned_layers = (self.manifest.entry("pruned") or {}).get("metrics", {}).get("pruned_layers", [])
             res = quantize.run(model, self.data, cfg, seed=seed, out_dir=out, pruned=(src == "pruned"),
-                               progress=self.progress)
+                               pruned_layers=pruned_layers if src == "pruned" else [], progress=self.progress)
         else:  # pragma: no cover
             raise StageError(f"unknown stage {name}")
         return self._stage_files(name), res.metrics

@@ -26,8 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, pruned: bool,
-        progress: ProgressFn | None = None) -> StageResult:
-    """QAT-fine-tune ``model``; the result holds fake-quant wrappers (load with ``quantized=True``)."""
+        pruned_layers: list[str] = (), progress: ProgressFn | None = None) -> StageResult:
+    """QAT-fine-tune ``model`` (saved as described in the module docstring).
+
+    ``pruned_layers``: the layers pruning made sparse; their kernels' share of zeros after QAT
+    is reported as ``sparsity`` (comparable with the pruned stage's)."""
     start = time.perf_counter()
     k = keras()
     before = model_stats(model)
@@ -43,6 +46,7 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
     after = _kernel_sparsity(qat)
     metrics = {"scheme": scheme,
                "sparsity_before": before["sparsity_overall"], "kernel_sparsity_after": after,
+               **({"sparsity": _kernel_sparsity(qat, only=pruned_layers)} if pruned_layers else {}),
                "train_seconds": round(time.perf_counter() - start, 3)}
 
     def save(folder: Path) -> Path:
@@ -83,13 +87,15 @@ def load(stage_dir: Path):
     return qat
 
 
-def _kernel_sparsity(qat_model) -> float:
-    """Share of zeros among the kernels inside the QAT wrappers."""
+def _kernel_sparsity(qat_model, *, only: list[str] = ()) -> float:
+    """Share of zeros among the kernels inside the QAT wrappers (of the layers named in ``only``,
+    when given; the wrapped kernels keep their layer's name, ``conv/kernel:0``)."""
     import numpy as np
 
+    wanted = set(only)
     zeros = total = 0
     for w in qat_model.trainable_weights:
-        if "kernel" in w.name:
+        if "kernel" in w.name and (not wanted or w.name.split("/")[0] in wanted):
             a = w.numpy()
             zeros, total = zeros + a.size - np.count_nonzero(a), total + a.size
     return round(float(zeros / total), 6) if total else 0.0

@@ -164,3 +164,18 @@ def test_errors_name_what_is_missing(tmp_path):
         compare(tmp_path / "nope")
     with pytest.raises(DataError, match="eval.npz|not found"):
         compare(tmp_path)
+
+
+def test_cli_eval_compare(run_dir):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", str(run_dir), "--compare", "--json", "--threshold", "0.5"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["schema"] == "edgekit.compare/1"
+    res = runner.invoke(main, ["eval", str(run_dir), "--compare", "--threshold", "1.01"], catch_exceptions=False)
+    assert res.exit_code == 1
+    assert "tflm_int8:cortex-m4" in res.output

@@ -123,10 +123,11 @@ def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
                    PruneConfig(target_sparsity=0.5, epochs=2, batch_size=32, skip_layers=["last"]),
                    seed=0, out_dir=tmp_path / "pruned")
     q = quantize.run(load_model(pr.model_path), data, QatConfig(epochs=1, batch_size=32), seed=0,
-                     out_dir=tmp_path / "qat", pruned=True)
+                     out_dir=tmp_path / "qat", pruned=True, pruned_layers=pr.metrics["pruned_layers"])
     assert q.metrics["scheme"] == "prune_preserve_8bit"
     # zeros survive QAT: at least the share of zeros the pruned model had
     assert q.metrics["kernel_sparsity_after"] >= pr.metrics["sparsity_overall"] - 1e-6
+    assert q.metrics["sparsity"] >= pr.metrics["sparsity"] - 1e-6  # the pruned layers stay as sparse
     assert q.metrics["size_format"] == "tflite-int8"
     assert q.metrics["size_bytes"] < pr.metrics["size_bytes"]
     reloaded = quantize.load(tmp_path / "qat")
