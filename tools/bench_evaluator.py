@@ -5,9 +5,9 @@ interleaved rounds (the order of the three rotates each round, so drift and warm
 them alike):
 
   evaluator          the mean latency ``edgekit/ondevice/evaluate.py``'s ``evaluate()`` reports:
-                     per timed run it calls ``runner.run(sample)`` = ``set_tensor`` + ``invoke``
-                     + ``get_tensor``, between two ``time.perf_counter()`` calls. Inputs are
-                     quantized (int8 inputs) once, before timing, not per run.
+                     per timed run it sets the input, then times ``invoke()`` alone between two
+                     ``time.perf_counter()`` calls (as ``benchmark_model`` does), then reads the
+                     output. Inputs are quantized (int8 inputs) once, before timing.
   bare invoke        ``interpreter.invoke()`` in a loop with the input set once beforehand;
                      the loop is timed as a whole and divided by the runs (what TFLite's
                      ``benchmark_model`` times: Invoke only).
@@ -187,9 +187,9 @@ def run_bench(model: Path | None = None, *, rounds: int = 5, chunks: int = 20, r
         "ratio_vs_invoke_median_chunk": summary("ratio_vs_invoke_median"),
         "ratio_vs_set_invoke_get_median_chunk": summary("ratio_vs_set_invoke_get_median"),
         "goal_ratio": GOAL_RATIO,
-        "measures": ("evaluator = the mean latency evaluate() reports: per run set_tensor + "
-                     "invoke + get_tensor between two perf_counter calls (input quantization is "
-                     "done once, before timing); bare_invoke = invoke() only, input pre-set, "
+        "measures": ("evaluator = the mean latency evaluate() reports: per run invoke() alone "
+                     "between two perf_counter calls, set_tensor before and get_tensor after "
+                     "(input quantization is done once, before timing); bare_invoke = invoke() only, input pre-set, "
                      "loop timed as a whole; bare_set_invoke_get = the same three calls, loop "
                      "timed as a whole; per round each method's least-disturbed chunk (smallest "
                      "chunk mean), with the median chunk as a second view"),
