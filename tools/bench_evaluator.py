@@ -16,7 +16,7 @@ them alike):
                      overhead from the cost of setting the input and reading the output.
 
 Reports the ratios evaluator / bare invoke (everything the evaluator adds over Invoke; goal
-<= 1.05) and evaluator / bare set+invoke+get (the evaluator's own overhead), the median over
+<= 1.05) and evaluator / bare set+invoke+get (below 1 now that the evaluator times invoke alone), the median over
 rounds with min and max. A method's value in a round is the median of its chunk means, so a
 chunk hit by another process does not move it. Each round uses a fresh interpreter for the bare
 loops (each evaluate() call creates its own), the same runtime, thread count and samples.
@@ -220,7 +220,7 @@ def render(res: dict) -> str:
     for key, label, note in (
             ("ratio_vs_invoke", "evaluator / bare invoke", f"goal <= {res['goal_ratio']}"),
             ("ratio_vs_set_invoke_get", "evaluator / bare set+invoke+get",
-             "the evaluator's own overhead")):
+             "below 1: set and get are outside the evaluator's timer")):
         r, t = res[key], res[f"{key}_median_chunk"]
         verdict = ""
         if key == "ratio_vs_invoke":
