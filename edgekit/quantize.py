@@ -36,6 +36,7 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
     before = model_stats(model)
     scheme = "prune_preserve_8bit" if (cfg.preserve_sparsity and pruned) else "default_8bit"
     qat = apply_qat(model, scheme)
+    calibrated = calibrate_ranges(qat, model, data.x_train[: cfg.calibration_samples])
     qat.compile(optimizer=make_optimizer("adam", cfg.learning_rate),
                 loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     has_val = len(data.x_val) > 0
@@ -44,7 +45,7 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
                 validation_data=(data.x_val, data.y_val) if has_val else None,
                 callbacks=callbacks("qat", None, cfg.epochs, has_val=has_val, progress=progress))
     after = _kernel_sparsity(qat)
-    metrics = {"scheme": scheme,
+    metrics = {"scheme": scheme, "calibrated_ranges": calibrated,
                "sparsity_before": before["sparsity_overall"], "kernel_sparsity_after": after,
                **({"sparsity": _kernel_sparsity(qat, only=pruned_layers)} if pruned_layers else {}),
                "train_seconds": round(time.perf_counter() - start, 3)}
@@ -60,6 +61,41 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
 
     return finish_stage("qat", qat, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test,
                         quantized=True, save=save)
+
+
+def calibrate_ranges(qat_model, float_model, x) -> int:
+    """Start the QAT activation ranges from the float model's measured ranges.
+
+    tfmot's moving-average range trackers start at [-6, 6] and move with decay 0.999, so a
+    few epochs of QAT leave ReLU outputs quantized over [-6, 6] (half the int8 codes wasted on
+    values that never occur) and logits beyond +-6 saturated. Here every ``post_activation``
+    range (and the input's) is set from the float model's outputs on ``x`` before fine-tuning;
+    QAT then keeps adapting them. Returns how many ranges were set.
+    """
+    import numpy as np
+
+    k = keras()
+    layers = [layer for layer in float_model.layers if not isinstance(layer, k.layers.InputLayer)]
+    probe = k.Model(float_model.inputs, [layer.output for layer in layers])
+    outputs = dict(zip((layer.name for layer in layers), probe.predict(x, batch_size=256, verbose=0)))
+    count = 0
+    for layer in qat_model.layers:
+        if layer.name.startswith("quantize_layer"):
+            ranges = (float(min(0.0, x.min())), float(max(0.0, x.max())))
+        elif layer.name.startswith("quant_") and layer.name[6:] in outputs:
+            out = np.asarray(outputs[layer.name[6:]])
+            ranges = (float(min(0.0, out.min())), float(max(0.0, out.max())))
+        else:
+            continue
+        for w in layer.weights:
+            short = w.name.split("/")[-1].split(":")[0]
+            if short.endswith(("post_activation_min", "quantize_layer_min")):
+                w.assign(ranges[0])
+                count += 1
+            elif short.endswith(("post_activation_max", "quantize_layer_max")):
+                w.assign(ranges[1])
+                count += 1
+    return count
 
 
 BASE_FILE = "base.keras"

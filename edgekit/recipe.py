@@ -131,6 +131,8 @@ class QatConfig(_Strict):
     preserve_sparsity: bool = Field(True, description="prune-preserving QAT scheme")
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(2e-4, description="learning rate")
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step")
+    calibration_samples: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        512, description="training samples whose float activation ranges start the QAT ranges")
 
 
 class EvaluateConfig(_Strict):

@@ -130,7 +130,11 @@ def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
     assert q.metrics["sparsity"] >= pr.metrics["sparsity"] - 1e-6  # the pruned layers stay as sparse
     assert q.metrics["size_format"] == "tflite-int8"
     assert q.metrics["size_bytes"] < pr.metrics["size_bytes"]
+    assert q.metrics["calibrated_ranges"] >= 2
     reloaded = quantize.load(tmp_path / "qat")
+    # ranges start from the float activations: ReLU outputs use [0, max], not tfmot's [-6, 6]
+    relu_min = [w for w in reloaded.weights if "post_activation_min" in w.name][0]
+    assert float(relu_min.numpy()) == 0.0
     x = data.x_test[:16]
     fresh = quantize.load(tmp_path / "qat")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
