@@ -59,7 +59,7 @@ def train_student(teacher, data: Dataset, cfg: StudentConfig, *, seed: int, alph
     alpha = cfg.alpha if alpha is None else alpha
     n = data.num_classes
     model = create_model(cfg.model, input_shape=data.input_shape, num_classes=n,
-                         l1=cfg.l1, l2=cfg.l2, seed=seed)
+                         width=cfg.width, l1=cfg.l1, l2=cfg.l2, seed=seed)
 
     def soft(x):
         if teacher is None:

@@ -60,6 +60,8 @@ def check_model(model, *, qat: bool, prune: bool) -> list[Problem]:
         from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
 
         for layer in model.layers:
+            if type(layer).__name__ == "InputLayer":
+                continue
             if not (isinstance(layer, prunable_layer.PrunableLayer) or prune_registry.PruneRegistry.supports(layer)):
                 problems.append(Problem(layer.name, type(layer).__name__, "pruning",
                                         "add it to prune.skip_layers or replace it"))
@@ -71,8 +73,9 @@ def run(recipe, *, input_shape: tuple[int, ...], num_classes: int) -> None:
     problem at once."""
     from .models import create_model
 
-    compressed = recipe.student.model if recipe.student is not None else recipe.teacher.model
-    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes)
+    cfg = recipe.student if recipe.student is not None else recipe.teacher
+    compressed = cfg.model
+    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width)
     problems = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
     if problems:
         listing = "; ".join(str(p) for p in problems)

@@ -61,6 +61,8 @@ class Training(_Strict):
     l1: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L1 kernel regularization")
     l2: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L2 kernel regularization")
     early_stopping: EarlyStopping | None = Field(None, description="early stopping, or null for none")
+    width: Annotated[float, Field(gt=0.0, le=16.0)] = Field(
+        1.0, description="width multiplier of the model's filters/units (a student can be a narrow teacher)")
 
 
 class DataConfig(_Strict):
@@ -191,8 +193,8 @@ class TargetProfile(_Strict):
     kind: TargetKind
     board: str = Field("", description="the real board the budgets come from")
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tflite_micro", "onnxruntime"] = "ai_edge_litert"
-    formats: list[Literal["tflite-int8", "tflite-fp16", "tflite-full-int8", "onnx"]] = Field(
-        default_factory=lambda: ["tflite-int8"])
+    formats: Annotated[list[Literal["tflite-int8", "tflite-fp16", "tflite-full-int8", "onnx"]],
+                       Field(min_length=1)] = Field(default_factory=lambda: ["tflite-int8"])
     budget: Budget = Field(default_factory=Budget)
     description: str = ""
 
@@ -326,7 +328,8 @@ def find_target(name_or_path: str, *, base: Path | None = None) -> Path:
     """Resolve a target name (``rpi4``) or path (``my/board.yaml``) to its profile file."""
     candidates = []
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
-        candidates += [Path(name_or_path)] + ([base / name_or_path] if base else [])
+        # relative to the recipe first, so a recipe means the same wherever it is run from
+        candidates += ([base / name_or_path] if base else []) + [Path(name_or_path)]
     else:
         candidates.append(TARGETS_DIR / f"{name_or_path}.yaml")
     for c in candidates:

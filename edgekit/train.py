@@ -52,7 +52,7 @@ def run(data: Dataset, cfg: TeacherConfig, *, seed: int, out_dir: Path,
     k = keras()
     with strategy.scope():
         model = create_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                             l1=cfg.l1, l2=cfg.l2, seed=seed)
+                             width=cfg.width, l1=cfg.l1, l2=cfg.l2, seed=seed)
         model.compile(optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.momentum),
                       loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])

@@ -51,7 +51,7 @@ def test_pipeline_preflight_fails_before_training(tmp_path, monkeypatch):
     from edgekit.recipe import load_recipe
 
     @models.register_model("test_conv1d_plain", rank=2, doc="test only")
-    def _plain(k, shape, n, reg):
+    def _plain(k, shape, n, reg, w):
         return [k.layers.Conv1D(4, 3, name="plain_conv1d"), k.layers.Flatten(), k.layers.Dense(n)]
 
     try:
