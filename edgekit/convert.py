@@ -307,9 +307,28 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
         files += [p, h, cc, res, out_dir / "arena.json"]
     else:  # pragma: no cover - TargetKind is closed
         raise ConversionError(f"unknown target kind {kind}")
+    pre = preprocess_json(data)
+    if pre is not None:
+        files.append(write_json(out_dir / "preprocess.json", pre))
+        if kind is TargetKind.rpi:
+            files.append(write_json(out_dir / "bundle" / "preprocess.json", pre))
     for a in arts:
         log.info("%s: %s %s (%d bytes)", profile.name, a.format, a.path.name, size_info(a.path.read_bytes())["size_bytes"])
     return TargetArtifacts(profile, arts, files)
+
+
+def preprocess_json(data: Dataset) -> dict | None:
+    """What a device must do to a raw input before the model sees it (None: nothing).
+
+    The normalization was fitted on the training split; ``eval.npz`` already holds normalized
+    inputs, so this is for the application that feeds the model raw sensor or pixel values.
+    """
+    norm = data.normalization
+    if norm is None:
+        return None
+    return {"normalize": norm["kind"], "formula": "x_model = (x_raw - offset) / scale",
+            "shape": list(norm["offset"].shape), "offset": norm["offset"].ravel().tolist(),
+            "scale": norm["scale"].ravel().tolist()}
 
 
 RUN_SH = """#!/bin/sh

@@ -1,8 +1,12 @@
 """Datasets: a small registry of sources that need no download, split reproducibly.
 
 Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (generated offline by the
-``mnist1d`` package), ``npz:PATH`` (a user file with arrays ``x`` and ``y``, read with
-``allow_pickle=False``). Every source yields float32 inputs with a channel axis and int64 labels.
+``mnist1d`` package), ``npz:PATH`` (arrays ``x``/``y``, or ``x_train``/``y_train``/``x_test``/
+``y_test``; read with ``allow_pickle=False``), ``csv:PATH`` (a header row; the ``data.label``
+column holds the classes), ``images:DIR`` (one sub-folder per class). Paths are relative to the
+recipe. Every source yields float32 inputs with a channel axis and int64 labels; optional
+normalization (min-max or z-score per feature) is fitted on the training split only and its
+parameters travel with the run (``Dataset.normalization``) so a device applies the same.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    normalization: dict | None = None   # {"kind", "offset", "scale"}: x_model = (x_raw - offset) / scale
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -60,7 +65,7 @@ def register_source(name: str):
 
 
 def list_sources() -> list[str]:
-    return sorted(_SOURCES) + ["npz:PATH"]
+    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR"]
 
 
 @register_source("digits")
@@ -81,58 +86,183 @@ def _mnist1d():
     return x, y
 
 
+def _resolve(path: str, base: Path | None) -> Path:
+    """A dataset path as the recipe names it: relative to the recipe's folder when it exists there."""
+    p = Path(path)
+    if base is not None and not p.is_absolute() and (base / p).exists():
+        return base / p
+    return p
+
+
 def _npz(path: Path):
+    """``x``/``y``, or a given split ``x_train``/``y_train``/``x_test``/``y_test``; never unpickles."""
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found")
     try:
         with np.load(path, allow_pickle=False) as f:
-            if "x" not in f or "y" not in f:
-                raise DataError(f"{path}: expected arrays 'x' and 'y', found {sorted(f.files)}")
-            x, y = f["x"].astype("float32"), f["y"]
+            files = set(f.files)
+            if {"x_train", "y_train", "x_test", "y_test"} <= files:
+                arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+            elif {"x", "y"} <= files:
+                arrays = [f["x"], f["y"]]
+            else:
+                raise DataError(f"{path}: expected arrays x, y (or x_train, y_train, x_test, y_test), "
+                                f"found {sorted(files)}")
     except DataError:
         raise
-    except Exception as exc:  # zip/format errors from numpy
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except Exception as exc:  # zip/format/pickle-refused errors from numpy
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    pairs = [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
+    return [_check_xy(path, x, y, part) for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
+
+
+def _csv(path: Path, label: str):
+    """A CSV with a header row: the ``label`` column holds integer classes, the rest features."""
+    import csv
+
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+    if len(rows) < 2:
+        raise DataError(f"{path}: needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if label not in header:
+        raise DataError(f"{path}: no label column {label!r} (columns: {', '.join(header)}); set data.label")
+    li = header.index(label)
+    feats, labels = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {n} has {len(row)} fields, the header has {len(header)}")
+        try:
+            labels.append(int(row[li]))
+            feats.append([float(v) for i, v in enumerate(row) if i != li])
+        except ValueError as exc:
+            raise DataError(f"{path}: line {n}: {exc}") from None
+    return [_check_xy(path, np.asarray(feats, "float32"), np.asarray(labels), "")]
+
+
+def _images(folder: Path):
+    """One sub-folder per class (sorted names = class ids); every image the same size, RGB."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
+    from PIL import Image, UnidentifiedImageError
+
+    xs, ys, size = [], [], None
+    for cid, cdir in enumerate(classes):
+        files = sorted(p for p in cdir.iterdir() if p.is_file())
+        if not files:
+            raise DataError(f"{cdir}: class {cdir.name!r} has no images")
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype="float32") / 255.0
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{p}: not a readable image ({_one_line(exc)})") from None
+            if size is None:
+                size = arr.shape
+            elif arr.shape != size:
+                raise DataError(f"{p}: image is {arr.shape[1]}x{arr.shape[0]}, the others are {size[1]}x{size[0]}")
+            xs.append(arr)
+            ys.append(cid)
+    return [_check_xy(folder, np.stack(xs), np.asarray(ys), "")]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_xy(where: Path, x: np.ndarray, y: np.ndarray, part: str):
+    tag = f" ({part} split)" if part else ""
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{where}{tag}: x must be numeric, found {x.dtype}")
+    x = x.astype("float32")
     if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: y must hold integer class labels, found {y.dtype}")
+        raise DataError(f"{where}{tag}: x has {len(x)} samples but y has {len(y)}")
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+        raise DataError(f"{where}{tag}: y must be a 1-D array of integer class labels, found {y.dtype} {y.shape}")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise DataError(f"{where}{tag}: {bad} samples hold NaN or inf values; clean or drop them")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}{tag}: labels out of range: {int(y.min())} (labels must be 0..K-1)")
     if x.ndim == 2:
         x = x[..., None]
     return x, y.astype("int64")
 
 
-def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) -> Dataset:
-    """Load ``cfg.source`` and split it into train/val/test, stratified, seeded.
+def _normalize(cfg: DataConfig, x_tr: np.ndarray, *others: np.ndarray):
+    """Fit ``cfg.normalize`` on the training split only; apply it to every split."""
+    if cfg.normalize == "none":
+        return None, (x_tr, *others)
+    if cfg.normalize == "minmax":
+        offset, span = x_tr.min(0), x_tr.max(0) - x_tr.min(0)
+    else:
+        offset, span = x_tr.mean(0), x_tr.std(0)
+    scale = np.where(span > 0, span, 1.0).astype("float32")
+    offset = offset.astype("float32")
+    params = {"kind": cfg.normalize, "offset": offset, "scale": scale}
+    return params, tuple((a - offset) / scale for a in (x_tr, *others))
 
-    Raises :class:`DataError` for unknown sources, missing or malformed files.
+
+def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) -> Dataset:
+    """Load ``cfg.source``, validate it, split it into train/val/test (stratified, seeded) and
+    normalize it with statistics of the training split only.
+
+    Raises :class:`DataError` for unknown sources, missing or malformed files, NaN/inf values,
+    labels out of range, classes without samples and splits of different shapes.
     """
     src = cfg.source
-    if src.startswith("npz:"):
-        p = Path(src[4:])
-        if base is not None and not p.is_absolute() and not p.exists():
-            p = base / p
-        x, y = _npz(p)
-        name = p.stem
+    kind, _, arg = src.partition(":")
+    if kind == "npz" and arg:
+        parts, name = _npz(_resolve(arg, base)), Path(arg).stem
+    elif kind == "csv" and arg:
+        parts, name = _csv(_resolve(arg, base), cfg.label), Path(arg).stem
+    elif kind == "images" and arg:
+        parts, name = _images(_resolve(arg, base)), Path(arg).name
     elif src in _SOURCES:
-        x, y = _SOURCES[src]()
-        name = src
+        parts, name = [_SOURCES[src]()], src
     else:
         close = difflib.get_close_matches(src, list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"unknown dataset source {src!r}{hint} (known: {', '.join(list_sources())})")
-    if len(x) < 10:
-        raise DataError(f"dataset {name!r} has only {len(x)} samples")
     from sklearn.model_selection import train_test_split
 
-    classes = int(y.max()) + 1
-    strat = y if np.bincount(y).min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed, stratify=strat)
+    all_y = np.concatenate([y for _, y in parts])
+    classes = int(all_y.max()) + 1 if len(all_y) else 0
+    counts = np.bincount(all_y, minlength=classes)
+    if classes < 2:
+        raise DataError(f"dataset {name!r} needs at least 2 classes, found {classes}")
+    empty = [i for i, c in enumerate(counts) if c == 0]
+    if empty:
+        raise DataError(f"dataset {name!r}: class(es) {empty} have no samples (labels must be 0..{classes - 1} "
+                        "with every class present)")
+    if len(parts) == 2:
+        (x_tr, y_tr), (x_te, y_te) = parts
+        if x_tr.shape[1:] != x_te.shape[1:]:
+            raise DataError(f"dataset {name!r}: x_train samples have shape {x_tr.shape[1:]} but x_test "
+                            f"{x_te.shape[1:]}")
+    else:
+        x, y = parts[0]
+        if len(x) < 10:
+            raise DataError(f"dataset {name!r} has only {len(x)} samples")
+        strat = y if counts.min() >= 2 else None
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed, stratify=strat)
     if cfg.val_split > 0:
         strat = y_tr if np.bincount(y_tr).min() >= 2 else None
         x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_split,
                                                   random_state=seed, stratify=strat)
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
+    norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te)
     log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
-    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes)
+    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm)

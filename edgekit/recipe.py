@@ -68,17 +68,20 @@ class Training(_Strict):
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
-    source: str = Field("digits", description="digits | mnist1d | npz:PATH")
+    source: str = Field("digits", description="digits | mnist1d | npz:PATH | csv:PATH | images:DIR")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="share held out for the test split (all reported accuracies)")
     val_split: Fraction = Field(0.1, description="share of the training split used for validation")
+    label: str = Field("label", description="label column of a csv: source")
+    normalize: Literal["none", "minmax", "zscore"] = Field(
+        "none", description="per-feature normalization fitted on the training split only")
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in ("digits", "mnist1d") or v.startswith("npz:"):
+        if v in ("digits", "mnist1d") or (v.partition(":")[0] in ("npz", "csv", "images") and v.partition(":")[2]):
             return v
-        raise ValueError(f"{v!r} is not a known source (expected digits, mnist1d or npz:PATH)")
+        raise ValueError(f"{v!r} is not a known source (expected digits, mnist1d, npz:PATH, csv:PATH or images:DIR)")
 
 
 class TeacherConfig(Training):
