@@ -73,16 +73,24 @@ def representative(data: Dataset, n: int, seed: int):
 
 
 def to_tflite(model, *, mode: str, rep=None) -> bytes:
-    """Convert a Keras model. ``mode``: float32 | fp16 | int8 (float I/O) | full-int8 (int8 I/O).
+    """Convert a Keras model. ``mode``: float32 | fp16 | dynamic (int8 weights, float
+    activations) | int8 (float I/O) | full-int8 (int8 I/O) | int16x8 (int16 activations, int8
+    weights, float I/O).
 
-    ``rep`` (a representative-dataset generator) is required for int8 modes unless the model
-    is quantization-aware trained. Raises :class:`ConversionError` with the converter's reason.
+    ``rep`` (a representative-dataset generator) is required for int8/int16x8 modes unless the
+    model is quantization-aware trained. Raises :class:`ConversionError` with the converter's reason.
     """
     lite = tf().lite
     conv = lite.TFLiteConverter.from_keras_model(model)
     if mode == "fp16":
         conv.optimizations = [lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf().float16]
+    elif mode == "dynamic":
+        conv.optimizations = [lite.Optimize.DEFAULT]
+    elif mode == "int16x8":
+        conv.optimizations = [lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif mode in ("int8", "full-int8"):
         conv.optimizations = [lite.Optimize.DEFAULT]
         if rep is not None:
@@ -287,6 +295,10 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
                 blob = _int8(models, data, cfg, seed, full=True)
                 check_integer_only(blob, require_int_io=True)
                 arts.append(Artifact(write_text(out_dir / "model_full_int8.tflite", blob), fmt, profile.runtime))
+        for mode in cfg.ptq:
+            rep = representative(data, cfg.representative_samples, seed) if mode == "int16x8" else None
+            p = write_text(out_dir / f"model_{mode}.tflite", to_tflite(models["float"], mode=mode, rep=rep))
+            arts.append(Artifact(p, f"tflite-{mode}", profile.runtime, {"ptq": mode}))
         files += [a.path for a in arts]
         if kind is TargetKind.rpi:
             files += write_bundle(out_dir / "bundle", arts[0].path, eval_npz, profile)

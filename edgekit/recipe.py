@@ -157,6 +157,9 @@ class ConvertConfig(_Strict):
     check_budget: bool = Field(True, description="fail a target that exceeds its flash or RAM budget")
     arena_margin: Annotated[float, Field(ge=0.0, le=10.0)] = Field(
         0.1, description="share added to the measured TFLite Micro arena")
+    ptq: list[Literal["dynamic", "fp16", "int16x8"]] = Field(
+        default_factory=list,
+        description="extra post-training quantized variants of the float model for mobile and rpi targets")
 
 
 class Recipe(_Strict):

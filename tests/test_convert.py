@@ -239,3 +239,25 @@ def test_rpi_bundle_is_self_contained(float_model, data, tmp_path, tiny_models):
     assert got["accuracy"] == want["accuracy"]
     assert got["agreement_with_float"] == want["agreement_with_float"]
     assert got["size_bytes"] == want["size_bytes"]
+
+
+# ------------------------------------------------------------------------------ post-training modes
+
+
+def test_ptq_variants_are_written_measured_and_smaller(float_model, data, tmp_path, tiny_models):
+    """Dynamic-range, fp16 and int16x8 post-training variants beside the int8 model; each runs in
+    LiteRT and agrees with the float model on >= 95 % of the test digits."""
+    from edgekit.evaluate import evaluate_target
+    from edgekit.recipe import ConvertConfig, EvaluateConfig
+
+    cfg = ConvertConfig(representative_samples=50, ptq=["dynamic", "fp16", "int16x8"])
+    arts = convert.convert_target(load_target("rpi4"), {"float": float_model, "qat": None}, data, cfg,
+                                  tmp_path / "rpi4", seed=0, eval_npz=tiny_models.eval_npz)
+    assert [a.format for a in arts.artifacts] == ["tflite-int8", "tflite-dynamic", "tflite-fp16", "tflite-int16x8"]
+    entry = evaluate_target(arts, tiny_models.eval_npz, EvaluateConfig(warmup=1, runs=3))
+    float_size = tiny_models.float_tflite.stat().st_size
+    for v in [entry, *entry["variants"]]:
+        assert v["agreement_with_float"] >= 0.95, v["format"]
+        assert v["size_bytes"] < float_size, v["format"]
+    int16 = next(v for v in entry["variants"] if v["format"] == "tflite-int16x8")
+    assert int16["accuracy"] >= entry["accuracy"] - 0.02
