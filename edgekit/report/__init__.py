@@ -1,26 +1,45 @@
-"""The benchmark report: ``report.json`` (schema ``edgekit.report/1``) and ``report.md``.
+"""The benchmark report: ``report.json`` (schema ``edgekit.report/1``), ``report.md`` and ``report.html``.
 
 Every number comes from the run: stage metrics measured on the Keras models, target metrics
 measured by the evaluator running each artifact in its own runtime. Missing values stay
-``null``.
+``null``. The Markdown and HTML pages are rendered from the ``report.json`` dict only, through
+the shared formatters in :mod:`edgekit.report.view`, so both show the same strings. No
+TensorFlow is imported here.
+
+Example::
+
+    report = json.loads(Path("runs/quickstart/report.json").read_text())
+    write_reports(Path("runs/quickstart"), report)   # report.json, report.md, report.html
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from ..fitting import write_json, write_text
+from .._io import write_json, write_text
+from .html import render_html
 from .markdown import render_markdown
+from .view import budget_checks
+
+__all__ = ["SCHEMA", "build_report", "load_report", "render_html", "render_markdown", "write_reports"]
 
 SCHEMA = "edgekit.report/1"
 
 _STAGE_KEYS = ("params", "nonzero_params", "sparsity", "sparsity_overall", "size_bytes", "gzip_bytes",
                "size_format", "accuracy")
+_STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "scheme", "strategy", "replicas",
+                 "temperature", "alpha", "baseline_accuracy", "distillation_gain")
 
 
 def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str) -> dict[str, Any]:
-    """Assemble the report from the recipe, the dataset summary, the manifest and target results."""
+    """Assemble the report from the recipe, the dataset summary, the manifest and target results.
+
+    Adds to each target its ``compression_vs_teacher`` and ``budget.checks`` (measured amount,
+    limit, share of the budget and verdict per budget, see :func:`view.budget_checks`). The
+    pruned stage keeps its ``per_layer`` sparsity.
+    """
     stages = []
     for name in ("teacher", "student", "pruned", "qat"):
         e = manifest.entry(name)
@@ -30,8 +49,7 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
         row = {"name": name, **{k: m.get(k) for k in _STAGE_KEYS}, "seconds": e.get("seconds")}
         if row["sparsity"] is None:
             row["sparsity"] = m.get("sparsity_overall")
-        for extra in ("target_sparsity", "kernel_sparsity_after", "scheme", "strategy", "replicas",
-                      "temperature", "alpha", "baseline_accuracy", "distillation_gain"):
+        for extra in _STAGE_EXTRAS:
             if extra in m:
                 row[extra] = m[extra]
         stages.append(row)
@@ -39,14 +57,44 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
     for t in targets:
         size = t.get("size_bytes")
         t["compression_vs_teacher"] = round(teacher_size / size, 2) if teacher_size and size else None
+        if isinstance(t.get("budget"), dict):
+            t["budget"]["checks"] = budget_checks(t)
+    data = manifest.data
     return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
             "reference_for_agreement": reference,
             "stages": stages, "targets": targets,
-            "versions": manifest.data.get("versions"), "git_commit": manifest.data.get("git_commit")}
+            "versions": data.get("versions"), "git_commit": data.get("git_commit"),
+            "created": data.get("created"), "recipe_sha256": data.get("recipe_sha256")}
 
 
 def write_reports(out_dir: Path, report: dict) -> list[Path]:
-    """Write ``report.json`` and ``report.md`` atomically; returns their paths."""
-    return [write_json(Path(out_dir) / "report.json", report),
-            write_text(Path(out_dir) / "report.md", render_markdown(report))]
+    """Write ``report.json``, ``report.md`` and ``report.html`` atomically; returns their paths.
+
+    Both pages are rendered before anything is written, so a rendering error leaves the
+    previous reports untouched.
+    """
+    out_dir = Path(out_dir)
+    md, html = render_markdown(report), render_html(report)
+    return [write_json(out_dir / "report.json", report),
+            write_text(out_dir / "report.md", md),
+            write_text(out_dir / "report.html", html)]
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """The ``report.json`` of a run directory (or the file itself); ``EdgekitError`` when missing or foreign."""
+    from ..errors import EdgekitError
+
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        raise EdgekitError(f"{path}: no report.json; finish the run (edgekit run ... --resume) "
+                           "or write it with `edgekit report RUN_DIR`")
+    try:
+        report = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgekitError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise EdgekitError(f"{file}: not an edgekit report (schema {report.get('schema') if isinstance(report, dict) else None!r}, "
+                           f"expected {SCHEMA!r})")
+    return report
