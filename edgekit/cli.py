@@ -234,7 +234,63 @@ _stage_command("eval", "eval", "Measure every target in its runtime.", "edgekit 
                                   "and report their agreement (exit 1 when a variant is below --threshold)."),
                 click.option("--threshold", type=click.FloatRange(0, 1.01), default=0.98, show_default=True,
                              help="Lowest acceptable agreement with the float model (with --compare).")])
-_stage_command("report", "report", "Write report.json and report.md.", "edgekit report runs/quickstart --json")
+
+
+@main.command("report")
+@click.argument("run_dirs", metavar="RUN_DIR [RUN_DIR...]", nargs=-1, required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="Recipe to use (default: the one the run was started with; one RUN_DIR only).")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json (one RUN_DIR) or the comparison as JSON.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the HTML page to this file (with several RUN_DIRs: the comparison).")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0 (one RUN_DIR).")
+@click.pass_context
+@_handle_errors
+def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, out_file: Path | None,
+           no_budget: bool):
+    """Write report.json, report.md and report.html of RUN_DIR, or compare several runs.
+
+    With one RUN_DIR the report step reruns from the run's measured artifacts (earlier stages
+    must be finished) and exits 6 when a target is over budget. With several, their
+    report.json files are compared side by side: Markdown on stdout (--json: JSON), and with
+    --out an HTML page; nothing is rerun and no TensorFlow is loaded.
+
+    \b
+    Example:
+      edgekit report runs/quickstart
+      edgekit report runs/quickstart runs/mnist1d --out compare.html
+    """
+    from ._io import write_text
+
+    if len(run_dirs) == 1:
+        run_dir = run_dirs[0]
+        rec, path = _run_dir_recipe(run_dir, recipe)
+
+        def copy_html():
+            if out_file is not None:
+                write_text(out_file, (run_dir / "report.html").read_bytes())
+                if not as_json and not ctx.obj.get("quiet"):
+                    click.echo(f"html: {out_file}", err=True)
+
+        try:
+            _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only="report", as_json=as_json,
+                     no_budget=no_budget)
+        except click.exceptions.Exit:
+            copy_html()  # over budget (exit 6): the report was written all the same
+            raise
+        copy_html()
+        return
+    if recipe is not None:
+        raise click.UsageError("--recipe applies to one RUN_DIR only")
+    from .report.compare import compare_runs, render_compare_html, render_compare_markdown
+
+    result = compare_runs(list(run_dirs))
+    click.echo(json.dumps(result, indent=2) if as_json else render_compare_markdown(result))
+    if out_file is not None:
+        write_text(out_file, render_compare_html(result))
+        if not ctx.obj.get("quiet"):
+            click.echo(f"comparison: {out_file}", err=True)
 
 
 # ----------------------------------------------------------------------------- config commands
