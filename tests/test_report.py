@@ -1,0 +1,361 @@
+"""report.json, report.md and report.html from one real tiny run; the page in headless Chromium;
+several runs compared through the CLI.
+
+The run (digits, targets mobile, rpi4 and cortex-m4) is built once for the module (~40 s).
+Numbers are compared as the strings :mod:`edgekit.report.fmt` makes of report.json, so the
+tolerance is the formatting itself (0.1 % for accuracy, 3 significant digits for ms).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.report import budget_checks, render_html, render_markdown, write_reports
+from edgekit.report import view
+from edgekit.report.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_share
+
+TINY = """
+name: tiny-report
+seed: 1
+data: {source: digits}
+teacher: {model: cnn_tiny, epochs: 4, batch_size: 32, learning_rate: 0.01}
+student: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
+prune: {target_sparsity: 0.5, epochs: 2, batch_size: 32}
+qat: {epochs: 1, batch_size: 32}
+targets: [mobile, rpi4, cortex-m4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run: (run directory, report dict)."""
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("report")
+    recipe_path = folder / "tiny.yaml"
+    recipe_path.write_text(TINY)
+    out = folder / "run"
+    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
+    return out, report
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+
+
+class _Tables(HTMLParser):
+    """Cell texts of every ``<table id=...>``, row by row, and each row's ``data-key``."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[tuple[str, list[str]]]] = {}
+        self._table = self._row = self._cell = None
+        self._key = None
+        self.selfcheck: str | None = None
+        self._in_selfcheck = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table" and a.get("id"):
+            self._table = self.tables.setdefault(a["id"], [])
+        elif tag == "tr" and self._table is not None:
+            self._row, self._key = [], a.get("data-key")
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "div" and a.get("id") == "selfcheck":
+            self._in_selfcheck, self.selfcheck = True, ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            if self._key is not None:  # body rows only
+                self._table.append((self._key, self._row))
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "div" and self._in_selfcheck:
+            self._in_selfcheck = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_selfcheck:
+            self.selfcheck += data
+
+
+def html_tables(text: str) -> _Tables:
+    p = _Tables()
+    p.feed(text)
+    return p
+
+
+def md_tables(text: str) -> dict[str, list[list[str]]]:
+    """Body rows of each Markdown table, keyed by the ``##``/``###`` heading above it."""
+    out, heading = {}, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and not line.startswith("|---"):
+            out.setdefault(heading, []).append([c.strip() for c in line.strip("|").split(" | ")])
+    return {k: rows[1:] for k, rows in out.items()}  # drop the header row
+
+
+def _budget_word(cell: str) -> str:
+    """An HTML budget cell reads ``pass 8.2 KiB …``; the Markdown one ``pass: 8.2 KiB …``."""
+    word, _, rest = cell.partition(" ")
+    return f"{word}: {rest}" if rest and word in ("pass", "FAIL", "unchecked") else cell
+
+
+# ----------------------------------------------------------------------------- report content
+
+
+def test_report_files_and_additions(tiny_run):
+    out, report = tiny_run
+    assert json.loads((out / "report.json").read_text()) == report
+    for name in ("report.md", "report.html"):
+        assert (out / name).stat().st_size > 1000
+    assert not [p for p in out.glob(".report*")], "temporary files left behind"
+    pruned = next(s for s in report["stages"] if s["name"] == "pruned")
+    metrics = json.loads((out / "stages" / "pruned" / "metrics.json").read_text())
+    assert pruned["per_layer"] == metrics["per_layer"] and pruned["per_layer"]
+    for t in report["targets"]:
+        checks = {c["budget"]: c for c in t["budget"]["checks"]}
+        assert checks["flash"]["measured"] == t["size_bytes"]
+        assert checks["flash"]["share"] == pytest.approx(t["size_bytes"] / t["budget"]["flash_bytes"], rel=1e-5)
+        ram = t["arena_bytes"] if t["kind"] == "mcu" else t["rss_growth_bytes"]
+        assert checks["ram"]["measured"] == ram
+        assert checks["latency"]["status"] == "unchecked"  # measured on the host, never passed off as device
+        failed = {c["budget"] for c in checks.values() if c["status"] == "fail"}
+        assert bool(failed) == (not t["budget"]["ok"])
+
+
+def test_markdown_and_html_show_the_numbers_of_report_json(tiny_run):
+    out, report = tiny_run
+    md = (out / "report.md").read_text()
+    page = html_tables((out / "report.html").read_text())
+    md_t = md_tables(md)
+    # the three tables hold the same cells in both renderings
+    for table_id, heading in (("targets", "Targets"), ("stages", "Stages"), ("budgets", "Budgets")):
+        html_rows = [[_budget_word(c) for c in row] for _, row in page.tables[table_id]]
+        assert html_rows == md_t[heading], table_id
+    # every target's accuracy, size and p50 appear, formatted the same, in its row of both
+    md_rows = {row[0]: row for row in md_t["Targets"]}
+    html_rows = {row[0]: row for _, row in page.tables["targets"]}
+    for label, v, _ in view.target_entries(report):
+        expected = [fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]), fmt_ms(v["latency_ms"]["p50"]),
+                    fmt_ms(v["latency_ms"]["p90"]), fmt_ms(v["latency_ms"]["p99"]), fmt_pct(v["agreement_with_float"])]
+        for want in expected:
+            assert want in md_rows[label], (label, want, md_rows[label])
+            assert want in html_rows[label], (label, want, html_rows[label])
+    mcu = next(t for t in report["targets"] if t["kind"] == "mcu")
+    assert fmt_bytes(mcu["arena_bytes"]) in md_rows[mcu["name"]]
+    # budgets: "flash 8.2 KiB of 977 KiB = 0.8 %" for each target, in both
+    for t in report["targets"]:
+        flash = f"{fmt_bytes(t['size_bytes'])} of {fmt_bytes(t['budget']['flash_bytes'])} = " \
+                f"{fmt_share(t['size_bytes'] / t['budget']['flash_bytes'])}"
+        assert flash in md and flash in (out / "report.html").read_text()
+    for s in report["stages"]:
+        assert fmt_pct(s["accuracy"]) in dict((r[0], r) for r in md_t["Stages"])[s["name"]]
+
+
+def test_report_sections(tiny_run):
+    out, report = tiny_run
+    text = (out / "report.html").read_text()
+    for anchor in ('id="pareto"', 'id="budget-plot"', 'id="latency-plot"', 'id="sparsity-plot"', 'id="confusion"',
+                   'id="run"', report["git_commit"] or "git commit", report["versions"]["tensorflow"]):
+        assert anchor in text, anchor
+    assert text.count("<svg") == 5
+    # self-contained: nothing loaded from anywhere (the SVG namespace is a name, not a fetch)
+    assert "<link" not in text and " src=" not in text and "@import" not in text
+    assert text.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
+    md = (out / "report.md").read_text()
+    assert "Pareto front" in md and "Confusion matrix" in md and "Per-layer sparsity" in md
+    cm = view.confusion(report)
+    assert sum(map(sum, cm[1])) == report["dataset"]["test"]
+
+
+def test_formatting_is_shared():
+    assert fmt_bytes(1_000_000) == "977 KiB" and fmt_bytes(8376) == "8.2 KiB" and fmt_bytes(512) == "512 B"
+    assert fmt_bytes(50_000_000) == "47.7 MiB"
+    assert fmt_share(6246 / 1_000_000) == "0.6 %" and fmt_share(9360 / 50_000_000) == "0.019 %"
+    assert fmt_pct(0.98611) == "98.6 %" and fmt_pct(None) == "–"
+    assert fmt_ms(0.0702365) == "0.0702" and fmt_ms(1.5438) == "1.54" and fmt_ms(123.4) == "123"
+    c = {"limit": 1_000_000, "measured": 6246, "unit": "bytes", "share": 0.006246, "status": "pass", "note": None}
+    assert view.check_text(c) == "6.1 KiB of 977 KiB = 0.6 %, 970 KiB left"
+
+
+def _over_budget(report: dict) -> dict:
+    """A copy of ``report`` whose MCU model is 1.2 MB against its 1 MB flash budget."""
+    r = copy.deepcopy(report)
+    t = next(t for t in r["targets"] if t["kind"] == "mcu")
+    t["size_bytes"] = 1_234_567
+    t["budget"].update(flash_bytes=1_000_000, ok=False,
+                       violations=["flash: model 1234567 bytes > budget 1000000 bytes"])
+    t["budget"]["checks"] = budget_checks(t)
+    return r
+
+
+def test_over_budget_says_by_how_much(tiny_run):
+    _, report = tiny_run
+    r = _over_budget(report)
+    mcu = next(t for t in r["targets"] if t["kind"] == "mcu")
+    flash = next(c for c in mcu["budget"]["checks"] if c["budget"] == "flash")
+    assert flash["status"] == "fail" and flash["share"] > 1
+    assert view.verdict(r)[0] == "fail"
+    md, html = render_markdown(r), render_html(r)
+    line = "1.2 MiB of 977 KiB = 123.5 %, 229 KiB over"
+    assert "**OVER BUDGET**" in md and f"FAIL: {line}" in md
+    assert line in html and '<span class="chip fail">FAIL</span>' in html
+
+
+def test_write_reports_is_atomic_and_renders_first(tmp_path, tiny_run, monkeypatch):
+    _, report = tiny_run
+    write_reports(tmp_path, report)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"report.json", "report.md", "report.html"}
+    import edgekit.report as rep
+
+    def boom(_):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(rep, "render_html", boom)
+    with pytest.raises(RuntimeError):
+        rep.write_reports(tmp_path, {**report, "recipe": "changed"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+# ----------------------------------------------------------------------------- in a real browser
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; CI installs it)")
+def test_html_in_headless_chromium(tiny_run, tmp_path):
+    """Open report.html from disk in Chromium: every figure has a size, no script or console error,
+    the rendered tables hold report.json's numbers, and a screenshot is taken."""
+    out, report = tiny_run
+    shot = tmp_path / "report.png"
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        proc = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+             "--window-size=1280,4000", f"--screenshot={shot}", "--dump-dom",
+             (out / "report.html").resolve().as_uri()],
+            capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+    page = html_tables(proc.stdout)
+    check = json.loads(page.selfcheck)
+    assert check["errors"] == [] and check["ok"] is True, check
+    assert len(check["figures"]) == 5
+    for fig in check["figures"]:
+        assert fig["width"] > 100 and fig["height"] > 50, fig
+    rows = {row[0]: row for _, row in page.tables["targets"]}
+    for label, v, _ in view.target_entries(report):
+        for want in (fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]), fmt_ms(v["latency_ms"]["p50"])):
+            assert want in rows[label], (label, want)
+    assert len(page.tables["stages"]) == len(report["stages"])
+    assert _png_size(shot) == (1280, 4000) and shot.stat().st_size > 50_000
+    print(f"screenshot: {shot}")
+
+
+# ----------------------------------------------------------------------------- several runs
+
+
+@pytest.fixture
+def two_runs(tiny_run, tmp_path):
+    """The tiny run's report.json in ``base/`` and an over-budget variant of it in ``bigger/``."""
+    _, report = tiny_run
+    a, b = tmp_path / "base", tmp_path / "bigger"
+    a.mkdir()
+    b.mkdir()
+    (a / "report.json").write_text(json.dumps(report))
+    (b / "report.json").write_text(json.dumps(_over_budget(report)))
+    return a, b, report
+
+
+def test_compare_runs_through_the_cli(two_runs, tmp_path):
+    a, b, report = two_runs
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", str(a), str(b)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    md = res.stdout
+    assert "# edgekit comparison: base, bigger" in md
+    assert "| base | tiny-report |" in md and "FAIL" in md
+    for t in report["targets"]:
+        assert f"| {t['name']} | format |" in md
+        assert fmt_pct(t["accuracy"]) in md and fmt_ms(t["latency_ms"]["p50"]) in md
+    assert "1.2 MiB (×" in md and "flash 1.2 MiB of 977 KiB = 123.5 %, 229 KiB over" in md
+
+    res = runner.invoke(main, ["report", str(a), str(b), "--json"], catch_exceptions=False)
+    result = json.loads(res.stdout)
+    assert result["schema"] == "edgekit.compare/1"
+    assert [r["label"] for r in result["runs"]] == ["base", "bigger"]
+    assert [r["ok"] for r in result["runs"]] == [all(t["budget"]["ok"] for t in report["targets"]), False]
+    mcu = next(t for t in result["targets"] if t["name"] == "cortex-m4")
+    assert mcu["runs"][1]["size_bytes"] == 1_234_567 and mcu["runs"][0]["accuracy"] == mcu["runs"][1]["accuracy"]
+
+    page_file = tmp_path / "cmp" / "compare.html"
+    res = runner.invoke(main, ["report", str(a), str(b), "--out", str(page_file)], catch_exceptions=False)
+    assert res.exit_code == 0
+    page = html_tables(page_file.read_text())
+    assert [key for key, _ in page.tables["runs"]] == ["base", "bigger"]
+    cells = " ".join(" ".join(row) for _, row in page.tables["compare-targets"])
+    for t in report["targets"]:
+        assert fmt_pct(t["accuracy"]) in cells and fmt_bytes(t["size_bytes"]) in cells
+
+
+def test_compare_needs_report_json(two_runs, tmp_path):
+    a, _, _ = two_runs
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["report", str(a), str(empty)])
+    assert res.exit_code == 1 and "no report.json" in res.output
+    res = CliRunner().invoke(main, ["report", str(a), str(a), "--recipe", "x.yaml"])
+    assert res.exit_code == 2 and "one RUN_DIR" in res.output
+
+
+def test_compare_imports_no_tensorflow(two_runs):
+    a, b, _ = two_runs
+    code = ("import sys\nfrom edgekit.cli import main\n"
+            f"try:\n    main(['report', {str(a)!r}, {str(b)!r}])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "edgekit comparison" in proc.stdout
+
+
+def test_report_command_rerenders_one_run(tiny_run, tmp_path):
+    out, report = tiny_run
+    (out / "report.html").unlink()
+    copy_to = tmp_path / "copy.html"
+    res = CliRunner().invoke(main, ["--quiet", "report", str(out), "--out", str(copy_to)], catch_exceptions=False)
+    assert res.exit_code in (0, 6), res.output
+    assert (out / "report.html").read_text() == copy_to.read_text()
+    assert json.loads((out / "report.json").read_text())["targets"] == report["targets"]
