@@ -429,5 +429,9 @@ def datasets_list():
     click.echo("\n".join(list_sources()))
 
 
+from .deploy import build_command as _deploy_command  # noqa: E402 - click only; paramiko loads when connecting
+main.add_command(_deploy_command(_handle_errors))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
