@@ -200,6 +200,17 @@ def _check_xy(where: Path, x: np.ndarray, y: np.ndarray, part: str):
     return x, y.astype("int64")
 
 
+def _stratify(y: np.ndarray, share: float, classes: int) -> np.ndarray | None:
+    """Stratify a split when every class can appear on both sides, else split at random."""
+    import math
+
+    held = math.ceil(share * len(y))
+    if np.bincount(y, minlength=classes).min() >= 2 and held >= classes and len(y) - held >= classes:
+        return y
+    log.warning("split of %d samples is too small to stratify over %d classes; splitting at random", len(y), classes)
+    return None
+
+
 def _normalize(cfg: DataConfig, x_tr: np.ndarray, *others: np.ndarray):
     """Fit ``cfg.normalize`` on the training split only; apply it to every split."""
     if cfg.normalize == "none":
@@ -255,12 +266,11 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) ->
         x, y = parts[0]
         if len(x) < 10:
             raise DataError(f"dataset {name!r} has only {len(x)} samples")
-        strat = y if counts.min() >= 2 else None
-        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed, stratify=strat)
+        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed,
+                                                  stratify=_stratify(y, cfg.test_split, classes))
     if cfg.val_split > 0:
-        strat = y_tr if np.bincount(y_tr).min() >= 2 else None
-        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_split,
-                                                  random_state=seed, stratify=strat)
+        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_split, random_state=seed,
+                                                  stratify=_stratify(y_tr, cfg.val_split, classes))
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
     norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te)
