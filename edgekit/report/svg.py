@@ -41,6 +41,16 @@ def _diamond(cx: float, cy: float, r: float) -> str:
     return f"M{cx:.1f},{cy - r:.1f}L{cx + r:.1f},{cy:.1f}L{cx:.1f},{cy + r:.1f}L{cx - r:.1f},{cy:.1f}Z"
 
 
+def _merge_labels(labels: list[str]) -> str:
+    """One label for marks drawn on the same spot: ``mobile, rpi4 · tflite-dynamic`` when they share a format."""
+    labels = list(dict.fromkeys(labels))
+    parts = [lab.partition(" · ") for lab in labels]
+    suffixes = {p[2] for p in parts}
+    if len(labels) > 1 and len(suffixes) == 1 and "" not in suffixes:
+        return f"{', '.join(p[0] for p in parts)} · {suffixes.pop()}"
+    return ", ".join(labels)
+
+
 def color_for(names: list[str]) -> dict[str, str]:
     """A stable colour per target name, in the order the targets appear."""
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(dict.fromkeys(names))}
@@ -172,11 +182,12 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
             body.append(f'<path d="{_diamond(px, py, 6)}" fill="{fill}" stroke="{color}" stroke-width="1.8">'
                         f"{tip}</path>")
     for (gx, gy), members in groups.items():
-        label = ", ".join(dict.fromkeys(m["label"] for m in members))
+        label = _merge_labels([m["label"] for m in members])
         w, h = CHAR_W * len(label) + 4, 13
         best = None
         for dx, dy in ((11, -8), (11, 12), (-11 - w, -8), (-11 - w, 12), (-w / 2, -14), (-w / 2, 24),
-                       (11, -22), (11, 26), (-11 - w, -22), (-11 - w, 26)):
+                       (11, -24), (11, 28), (-11 - w, -24), (-11 - w, 28), (-w / 2, -30), (-w / 2, 40),
+                       (11, -40), (11, 44), (-11 - w, -40), (-11 - w, 44)):
             box = (gx + dx, gy + dy - h + 3, gx + dx + w, gy + dy + 3)
             inside = box[0] >= ml and box[2] <= width - mr and box[1] >= mt and box[3] <= height - mb
             hits = sum(1 for b in placed if box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3])
@@ -189,6 +200,11 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
         placed.append(box)
         anyp = members[0]
         color = STAGE_COLOR if anyp["group"] == "stage" else colors.get(anyp["name"], PALETTE[0])
+        # a leader line when the label had to move away from its mark
+        nx, ny = min(max(gx, box[0]), box[2]), min(max(gy, box[1]), box[3])
+        if math.hypot(nx - gx, ny - gy) > 14:
+            body.append(f'<line x1="{gx:.1f}" y1="{gy:.1f}" x2="{nx:.1f}" y2="{ny:.1f}" stroke="{color}" '
+                        f'stroke-width="0.8" stroke-opacity="0.6"/>')
         body.append(_text(gx + dx + 2, gy + dy, label, fill=color, weight="600"))
     # legend
     items = (("stage", "stage (its TFLite file; Keras accuracy)"), ("target", "target (measured in its runtime)"),
