@@ -78,9 +78,11 @@ def train_student(teacher, data: Dataset, cfg: StudentConfig, *, seed: int, alph
 
 
 def run(teacher, data: Dataset, cfg: StudentConfig, *, seed: int, out_dir: Path,
-        progress: ProgressFn | None = None, baseline: bool = False) -> StageResult:
+        progress: ProgressFn | None = None, baseline: bool | None = None) -> StageResult:
     """Distill ``teacher`` into ``cfg.model``; with ``baseline`` also train the same student
-    from scratch (alpha = 0, same epochs and seed) and record both accuracies."""
+    from scratch (alpha = 0, same epochs and seed) and record both accuracies (default:
+    ``cfg.baseline``)."""
+    baseline = cfg.baseline if baseline is None else baseline
     start = time.perf_counter()
     keras()
     model, epochs_run = train_student(teacher, data, cfg, seed=seed, progress=progress)

@@ -211,8 +211,7 @@ class Run:
         model = self._model(src)
         seed = self.recipe.seed
         if name == "student":
-            res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress,
-                              baseline=cfg.baseline)
+            res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "pruned":
             res = prune.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "qat":
