@@ -36,6 +36,12 @@ def _handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted; finished stages are kept, continue with --resume", err=True)
             ctx.exit(130)
+        except OSError as exc:  # disk full, file too large, permission denied...
+            if debug:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc}; finished stages are kept", err=True)
+            ctx.exit(1)
 
     return wrapper
 
@@ -108,7 +114,7 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
             click.echo(f"stopped after {stopped}; artifacts in {out}", err=True)
         else:
             click.echo(_summary(report), err=True)
-            click.echo(f"report: {out / 'report.md'} (and report.json)", err=True)
+            click.echo(f"report: {out / 'report.html'} (and report.md, report.json)", err=True)
     over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
     if over and rec.convert.check_budget and not no_budget:
         for line in over:

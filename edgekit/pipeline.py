@@ -9,6 +9,7 @@ intact, so ``--resume`` continues from there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -48,23 +49,54 @@ class Run:
                  on_stage: Callable[[str, str], None] | None = None):
         self.recipe, self.recipe_path, self.out = recipe, Path(recipe_path), Path(out_dir)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
-        recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
+        self.resume, self.force = resume, force
+        if self.out.exists() and not self.out.is_dir():
+            raise EdgekitError(f"{self.out}: exists and is not a directory; choose another --out")
         existing = Manifest.load(self.out)
+        if existing is None and (self.out / "manifest.json").exists() and not force:
+            raise EdgekitError(f"{self.out}/manifest.json is unreadable or not an edgekit manifest; "
+                               "pass --force to start over")
         if existing is not None and not (resume or force):
             raise EdgekitError(f"{self.out} already holds a run; pass --resume to continue it "
                                "or --force to start over")
-        if force and existing is not None:
-            for sub in ("stages", "targets", "eval"):
-                shutil.rmtree(self.out / sub, ignore_errors=True)
-            existing = None
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.manifest = existing or Manifest.new(self.out, recipe_name=recipe.name,
-                                                 recipe_sha256=recipe_sha, seed=recipe.seed)
-        self.manifest.refresh(recipe_sha256=recipe_sha)
-        self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
-        write_text(self.out / "recipe.resolved.yaml", resolved_yaml(recipe))
+        if existing is not None and not force and existing.data.get("recipe") != recipe.name:
+            raise EdgekitError(f"{self.out} holds a run of recipe {existing.data.get('recipe')!r}, not "
+                               f"{recipe.name!r}; choose another --out or pass --force to replace it")
+        self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
+
+    def _prepare(self) -> None:
+        """Under the lock: clear a forced run, start or refresh the manifest, save the recipe."""
+        recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
+        if self.force and self.manifest is None:
+            for sub in ("stages", "targets", "eval"):
+                shutil.rmtree(self.out / sub, ignore_errors=True)
+            (self.out / "manifest.json").unlink(missing_ok=True)
+        if self.manifest is None:
+            self.manifest = Manifest.new(self.out, recipe_name=self.recipe.name,
+                                         recipe_sha256=recipe_sha, seed=self.recipe.seed)
+        self.manifest.refresh(recipe_sha256=recipe_sha)
+        self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
+        write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
+        self.force = False  # a second execute() of this object continues, it does not wipe again
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """One run at a time per directory: an exclusive ``flock`` on ``DIR/.edgekit.lock``."""
+        import fcntl
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / ".edgekit.lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EdgekitError(f"{self.out} is in use by another edgekit process; wait for it "
+                                   "or choose another --out") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -------------------------------------------------------------- helpers
 
@@ -154,6 +186,11 @@ class Run:
         for flag, value in (("until", until), ("only", only)):
             if value is not None and value not in ALL_STAGES:
                 raise EdgekitError(f"--{flag}: unknown stage {value!r} (stages: {', '.join(ALL_STAGES)})")
+        with self._lock():
+            self._prepare()
+            return self._execute(until=until, only=only)
+
+    def _execute(self, *, until: str | None, only: str | None) -> dict | None:
         r = self.recipe
         if only is None:
             from . import preflight

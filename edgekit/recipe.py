@@ -208,11 +208,24 @@ class TargetProfile(_Strict):
 # ---------------------------------------------------------------- loading and error messages
 
 
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+
+
 def _read_yaml(path: Path, what: str) -> Any:
+    """``yaml.safe_load`` of a small UTF-8 file; refuses alias bombs (many ``*alias`` uses)."""
     if not path.is_file():
         raise RecipeError(f"{path}: {what} file not found")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise RecipeError(f"{path}: {path.stat().st_size} bytes is too large for a {what} "
+                          f"(limit {MAX_YAML_BYTES} bytes)")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        aliases = sum(isinstance(t, yaml.AliasToken) for t in yaml.scan(text))
+        if aliases > MAX_YAML_ALIASES:
+            raise RecipeError(f"{path}: {aliases} YAML aliases (limit {MAX_YAML_ALIASES}): refused as a "
+                              "possible alias bomb; write the values out")
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -129,3 +129,29 @@ def test_stage_command_on_a_folder_that_is_no_run(tmp_path):
 
     res = CliRunner().invoke(main, ["prune", str(tmp_path)])
     assert res.exit_code == 1 and "not a run directory" in res.output
+
+
+def test_out_is_a_file(tmp_path):
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(TINY)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(EdgekitError, match="exists and is not a directory"):
+        Run(load_recipe(recipe_path), recipe_path, tmp_path / "file")
+
+
+def test_out_holding_another_recipes_run_is_refused(tiny_run, tmp_path):
+    _, out, _ = tiny_run
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("name: tiny", "name: other"))
+    with pytest.raises(EdgekitError, match="holds a run of recipe 'tiny', not 'other'"):
+        Run(load_recipe(other), other, out, resume=True)
+
+
+def test_two_runs_in_one_directory_at_once_are_refused(tiny_run):
+    import fcntl
+
+    recipe_path, out, _ = tiny_run
+    with open(out / ".edgekit.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's run, as far as flock is concerned
+        with pytest.raises(EdgekitError, match="is in use by another edgekit process"):
+            Run(load_recipe(recipe_path), recipe_path, out, resume=True).execute(only="report")

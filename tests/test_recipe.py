@@ -104,3 +104,25 @@ def test_structure_must_match_target(tmp_path):
     p.write_text("name: x\nprune: {structure: '2:4', target_sparsity: 0.6}\n")
     with pytest.raises(RecipeError, match=r"prune: structure '2:4' means target_sparsity 0.5, got 0.6"):
         load_recipe(p)
+
+
+def test_yaml_alias_bomb_is_refused(tmp_path):
+    lines = ["name: x", "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for i in range(1, 12):
+        prev = "a" if i == 1 else f"a{i - 1}"
+        lines.append(f"a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    p = tmp_path / "bomb.yaml"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecipeError, match="YAML aliases .* possible alias bomb"):
+        load_recipe(p)
+
+
+def test_non_utf8_and_huge_numbers(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match="not a text file"):
+        load_recipe(p)
+    p = tmp_path / "huge.yaml"
+    p.write_text("name: x\nteacher: {epochs: 100000000000000000000000000000}\n")
+    with pytest.raises(RecipeError, match="teacher.epochs: .* is out of range"):
+        load_recipe(p)
