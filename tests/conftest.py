@@ -92,3 +92,52 @@ def _spec(lite):
     spec = lite.TargetSpec()
     spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
     return spec
+
+
+# A tiny but complete recipe: digits, teacher -> student -> pruned -> QAT -> mobile, rpi4 and
+# cortex-m4 (about 40 s on 2 cores). Built once per session; modules that change the run work on
+# their own copy (``copy_run``).
+TINY_RECIPE = """
+name: tiny
+seed: 1
+data: {source: digits}
+teacher: {model: cnn_tiny, epochs: 4, batch_size: 32, learning_rate: 0.01}
+student: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
+prune: {target_sparsity: 0.5, epochs: 2, batch_size: 32}
+qat: {epochs: 1, batch_size: 32}
+targets: [mobile, rpi4, cortex-m4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun:
+    recipe_path: Path
+    out: Path
+    report: dict
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    """The tiny recipe run once, end to end. Treat it as read-only: use ``copy_run`` to change it."""
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("finished_run")
+    recipe_path = folder / "tiny.yaml"
+    recipe_path.write_text(TINY_RECIPE)
+    out = folder / "run"
+    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
+    return FinishedRun(recipe_path, out, report)
+
+
+def copy_run(run: FinishedRun, dest: Path) -> FinishedRun:
+    """A private copy of a finished run (its recipe file beside it), for tests that change it."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    recipe_path = dest / run.recipe_path.name
+    shutil.copy2(run.recipe_path, recipe_path)
+    out = dest / "run"
+    shutil.copytree(run.out, out)
+    return FinishedRun(recipe_path, out, run.report)

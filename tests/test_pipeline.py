@@ -10,27 +10,14 @@ from edgekit.errors import EdgekitError
 from edgekit.pipeline import Run
 from edgekit.recipe import load_recipe
 
-TINY = """
-name: tiny
-seed: 1
-data: {source: digits}
-teacher: {model: cnn_tiny, epochs: 4, batch_size: 32, learning_rate: 0.01}
-student: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
-prune: {target_sparsity: 0.5, epochs: 2, batch_size: 32}
-qat: {epochs: 1, batch_size: 32}
-targets: [mobile, rpi4, cortex-m4]
-evaluate: {warmup: 2, runs: 10}
-"""
+from conftest import TINY_RECIPE as TINY, copy_run  # noqa: E402 - the shared tiny recipe
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny")
-    recipe_path = folder / "tiny.yaml"
-    recipe_path.write_text(TINY)
-    out = folder / "run"
-    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
-    return recipe_path, out, report
+def tiny_run(tmp_path_factory, finished_run):
+    """This module's own copy of the session's finished tiny run (the tests below change it)."""
+    run = copy_run(finished_run, tmp_path_factory.mktemp("tiny"))
+    return run.recipe_path, run.out, run.report
 
 
 def test_report_shape(tiny_run):
@@ -58,7 +45,7 @@ def test_artifact_layout(tiny_run):
                 "targets/rpi4/bundle/run.sh", "targets/rpi4/bundle/evaluate.py", "targets/rpi4/bundle/eval.npz",
                 "targets/cortex-m4/model_data.cc", "targets/cortex-m4/op_resolver.h", "eval/cortex-m4.json"]:
         assert (out / rel).is_file(), rel
-    leftovers = [p for p in out.rglob(".*") if p.is_file()]
+    leftovers = [p for p in out.rglob(".*") if p.is_file() and p.name != ".edgekit.lock"]
     assert not leftovers, f"temporary files left behind: {leftovers}"
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(e["status"] == "done" for e in manifest["stages"].values())

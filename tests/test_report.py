@@ -1,7 +1,7 @@
 """report.json, report.md and report.html from one real tiny run; the page in headless Chromium;
 several runs compared through the CLI.
 
-The run (digits, targets mobile, rpi4 and cortex-m4) is built once for the module (~40 s).
+The run (digits, targets mobile, rpi4 and cortex-m4) is the session's tiny run (tests/conftest.py).
 Numbers are compared as the strings :mod:`edgekit.report.fmt` makes of report.json, so the
 tolerance is the formatting itself (0.1 % for accuracy, 3 significant digits for ms).
 """
@@ -26,33 +26,16 @@ from edgekit.report import budget_checks, render_html, render_markdown, write_re
 from edgekit.report import view
 from edgekit.report.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_share
 
-TINY = """
-name: tiny-report
-seed: 1
-data: {source: digits}
-teacher: {model: cnn_tiny, epochs: 4, batch_size: 32, learning_rate: 0.01}
-student: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
-prune: {target_sparsity: 0.5, epochs: 2, batch_size: 32}
-qat: {epochs: 1, batch_size: 32}
-targets: [mobile, rpi4, cortex-m4]
-evaluate: {warmup: 2, runs: 10}
-"""
-
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A finished tiny run: (run directory, report dict)."""
-    from edgekit.pipeline import Run
-    from edgekit.recipe import load_recipe
+def tiny_run(tmp_path_factory, finished_run):
+    """A finished tiny run (this module's copy of the session's): (run directory, report dict)."""
+    from conftest import copy_run
 
-    folder = tmp_path_factory.mktemp("report")
-    recipe_path = folder / "tiny.yaml"
-    recipe_path.write_text(TINY)
-    out = folder / "run"
-    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
-    return out, report
+    run = copy_run(finished_run, tmp_path_factory.mktemp("report"))
+    return run.out, run.report
 
 
 # ----------------------------------------------------------------------------- parsing helpers
@@ -307,7 +290,7 @@ def test_compare_runs_through_the_cli(two_runs, tmp_path):
     assert res.exit_code == 0, res.output
     md = res.stdout
     assert "# edgekit comparison: base, bigger" in md
-    assert "| base | tiny-report |" in md and "FAIL" in md
+    assert "| base | tiny |" in md and "FAIL" in md
     for t in report["targets"]:
         assert f"| {t['name']} | format |" in md
         assert fmt_pct(t["accuracy"]) in md and fmt_ms(t["latency_ms"]["p50"]) in md
