@@ -203,6 +203,13 @@ class TargetProfile(_Strict):
                        Field(min_length=1)] = Field(default_factory=lambda: ["tflite-int8"])
     budget: Budget = Field(default_factory=Budget)
     description: str = ""
+    # for latency estimates (edgekit.estimate); all optional
+    core: str | None = Field(None, description="CPU core, e.g. cortex-m4, cortex-a72")
+    clock_mhz: Annotated[float, Field(gt=0)] | None = Field(None, description="CPU clock of the board in MHz")
+    kernels: str | None = Field(None, description="kernel library the runtime uses, e.g. cmsis-nn, xnnpack")
+    calibration: str | None = Field(
+        None, description="calibration set (edgekit/data/latency_calibration.yaml) measured on this board; "
+                          "null: no latency estimate")
 
 
 # ---------------------------------------------------------------- loading and error messages
