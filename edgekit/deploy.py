@@ -212,6 +212,7 @@ class DeviceCheck:
     cpu: str | None
     free_bytes: int | None      # in the file system the remote folder goes to
     has_timeout: bool           # coreutils/busybox `timeout`
+    home: str | None            # the login user's $HOME
     python: str | None          # the interpreter asked for, as found (None: not found)
     python_version: str | None
     numpy: str | None           # version, None when it does not import
@@ -287,6 +288,7 @@ def _probe_script(python: str, folder: str) -> str:
 D={q(_parent(folder))}
 echo "machine=$(uname -m)"
 echo "hostname=$(uname -n)"
+echo "home=$HOME"
 if [ -r /proc/device-tree/model ]; then echo "model=$(tr -d '\\000' < /proc/device-tree/model)"; fi
 if command -v timeout >/dev/null 2>&1; then echo "timeout=yes"; fi
 while [ ! -d "$D" ] && [ "$D" != / ] && [ "$D" != . ]; do D=$(dirname "$D"); done
@@ -316,6 +318,7 @@ def parse_check(text: str) -> DeviceCheck:
         hostname=kv.get("hostname") or "unknown", machine=kv.get("machine") or "unknown",
         model=kv.get("model") or None, cpu=kv.get("cpu") or None,
         free_bytes=int(free) * 1024 if free.isdigit() else None, has_timeout=kv.get("timeout") == "yes",
+        home=kv.get("home") or None,
         python=kv.get("python"), python_version=kv.get("python_version"), numpy=kv.get("numpy"),
         runtime=kv.get("runtime"), runtime_version=kv.get("runtime_version"), can_venv=kv.get("venv") == "yes",
         errors=tuple(errors))
@@ -345,9 +348,11 @@ def require(check: DeviceCheck, plan: Plan) -> bool:
         missing = [m for m, ok in (("numpy", check.numpy), ("a TFLite runtime (ai_edge_litert or tflite_runtime)",
                                                               check.runtime)) if not ok]
         reqs = " ".join(shlex.quote(r) for r in plan.requirements) or "ai-edge-litert numpy"
+        venv = f"{check.home or '~'}/edgekit-venv"   # a venv: Raspberry Pi OS refuses system-wide pip (PEP 668)
         raise DeviceError(f"{where}: {plan.python} (Python {check.python_version}) cannot import "
-                          f"{' and '.join(missing)}; install with `{plan.python} -m pip install {reqs}` on the "
-                          "device, or rerun with --install-runtime")
+                          f"{' and '.join(missing)}; install them on the device with `{plan.python} -m venv {venv} "
+                          f"&& {venv}/bin/pip install {reqs}` and pass --python {venv}/bin/python, or rerun "
+                          "with --install-runtime")
     if install and not check.can_venv:
         raise DeviceError(f"{where}: {plan.python} cannot create a venv for --install-runtime (no ensurepip); "
                           "install python3-venv (sudo apt install python3-venv)")

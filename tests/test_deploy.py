@@ -242,7 +242,9 @@ def test_missing_runtime_says_what_to_install(run, sshd, known_hosts):
     line = one_error_line(deploy(run, sshd, known_hosts=known_hosts, python=SYSTEM_PYTHON),
                           f"{SYSTEM_PYTHON} (Python 3.", "cannot import numpy and a TFLite runtime",
                           "or rerun with --install-runtime")
-    assert f"`{SYSTEM_PYTHON} -m pip install ai-edge-litert==2.3.0 'numpy>=1.26'`" in line
+    venv = f"{Path.home()}/edgekit-venv"
+    assert (f"`{SYSTEM_PYTHON} -m venv {venv} && {venv}/bin/pip install ai-edge-litert==2.3.0 'numpy>=1.26'` "
+            f"and pass --python {venv}/bin/python") in line
 
 
 def test_evaluator_failure_leaves_the_run_unchanged(run, sshd, known_hosts, tmp_path):
