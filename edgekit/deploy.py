@@ -22,6 +22,7 @@ when connecting.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import getpass
@@ -549,8 +550,9 @@ def deploy(plan: Plan, *, key: Path | None = None, known_hosts: Path | None = No
            accept_new_host_key: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``plan`` on the device and merge the measurement into the run; returns the device JSON.
 
-    Side effects, only after the device run succeeded: writes ``eval/<target>-device.json`` and
-    rewrites ``report.json`` / ``report.md`` (each atomically). Raises :class:`DeviceError`
+    Holds the run directory's lock (``.edgekit.lock``, as ``edgekit run`` does) throughout. Side
+    effects, only after the device run succeeded: writes ``eval/<target>-device.json`` and
+    rewrites the reports (each file atomically). Raises :class:`DeviceError`
     (exit 7) for any device, SSH or evaluator failure and :class:`EdgekitError` when the run
     has no report yet; the run folder is then unchanged.
 
@@ -560,6 +562,31 @@ def deploy(plan: Plan, *, key: Path | None = None, known_hosts: Path | None = No
         result = deploy(plan)
         result["measured_on"], result["latency_ms"]["p50"]
     """
+    with _run_lock(plan.run_dir):
+        return _deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                       progress=progress)
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path):
+    """Hold the run directory's lock (``DIR/.edgekit.lock``, the one ``edgekit run`` takes) so no
+    pipeline rewrites the bundle or the report while a deploy reads and updates them."""
+    import fcntl
+
+    with open(Path(run_dir) / ".edgekit.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgekitError(f"{run_dir} is in use by another edgekit process; wait for it and deploy "
+                               "again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _deploy(plan: Plan, *, key: Path | None, known_hosts: Path | None, accept_new_host_key: bool,
+            progress: Callable[[str], None] | None) -> dict[str, Any]:
     from .report import write_reports
 
     say = progress or (lambda msg: log.info("%s", msg))

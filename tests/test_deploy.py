@@ -2,9 +2,9 @@
 
 The "device" is this machine: the remote evaluator runs under this venv's Python (``--python``)
 so it finds numpy and ai_edge_litert, except in the ``--install-runtime`` test, which builds a
-venv on the "device" with pip. The run is a real tiny pipeline run, made once per module;
-each test deploys a copy of it. The slow test deploys to an emulated Raspberry Pi (aarch64
-userland under qemu-user, tools/pi_emulator.sh) with its own sshd.
+venv on the "device" with pip. The run is the session's finished tiny pipeline run
+(conftest.finished_run); each test deploys a copy of it. The slow test deploys to an emulated
+Raspberry Pi (aarch64 userland under qemu-user, tools/pi_emulator.sh) with its own sshd.
 """
 
 from __future__ import annotations
@@ -29,30 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_ROOTFS = ROOT / ".cache" / "pi-emulator" / "rootfs"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-TINY = """
-name: tiny-deploy
-seed: 1
-data: {source: digits}
-teacher: {model: cnn_tiny, epochs: 2, batch_size: 32, learning_rate: 0.01}
-student: {model: cnn_tiny, epochs: 2, batch_size: 32, learning_rate: 0.01}
-prune: {target_sparsity: 0.5, epochs: 1, batch_size: 32}
-qat: {epochs: 1, batch_size: 32}
-targets: [rpi4]
-evaluate: {warmup: 2, runs: 10}
-"""
-
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A finished run of a tiny recipe with an rpi4 bundle (about 40 s)."""
-    from edgekit.pipeline import Run
-    from edgekit.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("deploy-run")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(TINY)
-    Run(load_recipe(recipe), recipe, folder / "run").execute()
-    return folder / "run"
+def tiny_run(finished_run) -> Path:
+    """The session's finished tiny run (tests/conftest.py; rpi4 among its targets). Read-only."""
+    assert (finished_run.out / "targets" / "rpi4" / "bundle" / "run.sh").is_file()
+    return finished_run.out
 
 
 @pytest.fixture
@@ -117,6 +99,7 @@ def remote_dir(tmp_path: Path) -> Path:
 def test_deploy_measures_on_the_device_and_merges_the_report(run, sshd, known_hosts, tmp_path):
     host_eval = json.loads((run / "eval" / "rpi4.json").read_text())
     before = json.loads((run / "report.json").read_text())
+    hidden = sorted(run.rglob(".*"))          # e.g. the run's .edgekit.lock
     where = remote_dir(tmp_path)
     res = deploy(run, sshd, "--remote-dir", str(where), known_hosts=known_hosts, quiet=False)
     assert res.exit_code == 0, res.output
@@ -145,8 +128,9 @@ def test_deploy_measures_on_the_device_and_merges_the_report(run, sshd, known_ho
     assert any(u.startswith("latency") for u in old["budget"]["unchecked"])
     assert f"ssh:{hostname}" in (run / "report.md").read_text()
     assert report["stages"] == before["stages"]
+    assert [t for t in report["targets"] if t["name"] != "rpi4"] == [t for t in before["targets"] if t["name"] != "rpi4"]
     assert not where.exists(), "the remote folder is removed"
-    assert not [p for p in run.rglob(".*") if p.is_file()], "temporary files left in the run"
+    assert sorted(run.rglob(".*")) == hidden, "temporary files left in the run"
 
 
 def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
@@ -158,6 +142,18 @@ def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
     # a fresh folder only: deploying into it again is refused before anything is copied
     res = deploy(run, sshd, "--remote-dir", str(where), known_hosts=known_hosts)
     one_error_line(res, f"cannot create {where}", "choose another --remote-dir")
+
+
+def test_a_run_in_use_is_refused_before_connecting(run, sshd, known_hosts):
+    import fcntl
+
+    before = snapshot(run)
+    with open(run / ".edgekit.lock", "a+") as fh:     # what `edgekit run` holds while it works
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = deploy(run, sshd, known_hosts=known_hosts)
+    assert res.exit_code == 1 and res.output.strip() == f"error: {run} is in use by another edgekit process; " \
+        "wait for it and deploy again"
+    assert snapshot(run) == before
 
 
 def test_default_remote_dir_is_fresh_and_removed(run, sshd, known_hosts):
