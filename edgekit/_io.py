@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "write_text"]
+__all__ = ["run_lock", "write_json", "write_text"]
 
 
 def write_text(path: Path, text: str | bytes) -> Path:
@@ -43,3 +43,28 @@ def write_text(path: Path, text: str | bytes) -> Path:
 def write_json(path: Path, data: Any) -> Path:
     """Write ``data`` as indented JSON (with a final newline) to ``path`` atomically."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another --out"):
+    """Hold a run directory's lock: an exclusive, non-blocking ``flock`` on ``DIR/.edgekit.lock``.
+
+    One edgekit process at a time writes a run directory (``run``, stage commands, ``deploy``).
+    Raises :class:`EdgekitError` when another process holds it. The lock file stays (removing it
+    would race with the next locker); the lock itself goes with the process.
+    """
+    import fcntl
+
+    from .errors import EdgekitError
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".edgekit.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgekitError(f"{run_dir} is in use by another edgekit process; {busy_hint}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

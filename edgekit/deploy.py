@@ -22,7 +22,6 @@ when connecting.
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import datetime
 import getpass
@@ -41,6 +40,7 @@ from typing import Any, Callable
 
 import click
 
+from ._io import run_lock
 from .errors import DeviceError, EdgekitError
 
 log = logging.getLogger(__name__)
@@ -562,27 +562,9 @@ def deploy(plan: Plan, *, key: Path | None = None, known_hosts: Path | None = No
         result = deploy(plan)
         result["measured_on"], result["latency_ms"]["p50"]
     """
-    with _run_lock(plan.run_dir):
+    with run_lock(plan.run_dir, busy_hint="wait for it and deploy again"):
         return _deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
                        progress=progress)
-
-
-@contextlib.contextmanager
-def _run_lock(run_dir: Path):
-    """Hold the run directory's lock (``DIR/.edgekit.lock``, the one ``edgekit run`` takes) so no
-    pipeline rewrites the bundle or the report while a deploy reads and updates them."""
-    import fcntl
-
-    with open(Path(run_dir) / ".edgekit.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgekitError(f"{run_dir} is in use by another edgekit process; wait for it and deploy "
-                               "again") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _deploy(plan: Plan, *, key: Path | None, known_hosts: Path | None, accept_new_host_key: bool,

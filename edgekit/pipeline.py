@@ -9,7 +9,6 @@ intact, so ``--resume`` continues from there.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import EdgekitError, StageError
+from ._io import run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
 from .recipe import Recipe, load_target, resolved_yaml
@@ -80,23 +80,6 @@ class Run:
         self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
         self.force = False  # a second execute() of this object continues, it does not wipe again
-
-    @contextlib.contextmanager
-    def _lock(self):
-        """One run at a time per directory: an exclusive ``flock`` on ``DIR/.edgekit.lock``."""
-        import fcntl
-
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / ".edgekit.lock", "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise EdgekitError(f"{self.out} is in use by another edgekit process; wait for it "
-                                   "or choose another --out") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -------------------------------------------------------------- helpers
 
@@ -186,7 +169,7 @@ class Run:
         for flag, value in (("until", until), ("only", only)):
             if value is not None and value not in ALL_STAGES:
                 raise EdgekitError(f"--{flag}: unknown stage {value!r} (stages: {', '.join(ALL_STAGES)})")
-        with self._lock():
+        with run_lock(self.out):
             self._prepare()
             return self._execute(until=until, only=only)
 
@@ -234,10 +217,21 @@ class Run:
         ref = self._model(self.float_stage).predict(self.data.x_test, batch_size=256, verbose=0).argmax(-1)
         return [write_eval_npz(eval_npz, self.data, ref, self.recipe.evaluate.samples)], {"reference": self.float_stage}
 
+    def _with_device_measurement(self, entry: dict) -> dict:
+        """A target's entry with what ``edgekit deploy`` measured on the device, when it did
+        (``eval/<target>-device.json``); the host's numbers stay under ``host_measurement``."""
+        device = self.out / "eval" / f"{entry['name']}-device.json"
+        if not device.is_file():
+            return entry
+        from .deploy import merge_entry
+
+        return merge_entry(entry, json.loads(device.read_text()),
+                           load_target(entry["name"], base=self.recipe_path.parent))
+
     def _report(self, evals: list[str]):
         from .report import build_report, write_reports
 
-        targets = [self.manifest.entry(e)["metrics"]["result"] for e in evals]
+        targets = [self._with_device_measurement(self.manifest.entry(e)["metrics"]["result"]) for e in evals]
         report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage)
         return write_reports(self.out, report), {"report": report}
 
