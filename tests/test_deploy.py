@@ -131,6 +131,13 @@ def test_deploy_measures_on_the_device_and_merges_the_report(run, sshd, known_ho
     assert [t for t in report["targets"] if t["name"] != "rpi4"] == [t for t in before["targets"] if t["name"] != "rpi4"]
     assert not where.exists(), "the remote folder is removed"
     assert sorted(run.rglob(".*")) == hidden, "temporary files left in the run"
+    # re-rendering the report from the run keeps the device's numbers
+    from edgekit.cli import main
+
+    res = CliRunner().invoke(main, ["report", str(run)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    again = next(t for t in json.loads((run / "report.json").read_text())["targets"] if t["name"] == "rpi4")
+    assert again["measured_on"] == f"ssh:{hostname}" and again["host_measurement"]["latency_ms"] == old["latency_ms"]
 
 
 def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
