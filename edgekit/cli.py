@@ -299,6 +299,74 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
             click.echo(f"comparison: {out_file}", err=True)
 
 
+@main.command("estimate")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--target", "targets_", multiple=True, required=True, metavar="NAME|PATH",
+              help="Target profile by name or path (repeatable).")
+@click.option("--calibration", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Calibration file (default: the one shipped with edgekit).")
+@click.option("--per-op", is_flag=True, help="Also print every op's class, MACs, bytes and estimated share.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object per target).")
+@_handle_errors
+def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, per_op: bool, as_json: bool):
+    """Estimate the latency of a .tflite MODEL on boards edgekit cannot run on.
+
+    The estimate comes from the model's MACs and bytes (read from the file, no TensorFlow) and
+    per-board coefficients fitted on published latencies measured on the target's board; it
+    states its sources and the leave-one-out error of the fit. A target whose board has no
+    published measurement gets no estimate ("latency_estimate_ms": null) and the reason.
+
+    \b
+    Examples:
+      edgekit estimate runs/q/targets/cortex-m4/model_int8.tflite --target cortex-m4
+      edgekit estimate model.tflite --target rpi4 --target cortex-m7 --json
+    """
+    from .estimate import estimate_model, load_calibration
+    from .recipe import load_target
+
+    cal = load_calibration(calibration)
+    results = [estimate_model(model, load_target(t), calibration=cal) for t in targets_]
+    if as_json:
+        click.echo(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+        return
+    for i, r in enumerate(results):
+        if i:
+            click.echo("")
+        click.echo(_render_estimate(r, per_op=per_op))
+
+
+def _render_estimate(r: dict, *, per_op: bool) -> str:
+    b = r["estimate_basis"]
+    by_class = ", ".join(f"{k} {v['macs'] / 1e6:.3g} M" for k, v in r["by_class"].items() if v["macs"])
+    lines = [f"model: {r['macs'] / 1e6:.4g} M MACs ({by_class or 'none'}) in {r['ops']} ops, "
+             f"{r['weight_bytes']} weight bytes"]
+    if r["latency_estimate_ms"] is None:
+        lines.insert(0, f"{r['target']}: no estimate: {r['reason']}")
+    else:
+        fit = b["fit"]
+        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated "
+                        f"({b['core']} @ {b['target_clock_mhz']:g} MHz, {b['kernels']}"
+                        f"{'' if b['runtime'] == b['kernels'] else ', ' + b['runtime']})")
+        lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
+                     f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
+        lines.append(f"calibrated on: {b['board']} ({b['calibration_set']})")
+        lines += [f"  source: {s}" for s in b["sources"]]
+        m = r["calibration_match"]
+        if m:
+            loo = "n/a" if m["loo_estimate_ms"] is None else f"{m['loo_estimate_ms']:.4g} ms ({m['loo_pct_error']:+.0f} %)"
+            lines.append(f"this is calibration model {m['model']}: published {m['published_ms']:.4g} ms; "
+                         f"a fit without it estimates {loo}")
+        lines += [f"note: {n}" for n in r["notes"]]
+    if per_op:
+        lines.append("| # | op | class | MACs | bytes read | bytes written | est. ms |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for o in r["per_op"]:
+            est = o.get("estimate_ms")
+            lines.append(f"| {o['index']} | {o['op']} | {o['op_class']} | {o['macs']} | {o['bytes_read']} | "
+                         f"{o['bytes_written']} | {'-' if est is None else f'{est:.4g}'} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- config commands
 
 
