@@ -42,6 +42,15 @@ def _handle_errors(fn):
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"error: {where}{exc.strerror or exc}; finished stages are kept", err=True)
             ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything else (e.g. TensorFlow's own I/O errors): one line
+            if debug:
+                raise
+            text = " ".join(str(exc).split())
+            click.echo(f"error: {type(exc).__name__}: {text[:400] or 'no message'}; finished stages are kept "
+                       "(--debug shows the traceback)", err=True)
+            ctx.exit(1)
 
     return wrapper
 

@@ -467,23 +467,25 @@ def _check_x(x: Any) -> np.ndarray:
 def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     x = _check_x(x)
     y = np.asarray(y)
-    if y.ndim == 2:
+    if y.ndim == 2 and y.size and y.dtype.kind in "iufb":
         y = y.argmax(axis=1)
     if y.ndim != 1 or len(y) != len(x):
         raise DataError(f"eval data y has shape {y.shape}; expected ({len(x)},) labels "
                         f"for x of shape {x.shape}")
-    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+    if y.dtype.kind not in "iufb" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
         raise DataError("eval data y must hold integer class labels")
+    if y.size == 0:
+        raise DataError("eval data y is empty")
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DataError("eval data y holds negative labels")
     if ref is not None:
         ref = np.asarray(ref)
-        if ref.ndim == 2:
+        if ref.ndim == 2 and ref.size and ref.dtype.kind in "iufb":
             ref = ref.argmax(axis=1)
-        if ref.shape != y.shape:
-            raise DataError(f"eval data ref has shape {ref.shape}; expected {y.shape} (one "
-                            "float-model prediction per sample)")
+        if ref.shape != y.shape or ref.dtype.kind not in "iufb":
+            raise DataError(f"eval data ref has shape {ref.shape} ({ref.dtype}); expected {y.shape} "
+                            "integers (one float-model prediction per sample)")
         ref = ref.astype(np.int64)
     return x.astype(np.float32, copy=False), y, ref
 

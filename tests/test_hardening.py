@@ -1,0 +1,246 @@
+"""Bad input and faults, table-driven through the CLI: each gets one line naming what is wrong,
+the documented exit code (2 bad input, 3 data, 5 conversion, 6 budget, 7 device, 1 runtime
+failure), and no traceback without --debug. Property-based tests fuzz the recipe loader and the
+evaluator's input handling. Faults that need a trained run (SIGINT/SIGKILL mid-stage, an op a
+target cannot run, an impossible budget, SSH failures) are covered in test_interrupt.py,
+test_convert.py and test_deploy.py; the README's Troubleshooting table lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+
+GOOD = "name: h\nteacher: {{model: cnn_tiny, epochs: 1}}\nstudent: null\nprune: null\nqat: null\ntargets: [rpi4]\n{extra}"
+
+
+def _recipe(tmp: Path, text: str, name: str = "r.yaml") -> Path:
+    p = tmp / name
+    p.write_text(text) if isinstance(text, str) else p.write_bytes(text)
+    return p
+
+
+def _npz(tmp: Path, **arrays) -> str:
+    np.savez(tmp / "d.npz", **arrays)
+    return f"data: {{source: 'npz:{tmp / 'd.npz'}'}}\n"
+
+
+def _tflite(tmp: Path, blob: bytes, name="m.tflite") -> Path:
+    p = tmp / name
+    p.write_bytes(blob)
+    return p
+
+
+def _eval_npz(tmp: Path) -> Path:
+    np.savez(tmp / "e.npz", x=np.zeros((4, 8, 8, 1), "float32"), y=np.zeros(4, "int64"))
+    return tmp / "e.npz"
+
+
+# (id, build(tmp) -> argv, expected exit code, expected fragment of the one line)
+CASES = [
+    ("yaml syntax", lambda t: ["run", str(_recipe(t, "name: x\nteacher: {epochs: 3\n")), "--out", str(t / "o")], 2,
+     "not valid YAML (line 3"),
+    ("yaml not utf-8", lambda t: ["run", str(_recipe(t, b"name: caf\xe9\n")), "--out", str(t / "o")], 2, "not a text file"),
+    ("yaml alias bomb", lambda t: ["recipes", "validate", str(_recipe(t, "name: x\na: &a [1]\n" + "".join(
+        f"b{i}: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n" for i in range(12))))], 2, "possible alias bomb"),
+    ("huge number", lambda t: ["recipes", "validate", str(_recipe(t, "name: x\nteacher: {epochs: 1e400}\n"))], 2,
+     "teacher.epochs"),
+    ("misspelled key", lambda t: ["run", str(_recipe(t, "name: x\nteachr: {}\n")), "--out", str(t / "o")], 2,
+     "did you mean 'teacher'"),
+    ("wrong type", lambda t: ["run", str(_recipe(t, "name: x\nseed: [1]\n")), "--out", str(t / "o")], 2, "seed:"),
+    ("out of range", lambda t: ["run", str(_recipe(t, "name: x\nprune: {target_sparsity: 1.5}\n")), "--out",
+                                str(t / "o")], 2, "prune.target_sparsity: 1.5 is out of range"),
+    ("recipe missing", lambda t: ["run", str(t / "none.yaml"), "--out", str(t / "o")], 2, "recipe file not found"),
+    ("recipe is a folder", lambda t: ["recipes", "show", str(t)], 2, "recipe file not found"),
+    ("unknown target", lambda t: ["run", str(_recipe(t, "name: x\ntargets: [esp32]\n")), "--out", str(t / "o")], 2,
+     "unknown target 'esp32'"),
+    ("unknown model", lambda t: ["run", str(_recipe(t, GOOD.format(extra="").replace("cnn_tiny", "cnn_huge"))),
+                                 "--out", str(t / "o")], 2, "unknown model 'cnn_huge'"),
+    ("dataset missing", lambda t: ["run", str(_recipe(t, GOOD.format(extra=f"data: {{source: 'npz:{t}/no.npz'}}\n"))),
+                                   "--out", str(t / "o")], 3, "dataset file not found"),
+    ("dataset empty file", lambda t: ["run", str(_recipe(t, GOOD.format(extra=(
+        (t / "e.npz").write_bytes(b""), f"data: {{source: 'npz:{t}/e.npz'}}\n")[1]))), "--out", str(t / "o")], 3,
+     "not a readable .npz file"),
+    ("dataset NaN", lambda t: ["run", str(_recipe(t, GOOD.format(extra=_npz(
+        t, x=np.full((30, 8, 8, 1), np.nan), y=np.arange(30) % 3)))), "--out", str(t / "o")], 3, "NaN or inf"),
+    ("labels out of range", lambda t: ["run", str(_recipe(t, GOOD.format(extra=_npz(
+        t, x=np.zeros((30, 8, 8, 1)), y=np.arange(30) % 3 - 1)))), "--out", str(t / "o")], 3, "labels out of range"),
+    ("empty class", lambda t: ["run", str(_recipe(t, GOOD.format(extra=_npz(
+        t, x=np.zeros((30, 8, 8, 1)), y=(np.arange(30) % 2) * 2)))), "--out", str(t / "o")], 3, "have no samples"),
+    ("wrong-shape dataset", lambda t: ["run", str(_recipe(t, GOOD.format(extra=_npz(
+        t, x=np.zeros((30, 16)), y=np.arange(30) % 3)))), "--out", str(t / "o")], 2, "takes inputs of rank 3"),
+    ("pickled dataset", lambda t: ["run", str(_recipe(t, GOOD.format(extra=_npz(
+        t, x=np.array([{"a": 1}] * 30, dtype=object), y=np.arange(30) % 3)))), "--out", str(t / "o")], 3,
+     "not a readable .npz file"),
+    ("out is a file", lambda t: ["run", str(_recipe(t, GOOD.format(extra=""))), "--out",
+                                 str((t / "f").write_text("x") and t / "f")], 2, "is a file"),
+    ("out holds a run of another recipe", lambda t: ["run", str(_recipe(t, GOOD.format(extra=""))), "--out",
+                                                     str(_other_run(t)), "--resume"], 1, "holds a run of recipe 'other'"),
+    ("out holds a corrupt manifest", lambda t: ["run", str(_recipe(t, GOOD.format(extra=""))), "--out",
+                                                str(_corrupt_run(t)), "--resume"], 1, "unreadable or not an edgekit manifest"),
+    ("stage command on a non-run", lambda t: ["prune", str(t)], 1, "not a run directory"),
+    ("--only before earlier stages", lambda t: ["run", str(_recipe(t, GOOD.format(extra=""))), "--out", str(t / "o"),
+                                                "--only", "convert"], 1, "is not finished or out of date"),
+    ("report on a non-run", lambda t: ["report", str(t)], 1, ""),
+    ("compare on a non-run", lambda t: ["eval", str(t), "--compare"], 1, "not a run directory"),
+    ("target profile bad kind", lambda t: ["targets", "show", str(_recipe(t, "name: b\nkind: fpga\n", "b.yaml"))], 2,
+     "kind: 'fpga' is not allowed"),
+    ("deploy to a host that is down", lambda t: ["deploy", str(_fake_run(t)), "--host", "pi@127.0.0.1", "--port",
+                                                 str(_free_port()), "--timeout", "5"], 7, ""),
+]
+
+
+def _other_run(t: Path) -> Path:
+    (t / "other").mkdir()
+    (t / "other" / "manifest.json").write_text('{"schema": "edgekit.manifest/1", "recipe": "other", "stages": {}}')
+    return t / "other"
+
+
+def _corrupt_run(t: Path) -> Path:
+    (t / "bad").mkdir()
+    (t / "bad" / "manifest.json").write_text("{not json")
+    return t / "bad"
+
+
+def _fake_run(t: Path) -> Path:
+    """A run folder with a Pi bundle (no model needed: the connection fails first)."""
+    run = t / "run"
+    (run / "targets" / "rpi4" / "bundle").mkdir(parents=True)
+    for f in ("model.tflite", "evaluate.py", "eval.npz", "requirements.txt", "run.sh"):
+        (run / "targets" / "rpi4" / "bundle" / f).write_text("x")
+    (run / "manifest.json").write_text('{"schema": "edgekit.manifest/1", "recipe": "r", "stages": {}}')
+    (run / "report.json").write_text('{"schema": "edgekit.report/1", "targets": [{"name": "rpi4", "kind": "rpi"}]}')
+    return run
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case,build,code,fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_one_line_and_exit_code(tmp_path, case, build, code, fragment):
+    res = CliRunner().invoke(main, build(tmp_path))
+    out = res.output.strip()
+    assert res.exit_code == code, f"{case}: exit {res.exit_code}: {out}"
+    assert "Traceback" not in out
+    assert fragment in out, out
+    if code != 2:  # click's usage errors (exit 2) add a "Try --help" line; ours are one line
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and fragment in errors[0], out
+    assert not (tmp_path / "o" / "stages").exists(), "no stage ran"
+
+
+EVAL_CASES = [
+    ("truncated tflite", lambda t, good: ["--model", str(_tflite(t, good.read_bytes()[:200])), "--data", str(_eval_npz(t))],
+     5, "evaluate.py: error:"),
+    ("random bytes tflite", lambda t, good: ["--model", str(_tflite(t, os.urandom(4096))), "--data", str(_eval_npz(t))],
+     5, "evaluate.py: error:"),
+    ("onnx where tflite expected", lambda t, good: ["--model", str(_tflite(t, b"\x08\x07\x12\x04onnx" * 50, "m.tflite")),
+                                                   "--data", str(_eval_npz(t))], 5, "evaluate.py: error:"),
+    ("input shape mismatch", lambda t, good: ["--model", str(good), "--data", str(
+        (np.savez(t / "s.npz", x=np.zeros((4, 5, 5, 1), "float32"), y=np.zeros(4, "int64")), t / "s.npz")[1])],
+     3, "evaluate.py: error:"),
+    ("data missing", lambda t, good: ["--model", str(good), "--data", str(t / "none.npz")], 3, "evaluate.py: error:"),
+    ("unknown runtime", lambda t, good: ["--model", str(good), "--data", str(_eval_npz(t)), "--runtime", "tvm"], 2, ""),
+]
+
+
+@pytest.mark.parametrize("case,build,code,fragment", EVAL_CASES, ids=[c[0] for c in EVAL_CASES])
+def test_evaluator_bad_input(tmp_path, tiny_models, case, build, code, fragment):
+    from edgekit.ondevice import evaluate as ev
+
+    proc = subprocess.run([sys.executable, ev.__file__, *build(tmp_path, tiny_models.int8_tflite)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
+
+
+def test_no_space_left_is_one_line_and_keeps_finished_stages(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE) makes the first large write fail: one line, exit 1,
+    the manifest says which stage failed, and a resume without the limit finishes."""
+    recipe = _recipe(tmp_path, GOOD.format(extra=""))
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (8_000, 8_000));"
+            "from edgekit.cli import main; sys.argv = ['edgekit', '-q', 'run', sys.argv[1], '--out', sys.argv[2]]; main()")
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe), str(tmp_path / "o")], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "File too large" in lines[0], proc.stderr[-2000:]
+    assert "finished stages are kept" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------ property-based
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12))
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                        st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+                       max_leaves=12)
+_keys = st.sampled_from(["name", "seed", "data", "teacher", "student", "prune", "qat", "convert", "targets",
+                         "evaluate", "task", "features", "x"])
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.dictionaries(_keys, _values, max_size=6))
+def test_fuzz_recipe_loader_raises_only_recipe_errors(tmp_path, doc):
+    import yaml
+
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import load_recipe
+
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    try:
+        load_recipe(p)
+    except RecipeError as exc:
+        assert str(exc).startswith(str(p)) and "Traceback" not in str(exc)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_fuzz_recipe_text_raises_only_recipe_errors(tmp_path, text):
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import load_recipe
+
+    p = tmp_path / "fuzz.yaml"
+    p.write_text(text)
+    try:
+        load_recipe(p)
+    except RecipeError:
+        pass
+
+
+_arrays = st.one_of(
+    st.none(), st.integers(), st.text(max_size=5),
+    st.builds(lambda shape, kind: np.zeros(shape, dtype=kind),
+              st.lists(st.integers(0, 4), max_size=4).map(tuple),
+              st.sampled_from(["float32", "float64", "int64", "int8", "bool", "complex64", "U3"])),
+    st.builds(lambda n: np.full((n, 8, 8, 1), np.nan, "float32"), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(x=_arrays, y=_arrays, ref=_arrays)
+def test_fuzz_evaluator_input_raises_only_documented_errors(x, y, ref):
+    from edgekit.ondevice import evaluate as ev
+
+    try:
+        ev._check_data(x, y, ref)  # noqa: SLF001 - the evaluator's input gate
+    except ev.EvaluationError:
+        pass
