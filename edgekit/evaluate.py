@@ -50,8 +50,10 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
     """Compare measured numbers with the profile's budget.
 
     Flash: the model file size. RAM: the tensor arena for MCUs, the RSS growth caused by
-    loading the model elsewhere. Latency: only when the numbers were measured on the device
-    itself (a host latency says nothing about a Pi); otherwise it is listed as unchecked.
+    loading the model elsewhere. Latency: against the p50 measured on the device itself when
+    there is one (a host latency says nothing about a Pi), else against the calibrated estimate
+    (``latency_estimate_ms``, :mod:`edgekit.estimate`), else it is listed as unchecked;
+    ``latency_basis`` says which.
     """
     violations, unchecked = [], []
     size = result.get("size_bytes")
@@ -67,14 +69,25 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
         elif ram > budget.ram_bytes:
             what = "arena" if kind is TargetKind.mcu else "RSS growth"
             violations.append(f"ram: {what} {ram} bytes > budget {budget.ram_bytes} bytes")
+    basis = None
     if budget.latency_ms is not None:
         on = str(result.get("measured_on", ""))
         p50 = (result.get("latency_ms") or {}).get("p50")
-        if on.startswith("host-") or p50 is None:
-            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device")
-        elif p50 > budget.latency_ms:
-            violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms")
-    return {**budget.model_dump(), "ok": not violations, "violations": violations, "unchecked": unchecked}
+        estimate = result.get("latency_estimate_ms")
+        if not on.startswith("host-") and p50 is not None:
+            basis = "measured"
+            if p50 > budget.latency_ms:
+                violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms (measured on {on})")
+        elif estimate is not None:
+            basis = "estimate"
+            board = (result.get("estimate_basis") or {}).get("board", "a calibrated board")
+            if estimate > budget.latency_ms:
+                violations.append(f"latency: estimated {estimate:.3g} ms > budget {budget.latency_ms} ms "
+                                  f"(estimate calibrated on {board}; not measured on the device)")
+        else:
+            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device, and no estimate")
+    return {**budget.model_dump(), "ok": not violations, "violations": violations, "unchecked": unchecked,
+            "latency_basis": basis}
 
 
 def evaluate_target(target: TargetArtifacts, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]:
@@ -82,11 +95,30 @@ def evaluate_target(target: TargetArtifacts, eval_npz: Path, cfg: EvaluateConfig
     entries = [_measure(a, eval_npz, cfg) for a in target.artifacts]
     main = entries[0]
     p = target.profile
-    main = {"name": p.name, "kind": p.kind.value, "board": p.board, **main,
-            "budget": check_budget(main, p.budget, p.kind)}
+    main = {"name": p.name, "kind": p.kind.value, "board": p.board, **main, **latency_estimate(target.artifacts[0], p)}
+    main["budget"] = check_budget(main, p.budget, p.kind)
     if len(entries) > 1:
         main["variants"] = entries[1:]
     return main
+
+
+def latency_estimate(artifact: Artifact, profile) -> dict[str, Any]:
+    """The calibrated latency estimate for the profile's board (:mod:`edgekit.estimate`), kept
+    apart from anything measured: ``latency_estimate_ms`` (None with a reason when the board has
+    no calibration or the model no priced ops) and ``estimate_basis``."""
+    if artifact.path.suffix != ".tflite":
+        return {"latency_estimate_ms": None, "estimate_basis": {"reason": "estimates cover .tflite models only"}}
+    from .errors import EdgekitError
+    from .estimate import estimate_model
+
+    try:
+        est = estimate_model(artifact.path, profile)
+    except EdgekitError as exc:
+        return {"latency_estimate_ms": None, "estimate_basis": {"reason": str(exc)}}
+    basis = dict(est.get("estimate_basis") or {})
+    if est.get("latency_estimate_ms") is None:
+        basis["reason"] = est.get("reason")
+    return {"latency_estimate_ms": est.get("latency_estimate_ms"), "estimate_basis": basis}
 
 
 def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]:

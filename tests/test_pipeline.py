@@ -142,3 +142,20 @@ def test_two_runs_in_one_directory_at_once_are_refused(tiny_run):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's run, as far as flock is concerned
         with pytest.raises(EdgekitError, match="is in use by another edgekit process"):
             Run(load_recipe(recipe_path), recipe_path, out, resume=True).execute(only="report")
+
+
+def test_latency_estimates_beside_measurements(finished_run):
+    """MCU and Pi targets carry a calibrated estimate, labelled as such, and their latency budget is
+    checked against it (host timings are not device timings); a board without calibration data
+    gets null with the reason."""
+    targets = {t["name"]: t for t in finished_run.report["targets"]}
+    m4 = targets["cortex-m4"]
+    assert m4["latency_estimate_ms"] > 0 and "Nucleo-L4R5ZI" in m4["estimate_basis"]["board"]
+    assert m4["budget"]["latency_basis"] == "estimate"
+    check = next(c for c in m4["budget"]["checks"] if c["budget"] == "latency")
+    assert check["what"].startswith("estimated p50") and check["measured"] == m4["latency_estimate_ms"]
+    assert m4["measured_on"].startswith("host-")  # the measurement stays what it is
+    mobile = targets["mobile"]
+    assert mobile["latency_estimate_ms"] is None and "no published latency measurement" in mobile["estimate_basis"]["reason"]
+    assert mobile["budget"]["latency_basis"] is None
+    assert any(u.startswith("latency_ms") for u in mobile["budget"]["unchecked"])
