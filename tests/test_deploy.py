@@ -325,7 +325,7 @@ def test_merge_keeps_the_first_host_measurement_and_checks_device_latency():
     first = merge_entry(entry, slow, profile)
     assert first["format"] == "tflite-int8" and first["file"] == "model_int8.tflite"
     assert first["host_measurement"]["measured_on"] == "host-x86_64"
-    assert first["budget"]["violations"] == ["latency: p50 35.000 ms > budget 20.0 ms"]
+    assert first["budget"]["violations"] == ["latency: p50 35.000 ms > budget 20.0 ms (measured on rpi:pi4)"]
     again = merge_entry(first, {**slow, "latency_ms": {"p50": 5.0}, "measured_on": "rpi:pi4b"}, profile)
     assert again["host_measurement"] == first["host_measurement"], "a redeploy keeps the host numbers"
     assert again["budget"]["ok"] and again["measured_on"] == "rpi:pi4b"

@@ -124,7 +124,13 @@ def test_report_files_and_additions(tiny_run):
         assert checks["flash"]["share"] == pytest.approx(t["size_bytes"] / t["budget"]["flash_bytes"], rel=1e-5)
         ram = t["arena_bytes"] if t["kind"] == "mcu" else t["rss_growth_bytes"]
         assert checks["ram"]["measured"] == ram
-        assert checks["latency"]["status"] == "unchecked"  # measured on the host, never passed off as device
+        # measured on the host, never passed off as a device number: checked against the calibrated
+        # estimate where the board has one, else unchecked
+        if t["budget"]["latency_basis"] == "estimate":
+            assert checks["latency"]["what"].startswith("estimated p50")
+            assert checks["latency"]["measured"] == t["latency_estimate_ms"] and checks["latency"]["status"] != "unchecked"
+        else:
+            assert t["latency_estimate_ms"] is None and checks["latency"]["status"] == "unchecked"
         failed = {c["budget"] for c in checks.values() if c["status"] == "fail"}
         assert bool(failed) == (not t["budget"]["ok"])
 
