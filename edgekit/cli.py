@@ -237,7 +237,109 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     return main.command(name)(command)
 
 
-_stage_command("train", "teacher", "Train the teacher.", "edgekit train runs/quickstart")
+@main.command("train")
+@click.argument("target", metavar="RECIPE|RUN_DIR", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory for a RECIPE (created, or continued).")
+@click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
+              help="With a RUN_DIR: recipe to use (default: the one the run was started with).")
+@click.option("--workers", type=click.IntRange(1, 256), metavar="N",
+              help="Start a local cluster of N worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy).")
+@click.option("--ps", type=click.IntRange(1, 64), metavar="M",
+              help="With --workers: M parameter servers and a coordinator (ParameterServerStrategy).")
+@click.option("--cluster", "cluster_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="cluster.yaml of a real cluster: worker (and ps, chief) lists of host:port.")
+@click.option("--task", metavar="TYPE:I", help="With --cluster: the task this machine runs, e.g. worker:0.")
+@click.option("--max-restarts", type=click.IntRange(0, 1000), default=3, metavar="K", show_default=True,
+              help="Restarts from the last backup when a worker process dies.")
+@click.option("--force", is_flag=True, help="With a RECIPE: start over in a directory that already holds a run.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+@click.pass_context
+@_handle_errors
+def train(ctx, target: Path, out: Path | None, recipe: Path | None, workers: int | None, ps: int | None,
+          cluster_file: Path | None, task: str | None, max_restarts: int, force: bool, as_json: bool,
+          no_budget: bool):
+    """Train the teacher of a RECIPE into --out, or rerun the teacher of a RUN_DIR.
+
+    A RECIPE starts (or continues) a run in --out up to the teacher; `edgekit run RECIPE --out
+    DIR --resume` takes it from there. A RUN_DIR reruns its teacher in place (earlier stages
+    must be finished); later stages see the new files and rerun on the next `--resume`.
+
+    --workers N (and --ps M) train on a local cluster of worker processes on 127.0.0.1, for
+    trying a cluster on one machine. On a real cluster every machine runs the same command
+    with --cluster cluster.yaml --task TYPE:I; the chief (worker:0, or chief:0) writes the
+    artifacts. A worker that dies is restarted and training continues from the last backup.
+
+    \b
+    Examples:
+      edgekit train recipes/quickstart.yaml --out runs/q
+      edgekit train recipes/quickstart.yaml --out runs/q --workers 2
+      edgekit train recipes/quickstart.yaml --out runs/q --workers 2 --ps 1
+      edgekit train recipes/quickstart.yaml --out /shared/q --cluster cluster.yaml --task worker:1
+      edgekit train runs/quickstart
+    """
+    from .recipe import load_recipe
+
+    if target.is_dir():
+        for flag, value in (("--out", out), ("--force", force)):
+            if value:
+                raise click.UsageError(f"{flag} goes with a RECIPE; a RUN_DIR is trained in place")
+        rec, path = _run_dir_recipe(target, recipe)
+        run_dir = target
+    else:
+        if recipe is not None:
+            raise click.UsageError("--recipe goes with a RUN_DIR; pass the recipe as the argument")
+        if out is None:
+            raise click.UsageError("--out is required with a RECIPE (or pass an existing RUN_DIR)")
+        rec, path, run_dir = load_recipe(target), target, out
+    launch = _launch(rec, path, workers=workers, ps=ps, cluster_file=cluster_file, task=task,
+                     max_restarts=max_restarts)
+    if launch is not None and not launch.is_chief:
+        from .data import load_dataset
+
+        data = load_dataset(rec.data, seed=rec.seed, base=path.parent)
+        restarts = launch.serve(data, rec.teacher, seed=rec.seed, out_dir=run_dir / "stages" / "teacher")
+        if not ctx.obj.get("quiet"):
+            click.echo(f"{launch.task} done ({restarts} restart(s)); the chief {launch.cluster.chief_task()} "
+                       "writes the teacher", err=True)
+        return
+    from . import train as train_mod
+
+    with train_mod.launching(launch):
+        if target.is_dir():
+            _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only="teacher",
+                     as_json=as_json, no_budget=no_budget)
+        else:
+            _execute(ctx, rec, path, run_dir, resume=True, force=force, until="teacher", only=None, as_json=as_json,
+                     no_budget=no_budget)
+
+
+def _launch(rec, recipe: Path, *, workers: int | None, ps: int | None, cluster_file: Path | None,
+            task: str | None, max_restarts: int):
+    """The cluster the teacher trains on (None: in this process), from the train options."""
+    from .cluster import Launch, load_cluster, parse_task
+
+    if ps is not None and workers is None:
+        raise click.UsageError("--ps needs --workers (a local parameter-server cluster)")
+    if cluster_file is not None and workers is not None:
+        raise click.UsageError("--cluster and --workers exclude each other (a real cluster, or a local one)")
+    if (cluster_file is None) != (task is None):
+        raise click.UsageError("--cluster and --task go together")
+    if cluster_file is not None:
+        try:
+            me = parse_task(task)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--task") from None
+        return Launch(recipe, cluster=load_cluster(cluster_file), task=me, max_restarts=max_restarts)
+    if workers is None:
+        return None
+    if ps is None and rec.teacher.strategy.value == "parameter_server":
+        log.info("teacher.strategy is parameter_server: one parameter server (--ps 1)")
+        ps = 1
+    return Launch(recipe, workers=workers, ps=ps or 0, max_restarts=max_restarts)
+
+
 _stage_command("distill", "student", "Distill the teacher into the student.", "edgekit distill runs/quickstart --baseline",
                [click.option("--baseline", is_flag=True, help="Also train the student from scratch; report the gain.")])
 _stage_command("prune", "pruned", "Prune the student.", "edgekit prune runs/quickstart")

@@ -35,12 +35,14 @@ class _Strict(BaseModel):
 
 
 class Strategy(str, enum.Enum):
-    """How the teacher is distributed: ``auto`` mirrors when more than one device is visible."""
+    """How the teacher is distributed: ``auto`` mirrors when more than one device is visible;
+    ``multi_worker`` and ``parameter_server`` train on a cluster (``edgekit train --workers``)."""
 
     auto = "auto"
     one_device = "one_device"
     mirrored = "mirrored"
     multi_worker = "multi_worker"
+    parameter_server = "parameter_server"
 
 
 class EarlyStopping(_Strict):
@@ -88,7 +90,11 @@ class TeacherConfig(Training):
     """The large float model trained first, inside a ``tf.distribute`` strategy."""
 
     model: str = Field("cnn_small", description="name in the model zoo (edgekit models list)")
-    strategy: Strategy = Field(Strategy.auto, description="auto | one_device | mirrored | multi_worker")
+    strategy: Strategy = Field(
+        Strategy.auto, description="auto: mirrored over several GPUs (or logical CPUs), else one device; "
+        "multi_worker / parameter_server: a cluster from edgekit train --workers or --cluster")
+    mixed_precision: bool = Field(
+        False, description="mixed_float16 on GPU (logits stay float32; ignored on CPU); the saved model is float32")
 
 
 class StudentConfig(Training):
