@@ -121,9 +121,25 @@ def latency_estimate(artifact: Artifact, profile) -> dict[str, Any]:
     return {"latency_estimate_ms": est.get("latency_estimate_ms"), "estimate_basis": basis}
 
 
+def host_runtime(runtime: str) -> tuple[str, str | None]:
+    """The runtime to measure with on this host: the profile's own when it is installed; for a
+    TFLite interpreter that is not (tflite-runtime needs numpy<2, beside numpy 2 here), LiteRT
+    runs the same file, and the note says so. The bundle still names the profile's runtime."""
+    import importlib.util
+
+    module = {"tflite_runtime": "tflite_runtime", "ai_edge_litert": "ai_edge_litert"}.get(runtime)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return runtime, None
+    return "ai_edge_litert", (f"{runtime} is not installed on this host; measured with ai_edge_litert "
+                              f"(the same .tflite file); the device bundle uses {runtime}")
+
+
 def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]:
     arena = (a.extra.get("arena") or {}).get("recommended_bytes")
-    res = run_evaluator(a.path, eval_npz, runtime=a.runtime, cfg=cfg, arena_bytes=arena)
+    runtime, note = host_runtime(a.runtime)
+    res = run_evaluator(a.path, eval_npz, runtime=runtime, cfg=cfg, arena_bytes=arena)
+    if note:
+        res["runtime_note"] = note
     res["format"] = a.format
     res["file"] = a.path.name
     for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_max_abs_diff", "onnx_samples"):

@@ -266,3 +266,15 @@ def test_ptq_variants_are_written_measured_and_smaller(float_model, data, tmp_pa
         assert v["size_bytes"] < float_size, v["format"]
     int16 = next(v for v in entry["variants"] if v["format"] == "tflite-int16x8")
     assert int16["accuracy"] >= entry["accuracy"] - 0.02
+
+
+def test_a_runtime_missing_on_the_host_is_replaced_and_said():
+    from edgekit.evaluate import host_runtime
+
+    assert host_runtime("ai_edge_litert") == ("ai_edge_litert", None)
+    assert host_runtime("tflite_micro") == ("tflite_micro", None)
+    import importlib.util
+
+    if importlib.util.find_spec("tflite_runtime") is None:
+        runtime, note = host_runtime("tflite_runtime")
+        assert runtime == "ai_edge_litert" and "tflite_runtime is not installed on this host" in note
