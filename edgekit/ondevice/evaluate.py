@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Standalone on-device evaluator: accuracy, latency and memory of one model in one runtime.
+"""Standalone on-device evaluator: task metrics, latency and memory of one model in one runtime.
 
 This single file is copied as-is to a device (a Raspberry Pi, a phone shell, a host standing in
 for a microcontroller). It needs only the Python standard library (3.9+), numpy and ONE model
@@ -11,10 +11,21 @@ Runtimes: ``ai_edge_litert``, ``tflite_runtime``, ``tensorflow`` (``tf.lite.Inte
 ``.tflite`` files, and ``onnxruntime`` for ``.onnx`` files. ``--runtime auto`` takes the first
 importable of ai_edge_litert, tflite_runtime, tensorflow for ``.tflite``; onnxruntime for ``.onnx``.
 
-Input ``eval.npz``: ``x`` (float32 model inputs, preprocessed but not quantized), ``y`` (integer
-labels) and optionally ``ref`` (integer predictions of the float reference model, per sample).
+Input ``eval.npz``: ``x`` (float32 model inputs, preprocessed but not quantized), ``y`` (labels),
+optionally ``ref`` (the float reference model's output per sample), ``task`` (a 0-d string:
+``classification`` when absent, ``regression`` or ``anomaly``) and, for anomaly, ``threshold``.
 Integer model inputs are quantized from the input tensor's scale and zero point, integer outputs
-dequantized; one sample per invoke (batch 1), as a device runs it.
+dequantized; one sample per invoke (batch 1), as a device runs it. What the task means:
+
+- ``classification``: ``y`` integer classes, ``ref`` the float model's predicted classes; the
+  model's outputs are class scores (argmax; one column is thresholded). Metrics: accuracy.
+- ``regression``: ``y`` float values, ``ref`` the float model's predictions; the model's one
+  output is the prediction, in the label's units after dequantization. Metrics: MAE, RMSE, R²
+  and bias (mean prediction - mean label); ``mean_abs_diff_vs_float`` against ``ref``.
+- ``anomaly``: ``y`` 0 (normal) / 1 (anomaly), ``ref`` the float model's anomaly scores; the
+  model is an autoencoder, a sample's score is the mean squared error between its (float) input
+  and the dequantized reconstruction; score >= ``threshold`` flags an anomaly. Metrics: ROC-AUC,
+  precision, recall and F1 at the threshold (the confusion matrix too).
 
 Timing follows TFLite ``benchmark_model``: ``init_ms`` (interpreter creation + tensor
 allocation), ``first_inference_ms``, ``warmup`` runs excluded, then ``runs`` timed single-sample
@@ -23,9 +34,10 @@ does (``latency_scope: "invoke"``), and the whole ``session.run`` for ONNX Runti
 separate it (``"run"``); ``latency_with_io_ms`` adds setting the input and reading the output.
 The accuracy pass over the samples is separate.
 
-Output: one JSON object shaped like a ``targets[]`` entry of edgekit's ``report.json`` plus
-per-class metrics, the confusion matrix and a binary ROC AUC. Fields that cannot be measured in a
-runtime or on a platform are ``null``, never estimated.
+Output: one JSON object shaped like a ``targets[]`` entry of edgekit's ``report.json``: ``task``
+and the task's ``metrics`` (``accuracy`` and ``agreement_with_float`` are null for tasks other
+than classification), per-class metrics, the confusion matrix and a binary ROC AUC. Fields that
+cannot be measured in a runtime or on a platform are ``null``, never estimated.
 
 Example::
 
@@ -70,6 +82,12 @@ __all__ = [
     "evaluate",
     "predict_outputs",
     "predict_classes",
+    "TASKS",
+    "classification_metrics",
+    "regression_metrics",
+    "reconstruction_error",
+    "anomaly_metrics",
+    "threshold_metrics",
     "quantize",
     "dequantize",
     "load_eval_data",
@@ -78,6 +96,9 @@ __all__ = [
 ]
 
 EVALUATOR_VERSION = "1"
+
+#: What a model can be evaluated as (``eval.npz`` ``task``).
+TASKS = ("classification", "regression", "anomaly")
 
 #: Every runtime this evaluator can drive, in the order ``auto`` tries the TFLite ones.
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow", "tflite_micro", "onnxruntime")
@@ -432,11 +453,35 @@ def _probe_micro(model_path: str, arena_bytes: int, timeout_s: float = 300.0) ->
 # ------------------------------------------------------------------------------ data handling
 
 def load_eval_data(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Read ``eval.npz``: returns (x float32, y int64, ref int64 or None).
+    """Read ``eval.npz``: returns (x, y, ref or None) as stored (see :func:`load_eval_task` for
+    its task and threshold).
 
-    ``y`` may be one-hot (2-D); it is turned into class indices. Raises DataError when the file
-    is missing or unreadable, a key is missing, or the arrays disagree in length.
+    Raises DataError when the file is missing or unreadable or a key is missing.
     """
+    arrays = _read_npz(path)
+    return arrays["x"], arrays["y"], arrays.get("ref")
+
+
+def load_eval_task(path: str) -> Tuple[str, Optional[float]]:
+    """The ``task`` (``classification`` when absent) and anomaly ``threshold`` (or None) of an
+    ``eval.npz``. Raises DataError for an unknown task or a malformed threshold."""
+    arrays = _read_npz(path)
+    task = str(arrays["task"].item()) if "task" in arrays else "classification"
+    threshold = float(np.asarray(arrays["threshold"]).item()) if "threshold" in arrays else None
+    return _check_task(task, threshold)
+
+
+def _check_task(task: Any, threshold: Any) -> Tuple[str, Optional[float]]:
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task == "anomaly":
+        if threshold is None or not np.isfinite(float(threshold)):
+            raise DataError("task anomaly needs a finite threshold (eval.npz 'threshold', or threshold=)")
+        return task, float(threshold)
+    return task, None
+
+
+def _read_npz(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise DataError(f"eval data file not found: {path}")
     with open(path, "rb") as f:
@@ -451,8 +496,8 @@ def load_eval_data(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarr
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DataError(f"eval data {path} lacks array(s) {', '.join(missing)} "
-                        f"(found: {', '.join(sorted(arrays)) or 'none'}); expected x, y[, ref]")
-    return arrays["x"], arrays["y"], arrays.get("ref")
+                        f"(found: {', '.join(sorted(arrays)) or 'none'}); expected x, y[, ref, task, threshold]")
+    return arrays
 
 
 def _check_x(x: Any) -> np.ndarray:
@@ -464,9 +509,12 @@ def _check_x(x: Any) -> np.ndarray:
     return x
 
 
-def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def _check_data(x: Any, y: Any, ref: Any,
+                task: str = "classification") -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     x = _check_x(x)
     y = np.asarray(y)
+    if task != "classification":
+        return _check_task_data(x, y, ref, task)
     if y.ndim == 2 and y.size and y.dtype.kind in "iufb":
         y = y.argmax(axis=1)
     if y.ndim != 1 or len(y) != len(x):
@@ -487,6 +535,32 @@ def _check_data(x: Any, y: Any, ref: Any) -> Tuple[np.ndarray, np.ndarray, Optio
             raise DataError(f"eval data ref has shape {ref.shape} ({ref.dtype}); expected {y.shape} "
                             "integers (one float-model prediction per sample)")
         ref = ref.astype(np.int64)
+    return x.astype(np.float32, copy=False), y, ref
+
+
+def _check_task_data(x: np.ndarray, y: np.ndarray, ref: Any,
+                     task: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Regression: float labels and predictions; anomaly: 0/1 labels and float scores."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"eval data y has shape {y.shape}; expected ({len(x)},) for x of shape {x.shape}")
+    if not np.issubdtype(y.dtype, np.number):
+        raise DataError(f"eval data y must be numeric, got dtype {y.dtype}")
+    if not np.all(np.isfinite(y)):
+        raise DataError("eval data y holds NaN or inf")
+    if task == "anomaly":
+        if not np.all((y == 0) | (y == 1)):
+            raise DataError("task anomaly needs labels 0 (normal) and 1 (anomaly) in eval data y")
+        y = y.astype(np.int64)
+    else:
+        y = y.astype(np.float64)
+    if ref is not None:
+        ref = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
+        if ref.shape != (len(y), 1):
+            raise DataError(f"eval data ref has shape {ref.shape}; expected ({len(y)},) float-model "
+                            f"{'predictions' if task == 'regression' else 'anomaly scores'}")
+        ref = ref[:, 0]
     return x.astype(np.float32, copy=False), y, ref
 
 
@@ -600,6 +674,57 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> Optional[float]:
     ranks = avg_rank[inverse.ravel()]
     u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
+
+
+def classification_metrics(y: np.ndarray, scores: np.ndarray) -> Dict[str, Any]:
+    """``{"accuracy"}``: top-1 accuracy of per-sample class ``scores`` (N, C) against labels ``y``."""
+    pred = predict_classes(scores)
+    return {"accuracy": float((pred == np.asarray(y)).sum()) / len(pred)}
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> Dict[str, Any]:
+    """MAE, RMSE, R² and bias (mean prediction - mean label) of predictions ``pred`` against ``y``.
+
+    Units are the label's (R² has none). R² is null when the labels are all equal.
+    """
+    y = np.asarray(y, dtype=np.float64).ravel()
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    err = pred - y
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "r2": 1.0 - float((err ** 2).sum()) / ss_tot if ss_tot > 0 else None,
+            "bias": float(pred.mean() - y.mean())}
+
+
+def reconstruction_error(x: np.ndarray, recon: np.ndarray) -> np.ndarray:
+    """Anomaly score per sample: mean squared difference between input and reconstruction (float64)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    recon = np.asarray(recon, dtype=np.float64).reshape(len(recon), -1)
+    if x.shape != recon.shape:
+        raise ModelError(f"an autoencoder must output its input's shape: input has {x.shape[1]} values "
+                         f"per sample, the output {recon.shape[1]}")
+    return ((x - recon) ** 2).mean(axis=1)
+
+
+def threshold_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> Dict[str, Any]:
+    """Precision, recall and F1 of flagging ``scores >= threshold`` as anomalies (label 1).
+
+    Precision is null when nothing is flagged, recall when there are no anomalies, F1 when both.
+    """
+    y = np.asarray(y).ravel()
+    flagged = np.asarray(scores).ravel() >= threshold
+    tp = int((flagged & (y == 1)).sum())
+    fp = int((flagged & (y == 0)).sum())
+    fn = int((~flagged & (y == 1)).sum())
+    denom = 2 * tp + fp + fn
+    return {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+            "f1": 2 * tp / denom if denom else None}
+
+
+def anomaly_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> Dict[str, Any]:
+    """ROC-AUC of the anomaly ``scores`` (threshold-free) and precision, recall, F1 at ``threshold``."""
+    return {"roc_auc": roc_auc(np.asarray(y), scores), **threshold_metrics(y, scores, threshold),
+            "threshold": float(threshold)}
 
 
 def _latency_stats(times_ms: Sequence[float]) -> Optional[Dict[str, float]]:
@@ -767,13 +892,19 @@ def _one_line(exc: BaseException) -> str:
 def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str = "auto",
              threads: int = 1, warmup: int = 10, runs: int = 100,
              arena_bytes: Optional[int] = None, measured_on: Optional[str] = None,
-             samples: Optional[int] = None) -> Dict[str, Any]:
-    """Run ``model_path`` on ``x`` one sample at a time; return accuracy, latency and memory.
+             samples: Optional[int] = None, task: str = "classification",
+             threshold: Optional[float] = None) -> Dict[str, Any]:
+    """Run ``model_path`` on ``x`` one sample at a time; return the task's metrics, latency and memory.
 
     Args:
       model_path: a ``.tflite`` or ``.onnx`` file.
-      x: float inputs, shape (N, ...) (preprocessed, not quantized); y: N integer labels;
-      ref: optional N predictions of the float reference model (for ``agreement_with_float``).
+      x: float inputs, shape (N, ...) (preprocessed, not quantized); y: N labels (integer classes;
+      regression: numbers; anomaly: 0 normal, 1 anomaly);
+      ref: optional N outputs of the float reference model: predicted classes (for
+      ``agreement_with_float``), regression predictions or anomaly scores (for
+      ``mean_abs_diff_vs_float``).
+      task: ``classification``, ``regression`` or ``anomaly`` (see the module docstring);
+      threshold: the anomaly score threshold (required for, and only used by, ``anomaly``).
       runtime: ``auto`` or one of :data:`RUNTIMES`.
       threads: interpreter threads (>= 1); ignored (reported null) for tflite_micro.
       warmup: untimed runs after the first inference; runs: timed runs (0 gives null latency).
@@ -793,7 +924,7 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
     """
     return _evaluate(model_path, x, y, ref=ref, runtime=runtime, threads=threads, warmup=warmup,
                      runs=runs, arena_bytes=arena_bytes, measured_on=measured_on,
-                     samples=samples)[0]
+                     samples=samples, task=task, threshold=threshold)[0]
 
 
 def predict_outputs(model_path: str, x: Any, *, runtime: str = "auto", threads: int = 1,
@@ -902,11 +1033,13 @@ def _run_all(runner: _Runner, xq: np.ndarray) -> np.ndarray:
 
 def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, threads: int,
               warmup: int, runs: int, arena_bytes: Optional[int], measured_on: Optional[str],
-              samples: Optional[int]) -> Tuple[Dict[str, Any], np.ndarray]:
+              samples: Optional[int], task: str = "classification",
+              threshold: Optional[float] = None) -> Tuple[Dict[str, Any], np.ndarray]:
     """:func:`evaluate`, also returning the dequantized outputs of the accuracy pass."""
     _check_options(runtime=runtime, threads=threads, arena_bytes=arena_bytes, warmup=warmup,
                    runs=runs, samples=samples)
-    x, y, ref = _check_data(x, y, ref)
+    task, threshold = _check_task(task, threshold)
+    x, y, ref = _check_data(x, y, ref, task)
     if samples is not None:
         x, y = x[:samples], y[:samples]
         ref = ref[:samples] if ref is not None else None
@@ -937,14 +1070,7 @@ def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, thread
                          f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
     scores = _run_all(runner, xq)
-    pred = _predict(scores)
-    num_classes = int(max(scores.shape[1] if scores.shape[1] > 1 else 2,
-                          y.max() + 1, pred.max() + 1))
-    cm = confusion_matrix(y, pred, num_classes)
-    auc = None
-    if num_classes == 2:
-        positive = scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores[:, 0]
-        auc = roc_auc(y, positive)
+    task_fields = _task_results(task, x, y, ref, scores, threshold)
 
     result = {
         "model": os.path.basename(model_path),
@@ -954,8 +1080,9 @@ def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, thread
         "runtime": {"name": name, "version": version},
         "num_threads": runner.num_threads,
         "samples": n,
-        "accuracy": float((pred == y).sum()) / n,
-        "agreement_with_float": float((pred == ref).sum()) / n if ref is not None else None,
+        "task": task,
+        "accuracy": task_fields.pop("accuracy"),
+        "agreement_with_float": task_fields.pop("agreement_with_float"),
         "latency_ms": _latency_stats(times_ms),
         "latency_scope": runner.latency_scope,
         "latency_with_io_ms": _latency_stats(io_times_ms),
@@ -968,14 +1095,46 @@ def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, thread
         "rss_growth_bytes": runner.rss_growth,
         "input": runner.input.as_json(),
         "output": runner.output.as_json(),
-        "per_class": per_class_metrics(cm),
-        "confusion_matrix": cm.tolist(),
-        "roc_auc": auc,
+        **task_fields,
         "measured_on": measured_on or default_measured_on(),
         "host": host_info(),
         "evaluator_version": EVALUATOR_VERSION,
     }
     return result, scores
+
+
+def _task_results(task: str, x: np.ndarray, y: np.ndarray, ref: Optional[np.ndarray],
+                  outputs: np.ndarray, threshold: Optional[float]) -> Dict[str, Any]:
+    """The result fields that depend on the task, from the dequantized ``outputs`` (N, values)."""
+    n = len(outputs)
+    if task == "regression":
+        if outputs.shape[1] != 1:
+            raise ModelError(f"task regression needs a model with one output value, this one has "
+                             f"{outputs.shape[1]}")
+        pred = outputs[:, 0].astype(np.float64)
+        return {"accuracy": None, "agreement_with_float": None, "metrics": regression_metrics(y, pred),
+                "mean_abs_diff_vs_float": float(np.abs(pred - ref).mean()) if ref is not None else None,
+                "per_class": None, "confusion_matrix": None, "roc_auc": None}
+    if task == "anomaly":
+        score = reconstruction_error(x, outputs)
+        metrics = anomaly_metrics(y, score, threshold)
+        cm = confusion_matrix(y, (score >= threshold).astype(np.int64), 2)
+        return {"accuracy": None, "agreement_with_float": None, "metrics": metrics, "threshold": threshold,
+                "mean_abs_diff_vs_float": float(np.abs(score - ref).mean()) if ref is not None else None,
+                "per_class": per_class_metrics(cm), "confusion_matrix": cm.tolist(),
+                "roc_auc": metrics["roc_auc"]}
+    pred = _predict(outputs)
+    num_classes = int(max(outputs.shape[1] if outputs.shape[1] > 1 else 2, y.max() + 1, pred.max() + 1))
+    cm = confusion_matrix(y, pred, num_classes)
+    auc = None
+    if num_classes == 2:
+        positive = outputs[:, 1] - outputs[:, 0] if outputs.shape[1] == 2 else outputs[:, 0]
+        auc = roc_auc(y, positive)
+    metrics = classification_metrics(y, outputs)
+    return {"accuracy": metrics["accuracy"],
+            "agreement_with_float": float((pred == ref).sum()) / n if ref is not None else None,
+            "metrics": metrics, "per_class": per_class_metrics(cm), "confusion_matrix": cm.tolist(),
+            "roc_auc": auc}
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -1005,7 +1164,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "benchmark_model-style latency (ms), memory (bytes). Prints JSON."))
     p.add_argument("--model", required=True, help="model file (.tflite or .onnx)")
     p.add_argument("--data", required=True,
-                   help="eval.npz with x (float32), y (labels), optional ref")
+                   help="eval.npz with x (float32), y (labels), optional ref, task, threshold")
     p.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
                    help="model runtime (default: auto = first of ai_edge_litert, tflite_runtime, "
                         "tensorflow for .tflite; onnxruntime for .onnx)")
@@ -1020,6 +1179,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="tensor arena size in bytes (tflite_micro only, required for it)")
     p.add_argument("--measured-on", default=None,
                    help="label for where this ran (default: rpi:<hostname> or host-<arch>)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="anomaly score threshold (default: eval.npz's threshold; task anomaly only)")
     p.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
     p.add_argument("--dump-outputs", default=None, metavar="FILE.npy",
                    help="also write the dequantized outputs of every evaluated sample "
@@ -1104,11 +1265,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not os.path.isfile(args.model):
             raise ModelError(f"model file not found: {args.model}")
         x, y, ref = load_eval_data(args.data)
+        task, threshold = load_eval_task(args.data)
+        if args.threshold is not None:
+            threshold = args.threshold
         with _captured_native_output(box):
             result, scores = _evaluate(args.model, x, y, ref=ref, runtime=args.runtime,
                                        threads=args.threads, warmup=args.warmup, runs=args.runs,
                                        arena_bytes=args.arena_bytes,
-                                       measured_on=args.measured_on, samples=args.samples)
+                                       measured_on=args.measured_on, samples=args.samples,
+                                       task=task, threshold=threshold)
         native = box["text"]
         if native:
             sys.stderr.write(native if native.endswith("\n") else native + "\n")
