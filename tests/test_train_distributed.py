@@ -353,3 +353,18 @@ def test_parameter_server_cluster(tmp_path, spawn):
     assert _epochs(read_events(stage, "chief:0")) == [(1, 1), (1, 2)]
     assert not (stage / ".backup").exists()
 
+
+@pytest.mark.bench
+def test_bench_train_prints_ratios(tmp_path):
+    """``tools/bench_train.py`` on a small budget: it runs and its ratios are sane numbers."""
+    out = tmp_path / "bench.json"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "tools" / "bench_train.py"), "--model", "cnn_tiny",
+                           "--epochs", "2", "--rounds", "2", "--cluster-epochs", "2", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)
+    res = json.loads(out.read_text())
+    assert res["in_process"]["ratio"]["median"] > 0 and len(res["in_process"]["per_round"]) == 2
+    assert res["cluster"]["ratio_fit"] > 0 and [r["workers"] for r in res["cluster"]["runs"]] == [1, 2]
+    assert "edgekit / bare fit steps/s" in proc.stdout and "2 workers / 1 worker samples/s" in proc.stdout
