@@ -132,14 +132,23 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
 
 
 def _summary(report: dict) -> str:
+    from .report.view import main_metric
+
+    m = main_metric(report)  # accuracy, MAE or ROC-AUC
+    short = {"accuracy": "acc", "mae": "MAE", "roc_auc": "AUC"}[m.key]
+
+    def value(entry: dict) -> str:
+        v = m.value(entry)
+        return "  -   " if v is None else f"{v:.4f}"
+
     lines = []
     for s in report["stages"]:
-        lines.append(f"  {s['name']:<8} acc {s['accuracy']:.4f}  size {s['size_bytes']:>8} B  "
+        lines.append(f"  {s['name']:<8} {short} {value(s)}  size {s['size_bytes']:>8} B  "
                      f"sparsity {s['sparsity']:.3f}")
     for t in report["targets"]:
         lat = (t.get("latency_ms") or {}).get("p50")
         ok = "ok" if t["budget"]["ok"] else "OVER BUDGET"
-        lines.append(f"  {t['name']:<10} {t['format']:<17} acc {t['accuracy']:.4f}  size {t['size_bytes']:>7} B  "
+        lines.append(f"  {t['name']:<10} {t['format']:<17} {short} {value(t)}  size {t['size_bytes']:>7} B  "
                      f"p50 {lat:.3f} ms  arena {t.get('arena_bytes')}  budget {ok}")
     return "\n".join(lines)
 
@@ -296,9 +305,9 @@ def train(ctx, target: Path, out: Path | None, recipe: Path | None, workers: int
     launch = _launch(rec, path, workers=workers, ps=ps, cluster_file=cluster_file, task=task,
                      max_restarts=max_restarts)
     if launch is not None and not launch.is_chief:
-        from .data import load_dataset
+        from .data import load_for_recipe
 
-        data = load_dataset(rec.data, seed=rec.seed, base=path.parent)
+        data = load_for_recipe(rec, base=path.parent)
         restarts = launch.serve(data, rec.teacher, seed=rec.seed, out_dir=run_dir / "stages" / "teacher")
         if not ctx.obj.get("quiet"):
             click.echo(f"{launch.task} done ({restarts} restart(s)); the chief {launch.cluster.chief_task()} "

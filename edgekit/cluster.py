@@ -549,14 +549,14 @@ def run_task(spec_path: Path, task: Task, attempt: int) -> int:
         _serve(cluster, task)
         return 0
     from . import train
-    from .data import load_dataset
+    from .data import load_for_recipe
     from .errors import DataError
     from .recipe import Strategy, TeacherConfig, load_recipe
 
     try:
         recipe_path = Path(spec["recipe"])
         recipe = load_recipe(recipe_path)
-        data = load_dataset(recipe.data, seed=recipe.seed, base=recipe_path.parent)  # what the pipeline loads
+        data = load_for_recipe(recipe, base=recipe_path.parent)  # what the pipeline loads
         if data_digest(data) != spec["data_digest"]:
             raise DataError(f"{task} loaded other data than the process that started it; the data source "
                             f"{recipe.data.source!r} must give the same arrays on every machine")

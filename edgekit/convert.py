@@ -61,13 +61,17 @@ class TargetArtifacts:
 
 
 def representative(data: Dataset, n: int, seed: int):
-    """A generator of ``n`` training samples (batch 1) for calibrating int8 ranges."""
+    """A generator of ``n`` training samples (batch 1) for calibrating int8 ranges: the samples the
+    task fits on (anomaly: normal samples only, the inputs the autoencoder is built to see)."""
+    from . import tasks
+
+    x = tasks.get(data.task).fit_data(data, "train")[0]
     rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(data.x_train))[: min(n, len(data.x_train))]
+    idx = rng.permutation(len(x))[: min(n, len(x))]
 
     def gen():
         for i in idx:
-            yield [data.x_train[i : i + 1]]
+            yield [x[i : i + 1]]
 
     return gen
 
@@ -170,11 +174,14 @@ def onnx_bytes(model) -> bytes:
     return proto.SerializeToString()
 
 
-def onnx_agreement(blob: bytes, model, x: np.ndarray, *, batch_size: int = 256) -> dict[str, Any]:
+def onnx_agreement(blob: bytes, model, x: np.ndarray, *, batch_size: int = 256,
+                   task: str = "classification") -> dict[str, Any]:
     """Run the ONNX model ``blob`` in ONNX Runtime (CPU) on ``x`` and compare with Keras.
 
     Returns ``{"onnx_agreement_with_keras": share of samples whose argmax is equal (0..1),
     "onnx_max_abs_diff": largest absolute difference of the raw outputs, "onnx_samples": n}``.
+    For tasks other than classification a sample agrees when every output is within
+    ``1e-4 · (1 + max |Keras output|)`` of Keras' (outputs are values, not class scores).
     Raises ``ValueError`` for an empty ``x``; ONNX Runtime errors become ConversionError.
     """
     import onnxruntime as ort
@@ -190,13 +197,18 @@ def onnx_agreement(blob: bytes, model, x: np.ndarray, *, batch_size: int = 256) 
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ConversionError(f"ONNX model does not run in ONNX Runtime: {str(exc).splitlines()[0]}") from exc
     want = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    return {"onnx_agreement_with_keras": float(np.mean(got.argmax(-1) == want.argmax(-1))),
+    if task == "classification":
+        agree = got.argmax(-1) == want.argmax(-1)
+    else:
+        diff = np.abs(got.astype(np.float64) - want).reshape(len(x), -1).max(1)
+        agree = diff <= 1e-4 * (1 + float(np.abs(want).max()))
+    return {"onnx_agreement_with_keras": float(np.mean(agree)),
             "onnx_max_abs_diff": float(np.max(np.abs(got.astype(np.float64) - want))),
             "onnx_samples": int(len(x))}
 
 
 def to_onnx(model, path: Path, *, x_check: np.ndarray | None = None,
-            min_agreement: float = ONNX_MIN_AGREEMENT) -> tuple[Path, dict[str, Any]]:
+            min_agreement: float = ONNX_MIN_AGREEMENT, task: str = "classification") -> tuple[Path, dict[str, Any]]:
     """Export ``model`` to ONNX and, given ``x_check``, verify it in ONNX Runtime first.
 
     Writes ``path`` atomically only when the check passes; returns ``(path, check)`` with the
@@ -207,11 +219,12 @@ def to_onnx(model, path: Path, *, x_check: np.ndarray | None = None,
     blob = onnx_bytes(model)
     check: dict[str, Any] = {}
     if x_check is not None:
-        check = onnx_agreement(blob, model, x_check)
+        check = onnx_agreement(blob, model, x_check, task=task)
         agree = check["onnx_agreement_with_keras"]
         if agree < min_agreement:
+            what = "argmax agreement" if task == "classification" else "agreement (outputs within 1e-4)"
             raise ConversionError(
-                f"ONNX export disagrees with the Keras model: argmax agreement {agree:.4f} on "
+                f"ONNX export disagrees with the Keras model: {what} {agree:.4f} on "
                 f"{check['onnx_samples']} test samples < {min_agreement} (max abs output difference "
                 f"{check['onnx_max_abs_diff']:.3g}); the tf2onnx conversion changed the model")
         log.info("onnx: argmax agreement with Keras %.4f on %d samples (max abs diff %.3g)",
@@ -219,14 +232,27 @@ def to_onnx(model, path: Path, *, x_check: np.ndarray | None = None,
     return write_text(path, blob), check
 
 
-def write_eval_npz(path: Path, data: Dataset, reference_pred: np.ndarray, samples: int | None) -> Path:
-    """The evaluator's input: ``x`` float32 test inputs, ``y`` labels, ``ref`` float predictions."""
+def write_eval_npz(path: Path, data: Dataset, reference_pred: np.ndarray | None = None,
+                   samples: int | None = None, *, reference_model=None) -> Path:
+    """The evaluator's input: ``x`` float32 test inputs, ``y`` labels, ``ref`` the float model's
+    outputs, ``task`` (0-d string) and for anomaly ``threshold`` (see ``ondevice/evaluate.py``).
+
+    ``reference_model`` (a Keras float model) gives ``ref`` and the threshold through the task's
+    :meth:`~edgekit.tasks.Classification.eval_arrays`; ``reference_pred`` (predicted classes) is
+    the classification shortcut.
+    """
+    from . import tasks
+
     n = len(data.x_test) if samples is None else min(samples, len(data.x_test))
     import io
 
+    if reference_model is not None:
+        arrays = tasks.get(data.task).eval_arrays(reference_model, data, n)
+    else:
+        arrays = {"y": data.y_test[:n].astype("int64"), "ref": np.asarray(reference_pred)[:n].astype("int64"),
+                  "task": np.array(data.task)}
     buf = io.BytesIO()
-    np.savez_compressed(buf, x=data.x_test[:n].astype("float32"), y=data.y_test[:n].astype("int64"),
-                        ref=reference_pred[:n].astype("int64"))
+    np.savez_compressed(buf, x=data.x_test[:n].astype("float32"), **arrays)
     return write_text(path, buf.getvalue())
 
 
@@ -289,7 +315,7 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
                 p = write_text(out_dir / "model_fp16.tflite", to_tflite(models["float"], mode="fp16"))
                 arts.append(Artifact(p, fmt, profile.runtime))
             elif fmt == "onnx":
-                p, check = to_onnx(models["float"], out_dir / "model.onnx", x_check=data.x_test)
+                p, check = to_onnx(models["float"], out_dir / "model.onnx", x_check=data.x_test, task=data.task)
                 arts.append(Artifact(p, fmt, "onnxruntime", check))
             elif fmt == "tflite-full-int8":
                 blob = _int8(models, data, cfg, seed, full=True)

@@ -1,12 +1,16 @@
 """Datasets: a small registry of sources that need no download, split reproducibly.
 
 Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (generated offline by the
-``mnist1d`` package), ``npz:PATH`` (arrays ``x``/``y``, or ``x_train``/``y_train``/``x_test``/
+``mnist1d`` package), ``fermentation`` and ``machine-anomaly`` (simulated sensors, see
+:mod:`edgekit.simulated`), ``npz:PATH`` (arrays ``x``/``y``, or ``x_train``/``y_train``/``x_test``/
 ``y_test``; read with ``allow_pickle=False``), ``csv:PATH`` (a header row; the ``data.label``
 column holds the classes), ``images:DIR`` (one sub-folder per class). Paths are relative to the
-recipe. Every source yields float32 inputs with a channel axis and int64 labels; optional
+recipe. Every source yields float32 inputs with a channel axis and labels: int64 classes
+(classification; anomaly: 0 normal, 1 anomaly) or float32 values (regression). Optional
 normalization (min-max or z-score per feature) is fitted on the training split only and its
-parameters travel with the run (``Dataset.normalization``) so a device applies the same.
+parameters travel with the run (``Dataset.normalization``) so a device applies the same; so is
+an optional input reduction (``features: {reduce: pca | lda}``, ``Dataset.reduction``), which
+the models carry as their first layer (:func:`edgekit.models.create_model`).
 """
 
 from __future__ import annotations
@@ -20,14 +24,21 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataError
-from .recipe import DataConfig
+from .recipe import DataConfig, FeaturesConfig, Task
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A split dataset. ``x_*`` float32 with a channel axis, ``y_*`` int64 class indices."""
+    """A split dataset. ``x_*`` float32 with a channel axis; ``y_*`` int64 class indices
+    (classification; anomaly: 0 normal, 1 anomaly) or float32 values (regression).
+
+    ``num_classes`` is the number of classes, and for regression 1 (the model's one output).
+    ``reduction`` (None: none): the input reduction fitted on the training split, as the weights
+    of the Dense layer that applies it: ``{"kind", "components", "kernel" (D, K), "bias" (K,),
+    "input_size" D, "variance_kept"}``; ``x_*`` stay the unreduced inputs.
+    """
 
     name: str
     x_train: np.ndarray
@@ -38,6 +49,8 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     normalization: dict | None = None   # {"kind", "offset", "scale"}: x_model = (x_raw - offset) / scale
+    task: str = Task.classification.value
+    reduction: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -45,15 +58,27 @@ class Dataset:
 
     def summary(self) -> dict:
         return {"name": self.name, "train": len(self.x_train), "val": len(self.x_val),
-                "test": len(self.x_test), "classes": self.num_classes,
-                "input_shape": list(self.input_shape)}
+                "test": len(self.x_test),
+                "classes": None if self.task == Task.regression.value else self.num_classes,
+                "input_shape": list(self.input_shape), "task": self.task}
+
+    def reduction_info(self) -> dict | None:
+        """What the input reduction does, for the report: kind, input size before and after,
+        variance kept (PCA: sum of the explained variance ratios of the K components; LDA: of
+        ``explained_variance_ratio_``, the share of between-class variance). None without one."""
+        r = self.reduction
+        if r is None:
+            return None
+        return {"reduce": r["kind"], "components": r["components"], "input_size": r["input_size"],
+                "reduced_size": r["components"], "variance_kept": r["variance_kept"]}
 
 
-_SOURCES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {}
+_SOURCES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray] | list]] = {}
 
 
 def register_source(name: str):
-    """Register a loader returning ``(x, y)`` for all samples; duplicate names raise."""
+    """Register a loader returning ``(x, y)`` for all samples, or a given split
+    ``[(x_train, y_train), (x_test, y_test)]``; duplicate names raise."""
 
     def deco(fn):
         if name in _SOURCES:
@@ -86,6 +111,20 @@ def _mnist1d():
     return x, y
 
 
+@register_source("fermentation")
+def _fermentation():
+    from .simulated import fermentation
+
+    return fermentation()
+
+
+@register_source("machine-anomaly")
+def _machine_anomaly():
+    from .simulated import machine_anomaly
+
+    return machine_anomaly()
+
+
 def _resolve(path: str, base: Path | None) -> Path:
     """A dataset path as the recipe names it: relative to the recipe's folder when it exists there."""
     p = Path(path)
@@ -94,7 +133,7 @@ def _resolve(path: str, base: Path | None) -> Path:
     return p
 
 
-def _npz(path: Path):
+def _npz(path: Path, task: str = "classification"):
     """``x``/``y``, or a given split ``x_train``/``y_train``/``x_test``/``y_test``; never unpickles."""
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found")
@@ -113,11 +152,12 @@ def _npz(path: Path):
     except Exception as exc:  # zip/format/pickle-refused errors from numpy
         raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
     pairs = [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
-    return [_check_xy(path, x, y, part) for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
+    return [_check_xy(path, x, y, part, task) for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
 
 
-def _csv(path: Path, label: str):
-    """A CSV with a header row: the ``label`` column holds integer classes, the rest features."""
+def _csv(path: Path, label: str, task: str = "classification"):
+    """A CSV with a header row: the ``label`` column holds integer classes (regression: numbers),
+    the rest features."""
     import csv
 
     if not path.is_file():
@@ -140,11 +180,11 @@ def _csv(path: Path, label: str):
         if len(row) != len(header):
             raise DataError(f"{path}: line {n} has {len(row)} fields, the header has {len(header)}")
         try:
-            labels.append(int(row[li]))
+            labels.append(float(row[li]) if task == Task.regression.value else int(row[li]))
             feats.append([float(v) for i, v in enumerate(row) if i != li])
         except ValueError as exc:
             raise DataError(f"{path}: line {n}: {exc}") from None
-    return [_check_xy(path, np.asarray(feats, "float32"), np.asarray(labels), "")]
+    return [_check_xy(path, np.asarray(feats, "float32"), np.asarray(labels), "", task)]
 
 
 def _images(folder: Path):
@@ -181,22 +221,33 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_xy(where: Path, x: np.ndarray, y: np.ndarray, part: str):
+def _check_xy(where: Path | str, x: np.ndarray, y: np.ndarray, part: str, task: str = "classification"):
     tag = f" ({part} split)" if part else ""
     if x.dtype.kind not in "fiub":
         raise DataError(f"{where}{tag}: x must be numeric, found {x.dtype}")
     x = x.astype("float32")
     if len(x) != len(y):
         raise DataError(f"{where}{tag}: x has {len(x)} samples but y has {len(y)}")
-    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
+    if task == Task.regression.value:
+        if y.ndim != 1 or y.dtype.kind not in "fiub":
+            raise DataError(f"{where}{tag}: y must be a 1-D array of numbers (task regression), "
+                            f"found {y.dtype} {y.shape}")
+        y = y.astype("float32")
+        if not np.isfinite(y).all():
+            raise DataError(f"{where}{tag}: {int((~np.isfinite(y)).sum())} labels are NaN or inf; clean or drop them")
+    elif y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise DataError(f"{where}{tag}: y must be a 1-D array of integer class labels, found {y.dtype} {y.shape}")
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise DataError(f"{where}{tag}: {bad} samples hold NaN or inf values; clean or drop them")
-    if len(y) and y.min() < 0:
-        raise DataError(f"{where}{tag}: labels out of range: {int(y.min())} (labels must be 0..K-1)")
     if x.ndim == 2:
         x = x[..., None]
+    if task == Task.regression.value:
+        return x, y
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}{tag}: labels out of range: {int(y.min())} (labels must be 0..K-1)")
+    if task == Task.anomaly.value and len(y) and y.max() > 1:
+        raise DataError(f"{where}{tag}: task anomaly needs labels 0 (normal) and 1 (anomaly), found {int(y.max())}")
     return x, y.astype("int64")
 
 
@@ -225,23 +276,34 @@ def _normalize(cfg: DataConfig, x_tr: np.ndarray, *others: np.ndarray):
     return params, tuple((a - offset) / scale for a in (x_tr, *others))
 
 
-def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) -> Dataset:
-    """Load ``cfg.source``, validate it, split it into train/val/test (stratified, seeded) and
-    normalize it with statistics of the training split only.
+def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
+                 task: Task | str = Task.classification, features: FeaturesConfig | None = None) -> Dataset:
+    """Load ``cfg.source``, validate it, split it into train/val/test (stratified by class for
+    classification and anomaly, seeded) and normalize it with statistics of the training split
+    only; with ``features``, fit the input reduction on the training split too.
 
-    Raises :class:`DataError` for unknown sources, missing or malformed files, NaN/inf values,
-    labels out of range, classes without samples and splits of different shapes.
+    ``task`` decides what a label is: a class (classification), a number (regression), 0 normal /
+    1 anomaly (anomaly). Raises :class:`DataError` for unknown sources, missing or malformed
+    files, NaN/inf values, labels out of range, classes without samples, splits of different
+    shapes, and a reduction the data cannot take.
     """
+    task = Task(task).value
     src = cfg.source
     kind, _, arg = src.partition(":")
     if kind == "npz" and arg:
-        parts, name = _npz(_resolve(arg, base)), Path(arg).stem
+        parts, name = _npz(_resolve(arg, base), task), Path(arg).stem
     elif kind == "csv" and arg:
-        parts, name = _csv(_resolve(arg, base), cfg.label), Path(arg).stem
+        parts, name = _csv(_resolve(arg, base), cfg.label, task), Path(arg).stem
     elif kind == "images" and arg:
         parts, name = _images(_resolve(arg, base)), Path(arg).name
+        if task == Task.regression.value:
+            raise DataError(f"{arg}: images:DIR holds classes (one folder each); task regression needs numbers")
     elif src in _SOURCES:
-        parts, name = [_SOURCES[src]()], src
+        got = _SOURCES[src]()
+        pairs = got if isinstance(got, list) else [got]
+        parts = [_check_xy(src, x, y, part, task)
+                 for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
+        name = src
     else:
         close = difflib.get_close_matches(src, list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -249,14 +311,29 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) ->
     from sklearn.model_selection import train_test_split
 
     all_y = np.concatenate([y for _, y in parts])
-    classes = int(all_y.max()) + 1 if len(all_y) else 0
-    counts = np.bincount(all_y, minlength=classes)
-    if classes < 2:
-        raise DataError(f"dataset {name!r} needs at least 2 classes, found {classes}")
-    empty = [i for i, c in enumerate(counts) if c == 0]
-    if empty:
-        raise DataError(f"dataset {name!r}: class(es) {empty} have no samples (labels must be 0..{classes - 1} "
-                        "with every class present)")
+    if task == Task.regression.value:
+        classes = 1
+    else:
+        classes = int(all_y.max()) + 1 if len(all_y) else 0
+        counts = np.bincount(all_y, minlength=classes)
+        if task == Task.anomaly.value:
+            if not len(all_y) or counts[0] == 0:
+                raise DataError(f"dataset {name!r}: task anomaly needs normal samples (label 0) to train on")
+            classes = 2
+        elif classes < 2:
+            raise DataError(f"dataset {name!r} needs at least 2 classes, found {classes}")
+        empty = [i for i, c in enumerate(counts) if c == 0]
+        if empty and task == Task.classification.value:
+            raise DataError(f"dataset {name!r}: class(es) {empty} have no samples (labels must be 0..{classes - 1} "
+                            "with every class present)")
+
+    def stratify(y, share):
+        if task == Task.regression.value:
+            return None
+        if task == Task.anomaly.value and np.bincount(y, minlength=classes).min() == 0:
+            return None  # only normal samples: nothing to stratify
+        return _stratify(y, share, classes)
+
     if len(parts) == 2:
         (x_tr, y_tr), (x_te, y_te) = parts
         if x_tr.shape[1:] != x_te.shape[1:]:
@@ -267,12 +344,56 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None) ->
         if len(x) < 10:
             raise DataError(f"dataset {name!r} has only {len(x)} samples")
         x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed,
-                                                  stratify=_stratify(y, cfg.test_split, classes))
+                                                  stratify=stratify(y, cfg.test_split))
     if cfg.val_split > 0:
         x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_split, random_state=seed,
-                                                  stratify=_stratify(y_tr, cfg.val_split, classes))
+                                                  stratify=stratify(y_tr, cfg.val_split))
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
     norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te)
-    log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
-    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm)
+    if task == Task.regression.value:
+        log.info("dataset %s: %d train, %d val, %d test, regression (labels %.3g..%.3g)", name, len(x_tr),
+                 len(x_va), len(x_te), float(all_y.min()), float(all_y.max()))
+    else:
+        log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
+    reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
+    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction)
+
+
+def load_for_recipe(recipe, *, base: Path | None = None) -> Dataset:
+    """The dataset of ``recipe`` (a :class:`edgekit.recipe.Recipe`): its data, seed, task and features."""
+    return load_dataset(recipe.data, seed=recipe.seed, base=base, task=recipe.task, features=recipe.features)
+
+
+def fit_reduction(cfg: FeaturesConfig, x_train: np.ndarray, y_train: np.ndarray, *, name: str = "data") -> dict:
+    """Fit PCA or LDA (scikit-learn) on the flattened training inputs; return the Dense layer that
+    applies it (``kernel`` (D, K), ``bias`` (K,): ``x_flat @ kernel + bias`` equals
+    ``transform(x_flat)``) and the variance it keeps. Raises :class:`DataError` when K is too large."""
+    flat = x_train.reshape(len(x_train), -1).astype("float64")
+    d, k = flat.shape[1], cfg.components
+    if cfg.reduce == "pca":
+        limit = min(d, len(flat))
+        if k > limit:
+            raise DataError(f"dataset {name!r}: features.components {k} > {limit} (PCA keeps at most "
+                            f"min(features, training samples) components)")
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=k, svd_solver="full").fit(flat)
+        kernel = pca.components_.T
+        bias = -pca.mean_ @ kernel
+        kept = float(np.sum(pca.explained_variance_ratio_))
+    else:
+        classes = len(np.unique(y_train))
+        limit = min(d, classes - 1)
+        if k > limit:
+            raise DataError(f"dataset {name!r}: features.components {k} > {limit} (LDA keeps at most "
+                            f"min(features, classes - 1) components)")
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        lda = LinearDiscriminantAnalysis(solver="svd").fit(flat, y_train)
+        kernel = lda.scalings_[:, :k]
+        bias = -lda.xbar_ @ kernel
+        kept = float(np.sum(lda.explained_variance_ratio_[:k]))
+    log.info("features: %s %d -> %d inputs, variance kept %.4f", cfg.reduce, d, k, kept)
+    return {"kind": cfg.reduce, "components": k, "kernel": kernel.astype("float32"), "bias": bias.astype("float32"),
+            "input_size": d, "variance_kept": round(kept, 6)}

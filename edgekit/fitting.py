@@ -125,16 +125,24 @@ class StageResult:
 
 
 def finish_stage(name: str, model, out_dir: Path, metrics: dict[str, Any], config: Any,
-                 *, x_test: np.ndarray, y_test: np.ndarray, quantized: bool = False,
-                 save: Callable[[Path], Path] | None = None) -> StageResult:
-    """Measure a trained model (params, sizes, test accuracy), save it and its metrics.json.
+                 *, x_test: np.ndarray | None = None, y_test: np.ndarray | None = None, quantized: bool = False,
+                 save: Callable[[Path], Path] | None = None, data=None) -> StageResult:
+    """Measure a trained model (params, sizes, test metrics), save it and its metrics.json.
 
+    With ``data`` (a :class:`~edgekit.data.Dataset`) the metrics are its task's
+    (:meth:`edgekit.tasks.Classification.stage_metrics`: ``accuracy`` - null for tasks other than
+    classification - and ``metrics``); without, the top-1 accuracy on ``x_test``/``y_test``.
     ``save(out_dir) -> model_path`` overrides how the model is written (default ``model.keras``).
     """
     blob = tflite_bytes(model, quantized=quantized)
+    if data is not None:
+        from . import tasks
+
+        scored = tasks.get(data.task).stage_metrics(model, data)
+    else:
+        scored = {"accuracy": accuracy(model, x_test, y_test)}
     metrics = {**model_stats(model), **metrics,
-               **size_info(blob), "size_format": "tflite-int8" if quantized else "tflite-float32",
-               "accuracy": accuracy(model, x_test, y_test)}
+               **size_info(blob), "size_format": "tflite-int8" if quantized else "tflite-float32", **scored}
     path = save(out_dir) if save else save_model(model, out_dir / "model.keras")
     cfg = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     write_json(out_dir / "metrics.json", {"stage": name, **metrics, "config": cfg})

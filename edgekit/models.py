@@ -6,6 +6,12 @@ logits (no softmax), so distillation can use temperatures and converters see a p
 Every model is width-configurable (``width`` scales every layer's filters or units, at least 1),
 so a student can be a narrower copy of its teacher.
 
+With ``reduction`` (an input reduction fitted on the training data, see
+:func:`edgekit.data.fit_reduction`), the model starts with a ``Flatten`` and a fixed,
+non-trainable ``Dense`` layer named :data:`REDUCTION_LAYER` holding the PCA/LDA projection
+(reshaped to ``(K, 1)`` for models that take rank-2 inputs), so the reduction is part of the
+model: it is converted, quantized and run on the device like any other layer. Pruning skips it.
+
 The MLPerf Tiny reference architectures are built layer for layer as in the reference training
 code (mlcommons/tiny, ``benchmark/training/*``), with logits instead of softmax; their parameter
 counts at width 1 and the reference input shapes are pinned in ``tests/test_models.py``.
@@ -16,9 +22,14 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+import numpy as np
+
 from .errors import RecipeError
 
 _MODELS: dict[str, tuple[Callable, int, str]] = {}
+
+REDUCTION_LAYER = "input_reduction"
+"""Name of the fixed Dense layer that applies a recipe's ``features`` reduction."""
 
 
 def register_model(name: str, *, rank: int, doc: str):
@@ -49,9 +60,12 @@ def model_rank(name: str) -> int:
 
 
 def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0,
-                 l1: float = 0.0, l2: float = 0.0, seed: int | None = None):
-    """Build model ``name`` for ``input_shape`` (without batch) and ``num_classes`` logits.
+                 l1: float = 0.0, l2: float = 0.0, seed: int | None = None, reduction: dict | None = None):
+    """Build model ``name`` for ``input_shape`` (without batch) and ``num_classes`` logits
+    (regression: ``num_classes=1``, one output; autoencoders output their input's shape).
 
+    ``reduction``: ``{"components" K, "kernel" (D, K), "bias" (K,)}`` puts the fixed input
+    reduction in front (see the module docstring); the zoo model then sees ``(K, 1)`` inputs.
     Raises :class:`RecipeError` for an unknown name or an input rank the model cannot take.
     """
     if name not in _MODELS:
@@ -59,9 +73,16 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise RecipeError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(_MODELS))})")
     fn, rank, _ = _MODELS[name]
-    if len(input_shape) != rank:
+    if reduction is not None:
+        if rank != 2:
+            raise RecipeError(f"model {name!r} takes inputs of rank {rank} (images); features.reduce gives "
+                              f"(K, 1) vectors: use a model of rank 2 (mlp_tiny, conv1d_*, ...)")
+        body_shape = (int(reduction["components"]), 1)
+    elif len(input_shape) != rank:
         raise RecipeError(f"model {name!r} takes inputs of rank {rank} (without batch), "
                           f"the dataset has shape {tuple(input_shape)}")
+    else:
+        body_shape = tuple(input_shape)
     from ._tf import keras, tf
 
     if seed is not None:
@@ -72,11 +93,28 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
     def w(channels: int) -> int:
         return max(1, int(round(channels * width)))
 
-    built = fn(k, tuple(input_shape), num_classes, reg, w)
+    built = fn(k, body_shape, num_classes, reg, w)
+    front = _reduction_layers(k, reduction) if reduction is not None else []
     if isinstance(built, list):
-        return k.Sequential([k.layers.Input(input_shape), *built], name=name)
-    inputs = k.layers.Input(input_shape)
-    return k.Model(inputs, built(inputs), name=name)
+        model = k.Sequential([k.layers.Input(input_shape), *front, *built], name=name)
+    else:
+        inputs = k.layers.Input(input_shape)
+        z = inputs
+        for layer in front:
+            z = layer(z)
+        model = k.Model(inputs, built(z), name=name)
+    if reduction is not None:
+        model.get_layer(REDUCTION_LAYER).set_weights([np.asarray(reduction["kernel"], "float32"),
+                                                      np.asarray(reduction["bias"], "float32")])
+    return model
+
+
+def _reduction_layers(k, reduction: dict) -> list:
+    """Flatten -> fixed Dense(K) (zeros until the projection is set; no random draws) -> (K, 1)."""
+    n = int(reduction["components"])
+    return [k.layers.Flatten(name="input_flatten"),
+            k.layers.Dense(n, trainable=False, kernel_initializer="zeros", name=REDUCTION_LAYER),
+            k.layers.Reshape((n, 1), name="input_reduction_reshape")]
 
 
 @register_model("cnn_small", rank=3, doc="2D CNN teacher (~85k params on 8x8 digits)")
@@ -144,6 +182,15 @@ def _conv1d_tiny(k, shape, n, reg, w):
 def _mlp_tiny(k, shape, n, reg, w):
     L = k.layers
     return [L.Flatten(), L.Dense(w(32), activation="relu", kernel_regularizer=reg),
+            L.Dense(n, kernel_regularizer=reg, name="logits")]
+
+
+@register_model("mlp_small", rank=2, doc="three-layer MLP on flat features (~5k params on 12 inputs): a teacher "
+                                         "for sensor windows and reduced inputs")
+def _mlp_small(k, shape, n, reg, w):
+    L = k.layers
+    return [L.Flatten(), L.Dense(w(64), activation="relu", kernel_regularizer=reg),
+            L.Dense(w(64), activation="relu", kernel_regularizer=reg),
             L.Dense(n, kernel_regularizer=reg, name="logits")]
 
 

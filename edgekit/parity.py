@@ -106,9 +106,13 @@ def compare(run_dir: Path, *, samples: int | None = None, threshold: float = 0.9
     npz = run_dir / "eval" / "eval.npz"
     try:
         x, y, ref = ev.load_eval_data(str(npz))
+        task, _ = ev.load_eval_task(str(npz))
     except ev.EvaluationError as exc:
         raise DataError(f"{exc}; run the pipeline at least up to the eval stage "
                         "(edgekit run RECIPE --out DIR --until eval)") from exc
+    if task != "classification":
+        raise EdgekitError(f"eval --compare diagnoses classifiers (argmax agreement); this run's task is {task}: "
+                           "its targets' metrics and mean |difference| from the float model are in report.json")
     if samples is not None:
         x, y, ref = x[:samples], y[:samples], (ref[:samples] if ref is not None else None)
     y = y.argmax(1) if y.ndim == 2 else y

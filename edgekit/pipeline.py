@@ -86,9 +86,9 @@ class Run:
     @property
     def data(self):
         if self._data is None:
-            from .data import load_dataset
+            from .data import load_for_recipe
 
-            self._data = load_dataset(self.recipe.data, seed=self.recipe.seed, base=self.recipe_path.parent)
+            self._data = load_for_recipe(self.recipe, base=self.recipe_path.parent)
         return self._data
 
     def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]], *,
@@ -178,12 +178,16 @@ class Run:
         if only is None:
             from . import preflight
 
-            preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes)
+            preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+                          reduction=self.data.reduction)
         for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped")
                 self.on_stage(name, "skipped")
         base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
+        if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
+            base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
+                               r.features.model_dump(mode="json") if r.features else None)
         fps: dict[str, str] = {}
         report = None
         stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)
@@ -214,8 +218,9 @@ class Run:
     def _eval_data(self, eval_npz: Path):
         from .convert import write_eval_npz
 
-        ref = self._model(self.float_stage).predict(self.data.x_test, batch_size=256, verbose=0).argmax(-1)
-        return [write_eval_npz(eval_npz, self.data, ref, self.recipe.evaluate.samples)], {"reference": self.float_stage}
+        path = write_eval_npz(eval_npz, self.data, samples=self.recipe.evaluate.samples,
+                              reference_model=self._model(self.float_stage))
+        return [path], {"reference": self.float_stage}
 
     def _with_device_measurement(self, entry: dict) -> dict:
         """A target's entry with what ``edgekit deploy`` measured on the device, when it did
@@ -232,7 +237,8 @@ class Run:
         from .report import build_report, write_reports
 
         targets = [self._with_device_measurement(self.manifest.entry(e)["metrics"]["result"]) for e in evals]
-        report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage)
+        report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage,
+                              features=self.data.reduction_info())
         return write_reports(self.out, report), {"report": report}
 
     def _train(self, name: str, cfg, src: str):

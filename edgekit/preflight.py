@@ -68,14 +68,15 @@ def check_model(model, *, qat: bool, prune: bool) -> list[Problem]:
     return problems
 
 
-def run(recipe, *, input_shape: tuple[int, ...], num_classes: int) -> None:
-    """Build the model(s) the recipe will compress and raise :class:`StageError` listing every
-    problem at once."""
+def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: dict | None = None) -> None:
+    """Build the model(s) the recipe will compress (with the input ``reduction`` of its
+    ``features``, if any) and raise :class:`StageError` listing every problem at once."""
     from .models import create_model
 
     cfg = recipe.student if recipe.student is not None else recipe.teacher
     compressed = cfg.model
-    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width)
+    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
+                         reduction=reduction)
     problems = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
     if problems:
         listing = "; ".join(str(p) for p in problems)

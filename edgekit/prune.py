@@ -4,7 +4,9 @@ The pitfall this stage guards against: ``PolynomialDecay`` with its default ``fr
 a short schedule never updates the masks and silently reaches 0 % sparsity. Here the update
 frequency is derived from the number of steps so that the last update lands exactly on the
 schedule's end step, and the sparsity reached is measured from the stripped weights, per layer
-and overall; a shortfall of more than 0.05 warns (or fails with ``strict``).
+and overall; a shortfall of more than 0.05 warns (or fails with ``strict``). Layers that are
+not trainable (the fixed input reduction of ``features:``) are never pruned, nor counted as the
+'first' weighted layer. Fine-tuning uses the task's loss and training data (:mod:`edgekit.tasks`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tasks
 from ._tf import keras, tfmot
 from .data import Dataset
 from .errors import StageError
@@ -40,8 +43,10 @@ def schedule_steps(num_samples: int, cfg: PruneConfig) -> dict[str, int]:
 
 
 def layers_to_prune(model, skip: list[str]) -> list[str]:
-    """Names of the weighted layers to prune, after removing ``skip`` ('first', 'last', names)."""
-    names = [layer.name for layer in weighted_layers(model)]
+    """Names of the trainable weighted layers to prune, after removing ``skip`` ('first', 'last',
+    names). Fixed (non-trainable) layers such as the input reduction are left out before
+    'first' and 'last' are resolved."""
+    names = [layer.name for layer in weighted_layers(model) if layer.trainable]
     skipped = set()
     for s in skip:
         if s == "first" and names:
@@ -85,8 +90,11 @@ def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
     measure what was reached, save. Raises :class:`StageError` under ``strict`` on a shortfall."""
     start = time.perf_counter()
     k, sp = keras(), tfmot().sparsity.keras
+    task = tasks.get(data.task)
     names = layers_to_prune(model, cfg.skip_layers)
-    steps = schedule_steps(len(data.x_train), cfg)
+    x_train, y_train = task.fit_data(data, "train")
+    x_val, y_val = task.fit_data(data, "val")
+    steps = schedule_steps(len(x_train), cfg)
     if cfg.schedule == "polynomial":
         schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=cfg.target_sparsity,
                                       begin_step=0, end_step=steps["end_step"], frequency=steps["frequency"])
@@ -102,11 +110,11 @@ def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
         return layer  # shared as is: keeps its trained weights
 
     pruned = k.models.clone_model(model, clone_function=wrap)
-    pruned.compile(optimizer=make_optimizer("adam", cfg.learning_rate),
-                   loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    has_val = len(data.x_val) > 0
-    pruned.fit(data.x_train, data.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
-               validation_data=(data.x_val, data.y_val) if has_val else None,
+    pruned.compile(optimizer=make_optimizer("adam", cfg.learning_rate), loss=task.loss(),
+                   metrics=task.keras_metrics())
+    has_val = len(x_val) > 0
+    pruned.fit(x_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
+               validation_data=(x_val, y_val) if has_val else None,
                callbacks=[sp.UpdatePruningStep(),
                           *callbacks("pruned", None, cfg.epochs, has_val=has_val, progress=progress)])
     stripped = sp.strip_pruning(pruned)
@@ -125,4 +133,4 @@ def run(model, data: Dataset, cfg: PruneConfig, *, seed: int, out_dir: Path,
         log.warning(msg)
     metrics = {"target_sparsity": cfg.target_sparsity, **reached, "pruned_layers": names,
                "schedule": cfg.schedule, **steps, "train_seconds": round(time.perf_counter() - start, 3)}
-    return finish_stage("pruned", stripped, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test)
+    return finish_stage("pruned", stripped, out_dir, metrics, cfg, data=data)

@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from . import tasks
 from ._tf import keras, tfmot
 from .data import Dataset
 from .fitting import ProgressFn, StageResult, callbacks, finish_stage, make_optimizer, model_stats
@@ -32,18 +33,22 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
     ``pruned_layers``: the layers pruning made sparse; their kernels' share of zeros after QAT
     is reported as ``sparsity`` (comparable with the pruned stage's)."""
     start = time.perf_counter()
-    k = keras()
+    keras()
+    task = tasks.get(data.task)
+    x_train, y_train = task.fit_data(data, "train")
+    x_val, y_val = task.fit_data(data, "val")
     before = model_stats(model)
     scheme = "prune_preserve_8bit" if (cfg.preserve_sparsity and pruned) else "default_8bit"
     qat = apply_qat(model, scheme)
-    calibrated = calibrate_ranges(qat, model, data.x_train[: cfg.calibration_samples])
-    qat.compile(optimizer=make_optimizer("adam", cfg.learning_rate),
-                loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    has_val = len(data.x_val) > 0
+    calibrated = calibrate_ranges(qat, model, x_train[: cfg.calibration_samples])
+    qat.compile(optimizer=make_optimizer("adam", cfg.learning_rate), loss=task.loss(),
+                metrics=task.keras_metrics())
+    has_val = len(x_val) > 0
     if cfg.epochs:
-        qat.fit(data.x_train, data.y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
-                validation_data=(data.x_val, data.y_val) if has_val else None,
-                callbacks=callbacks("qat", None, cfg.epochs, has_val=has_val, progress=progress))
+        qat.fit(x_train, y_train, epochs=cfg.epochs, batch_size=cfg.batch_size, verbose=0,
+                validation_data=(x_val, y_val) if has_val else None,
+                callbacks=[*filter(None, [fixed_layers_callback(qat)]),
+                           *callbacks("qat", None, cfg.epochs, has_val=has_val, progress=progress)])
     after = _kernel_sparsity(qat)
     metrics = {"scheme": scheme, "calibrated_ranges": calibrated,
                "sparsity_before": before["sparsity_overall"], "kernel_sparsity_after": after,
@@ -59,8 +64,7 @@ def run(model, data: Dataset, cfg: QatConfig, *, seed: int, out_dir: Path, prune
         tmp.replace(folder / WEIGHTS_FILE)
         return folder / WEIGHTS_FILE
 
-    return finish_stage("qat", qat, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test,
-                        quantized=True, save=save)
+    return finish_stage("qat", qat, out_dir, metrics, cfg, quantized=True, save=save, data=data)
 
 
 def calibrate_ranges(qat_model, float_model, x) -> int:
@@ -103,12 +107,45 @@ WEIGHTS_FILE = "qat.weights.h5"
 
 
 def apply_qat(model, scheme: str):
-    """Wrap ``model`` for QAT with ``scheme`` (``default_8bit`` or ``prune_preserve_8bit``)."""
+    """Wrap ``model`` for QAT with ``scheme`` (``default_8bit`` or ``prune_preserve_8bit``).
+
+    Layers that are not trainable (the fixed input reduction) stay fixed: tfmot's
+    ``QuantizeWrapper`` lists the weights it quantizes as trainable even when the wrapped layer
+    is frozen, so those are taken off its trainable list (they remain non-trainable weights of
+    the wrapped layer, fake-quantized like any other)."""
     q = tfmot().quantization.keras
     annotated = q.quantize_annotate_model(model)
     if scheme == "prune_preserve_8bit":
-        return q.quantize_apply(annotated, tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme())
-    return q.quantize_apply(annotated)
+        qat = q.quantize_apply(annotated, tfmot().experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    else:
+        qat = q.quantize_apply(annotated)
+    return qat
+
+
+def fixed_layers_callback(qat_model):
+    """A Keras callback that holds the weights of frozen layers (the fixed input reduction) at
+    their values when training starts, or None when the model has no frozen layer.
+
+    tfmot's ``QuantizeWrapper`` lists the weights it quantizes as trainable even when the wrapped
+    layer is frozen (and re-tracks them in ways that differ between a fresh and a reloaded model),
+    so instead of editing its weight lists the values are put back after every training batch:
+    every forward pass sees the fixed projection, and the saved weights equal it exactly.
+    """
+    k = keras()
+    names = [w.layer.name for w in qat_model.layers if getattr(w, "layer", None) is not None and not w.layer.trainable]
+    if not names:
+        return None
+    held = [v for v in qat_model.weights if v.name.split("/")[0] in names]
+
+    class HoldFixed(k.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.values = [v.numpy() for v in held]
+
+        def on_train_batch_end(self, batch, logs=None):
+            for v, value in zip(held, self.values):
+                v.assign(value)
+
+    return HoldFixed()
 
 
 def load(stage_dir: Path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -45,6 +46,18 @@ class Strategy(str, enum.Enum):
     parameter_server = "parameter_server"
 
 
+class Task(str, enum.Enum):
+    """What the model predicts: class logits, one number, or its own input (an autoencoder)."""
+
+    classification = "classification"
+    regression = "regression"
+    anomaly = "anomaly"
+
+
+GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
+"""Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
+
+
 class EarlyStopping(_Strict):
     """Stop training when ``monitor`` has not improved for ``patience`` epochs (best weights kept)."""
 
@@ -70,7 +83,8 @@ class Training(_Strict):
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
-    source: str = Field("digits", description="digits | mnist1d | npz:PATH | csv:PATH | images:DIR")
+    source: str = Field(
+        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="share held out for the test split (all reported accuracies)")
     val_split: Fraction = Field(0.1, description="share of the training split used for validation")
@@ -81,9 +95,17 @@ class DataConfig(_Strict):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in ("digits", "mnist1d") or (v.partition(":")[0] in ("npz", "csv", "images") and v.partition(":")[2]):
+        if v in GENERATED_SOURCES or (v.partition(":")[0] in ("npz", "csv", "images") and v.partition(":")[2]):
             return v
-        raise ValueError(f"{v!r} is not a known source (expected digits, mnist1d, npz:PATH, csv:PATH or images:DIR)")
+        raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
+                         "csv:PATH or images:DIR)")
+
+
+class FeaturesConfig(_Strict):
+    """Input reduction fitted on the training split, folded into the model as a fixed Dense layer."""
+
+    reduce: Literal["pca", "lda"] = Field(description="pca (any task but anomaly) or lda (classification)")
+    components: Annotated[int, Field(ge=1, le=100_000)] = Field(description="K: features after the reduction")
 
 
 class TeacherConfig(Training):
@@ -174,7 +196,12 @@ class Recipe(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
         description="run name (letters, digits, . _ -)")
     seed: Annotated[int, Field(ge=0)] = Field(0, description="seed for data split, init and shuffling")
+    task: Task = Field(Task.classification, description="classification: logits, top-1 accuracy; regression: "
+                       "one output, MSE, MAE/RMSE/R²; anomaly: an autoencoder trained on normal samples (label 0), "
+                       "reconstruction error as score, ROC-AUC")
     data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig | None = Field(
+        None, description="null: the model sees the inputs as they are; else {reduce: pca | lda, components: K}")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig | None = Field(default_factory=StudentConfig, description="null: no distillation")
     prune: PruneConfig | None = Field(default_factory=PruneConfig, description="null: no pruning")
@@ -182,6 +209,25 @@ class Recipe(_Strict):
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     targets: list[str] = Field(default_factory=lambda: ["mobile"], description="target profiles by name or path")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _fits_task(self):
+        task = Task(self.task)
+        if task is not Task.classification:
+            for key in ("teacher", "student"):
+                cfg = getattr(self, key)
+                es = getattr(cfg, "early_stopping", None) if cfg is not None else None
+                if es is not None and es.monitor == "val_accuracy":
+                    raise ValueError(f"{key}.early_stopping.monitor: val_accuracy needs task classification "
+                                     f"(task is {task.value}); use val_loss")
+        if self.features is not None:
+            if task is Task.anomaly:
+                raise ValueError("features: input reduction is not available for task anomaly (the autoencoder "
+                                 "reconstructs its whole input); remove features")
+            if self.features.reduce == "lda" and task is not Task.classification:
+                raise ValueError(f"features.reduce: lda needs class labels (task classification, not "
+                                 f"{task.value}); use pca")
+        return self
 
 
 class TargetKind(str, enum.Enum):
@@ -284,6 +330,9 @@ def format_errors(path: Path, exc: ValidationError, model: type[BaseModel]) -> s
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
         key = ".".join(str(p) for p in loc) or "(top level)"
         kind = err["type"]
+        if not loc and kind == "value_error" and re.match(r"^[a-z_.]+: ", err["msg"].removeprefix("Value error, ")):
+            lines.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")  # a whole-recipe check names its key
+            continue
         value = err.get("input")
         if kind == "extra_forbidden":
             allowed = _fields_at(model, loc[:-1])

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from . import tasks
 from ._tf import keras, tf
 from .data import Dataset
 from .errors import StageError
@@ -159,8 +160,10 @@ def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int | N
 
 
 def build_teacher(cfg: TeacherConfig, *, input_shape: tuple[int, ...], num_classes: int, seed: int,
-                  policy: str = "float32"):
-    """The compiled teacher. Call it inside the strategy's scope.
+                  policy: str = "float32", task: str = "classification", reduction: dict | None = None):
+    """The compiled teacher, with the loss and metrics of ``task`` (:mod:`edgekit.tasks`) and the
+    fixed input ``reduction`` of the recipe's ``features`` (None: none). Call it inside the
+    strategy's scope.
 
     Under a mixed policy the model's layers compute in float16 and a final float32 ``linear``
     activation casts the logits back, so the loss is computed in float32.
@@ -168,12 +171,12 @@ def build_teacher(cfg: TeacherConfig, *, input_shape: tuple[int, ...], num_class
     k = keras()
     with dtype_policy(policy):
         model = create_model(cfg.model, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
-                             l1=cfg.l1, l2=cfg.l2, seed=seed)
+                             l1=cfg.l1, l2=cfg.l2, seed=seed, reduction=reduction)
         if model.output.dtype != tf().float32:
             out = k.layers.Activation("linear", dtype="float32", name="logits_float32")(model.output)
             model = k.Model(model.input, out, name=model.name)
         model.compile(optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.momentum),
-                      loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+                      loss=tasks.get(task).loss(), metrics=tasks.get(task).keras_metrics())
     return model
 
 
@@ -181,7 +184,7 @@ def _export(model, cfg: TeacherConfig, data: Dataset, seed: int):
     """A plain float32 copy of the trained model, outside any strategy (what is saved)."""
     with dtype_policy("float32"):
         plain = create_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                             width=cfg.width, l1=cfg.l1, l2=cfg.l2, seed=seed)
+                             width=cfg.width, l1=cfg.l1, l2=cfg.l2, seed=seed, reduction=data.reduction)
     plain.set_weights(model.get_weights())
     return plain
 
@@ -315,8 +318,9 @@ def run(data: Dataset, cfg: TeacherConfig, *, seed: int, out_dir: Path,
              ", resuming from backup" if resuming else "")
     with strategy.scope():
         model = build_teacher(cfg, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed,
-                              policy=policy)
-    x_fit, y_fit, x_vfit, y_vfit = data.x_train, data.y_train, data.x_val, data.y_val
+                              policy=policy, task=data.task, reduction=data.reduction)
+    x_fit, y_fit = tasks.get(data.task).fit_data(data, "train")  # anomaly: the normal samples only
+    x_vfit, y_vfit = tasks.get(data.task).fit_data(data, "val")
     has_val = len(x_vfit) > 0
     k = keras()
     epochs = _epoch_counter()
@@ -349,7 +353,7 @@ def run(data: Dataset, cfg: TeacherConfig, *, seed: int, out_dir: Path,
                "loss": float(losses[-1]) if losses else None, "weights_sha256": weights_sha256(plain),
                "train_seconds": round(time.perf_counter() - start, 3)}
     if chief:
-        res = finish_stage("teacher", plain, out_dir, metrics, cfg, x_test=data.x_test, y_test=data.y_test)
+        res = finish_stage("teacher", plain, out_dir, metrics, cfg, data=data)
         shutil.rmtree(backup_dir, ignore_errors=True)
         return res
     # not the chief: the same files in a temp dir, unmeasured (the chief measures the same weights)
@@ -368,7 +372,8 @@ def _parameter_server_inputs(data: Dataset, cfg: TeacherConfig, seed: int, steps
     builds its own shard of the input) with a fixed number of steps per epoch. Validation runs
     ``ceil(n_val / batch)`` batches of the repeated validation split (the last one wraps around)."""
     k = keras()
-    x_fit, y_fit, x_vfit, y_vfit = data.x_train, data.y_train, data.x_val, data.y_val
+    x_fit, y_fit = tasks.get(data.task).fit_data(data, "train")
+    x_vfit, y_vfit = tasks.get(data.task).fit_data(data, "val")
 
     def train_fn(ctx):
         batch = ctx.get_per_replica_batch_size(cfg.batch_size)

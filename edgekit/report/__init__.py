@@ -30,15 +30,21 @@ SCHEMA = "edgekit.report/1"
 _STAGE_KEYS = ("params", "nonzero_params", "sparsity", "sparsity_overall", "size_bytes", "gzip_bytes",
                "size_format", "accuracy")
 _STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "scheme", "strategy", "replicas",
-                 "temperature", "alpha", "baseline_accuracy", "distillation_gain")
+                 "temperature", "alpha", "baseline_accuracy", "baseline_metrics", "distillation_gain",
+                 "threshold_rule")
 
 
-def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str) -> dict[str, Any]:
+def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str,
+                 features: dict | None = None) -> dict[str, Any]:
     """Assemble the report from the recipe, the dataset summary, the manifest and target results.
 
-    Adds to each target its ``compression_vs_teacher`` and ``budget.checks`` (measured amount,
-    limit, share of the budget and verdict per budget, see :func:`view.budget_checks`). The
-    pruned stage keeps its ``per_layer`` sparsity.
+    ``task`` is the recipe's; every stage carries ``metrics`` (the task's metrics on the test
+    split, beside ``accuracy``, which is null for tasks other than classification) as every
+    target does (measured by the evaluator). ``features``: the input reduction (kind, input size
+    before and after, variance kept), or null. Adds to each target its
+    ``compression_vs_teacher`` and ``budget.checks`` (measured amount, limit, share of the
+    budget and verdict per budget, see :func:`view.budget_checks`). The pruned stage keeps its
+    ``per_layer`` sparsity.
     """
     stages = []
     for name in ("teacher", "student", "pruned", "qat"):
@@ -46,7 +52,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
         if not e or e.get("status") != "done":
             continue
         m = e.get("metrics") or {}
-        row = {"name": name, **{k: m.get(k) for k in _STAGE_KEYS}, "seconds": e.get("seconds")}
+        row = {"name": name, **{k: m.get(k) for k in _STAGE_KEYS}, "metrics": m.get("metrics"),
+               "seconds": e.get("seconds")}
         if row["sparsity"] is None:
             row["sparsity"] = m.get("sparsity_overall")
         for extra in _STAGE_EXTRAS:
@@ -61,7 +68,9 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             t["budget"]["checks"] = budget_checks(t)
     data = manifest.data
     return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
+            "task": getattr(recipe.task, "value", recipe.task),
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
+            "features": features,
             "reference_for_agreement": reference,
             "stages": stages, "targets": targets,
             "versions": data.get("versions"), "git_commit": data.get("git_commit"),

@@ -77,6 +77,15 @@ def fmt_points(v) -> str:
     return f"+{p:.1f} pt" if p > 0 else f"−{-p:.1f} pt"
 
 
+def fmt_delta(v, digits: int = 3) -> str:
+    """A signed difference of a metric in its own units: ``+1.23``, ``−0.0041``, ``±0``."""
+    if v is None:
+        return DASH
+    if v == 0 or float(_sig(abs(v), digits)) == 0:
+        return "±0"
+    return f"+{_sig(v, digits)}" if v > 0 else f"−{_sig(-v, digits)}"
+
+
 def fmt_ratio(v) -> str:
     """A compression ratio: ``38.3×``."""
     return DASH if v is None else f"{v:.1f}×"

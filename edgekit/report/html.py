@@ -133,13 +133,14 @@ def table_html(t: view.Table) -> str:
 
 
 def _cards(report: dict, colors: dict[str, str]) -> str:
+    m = view.main_metric(report)
     teacher = next((s for s in report["stages"] if s["name"] == "teacher"), None)
     out = []
     if teacher:
         out.append('<div class="card"><div class="head"><b>teacher</b><span class="chip none">reference</span></div>'
                    f'<div class="board">float model before compression ({_e(teacher.get("size_format") or "")}, '
-                   'Keras accuracy)</div>'
-                   f'<div class="big">{_e(fmt_pct(teacher.get("accuracy")))}</div>'
+                   f'Keras {_e(m.label)})</div>'
+                   f'<div class="big">{_e(m.fmt(m.value(teacher)))}</div>'
                    f'<div class="kv"><span>size</span><b>{_e(fmt_bytes(teacher.get("size_bytes")))}</b></div>'
                    f'<div class="kv"><span>params</span><b>{_e(fmt_int(teacher.get("params")))}</b></div></div>')
     for c in view.headline(report):
@@ -178,14 +179,24 @@ def render_html(report: dict) -> str:
              f'<div class="verdict {status}"><b>{"PASS" if status == "pass" else "OVER BUDGET"}</b>'
              f"{_e(sentence)}</div>", _cards(report, colors)]
 
+    m = view.main_metric(report)
     points = view.size_accuracy_points(report)
     for p in points:
-        p["tip"] = f"{p['label']} ({p['format']}): {fmt_bytes(p['size_bytes'])}, {fmt_pct(p['accuracy'])}"
-    parts.append('<section id="pareto"><h2>Accuracy against size</h2>'
-                 + svg.accuracy_vs_size(points, colors)
-                 + f'<p class="note">Pareto front (no other model is both smaller and more accurate), smallest '
-                   f"first: {_e(view.pareto_text(report))}. Stage accuracies are Keras on the test split; target "
-                   "accuracies come from running each artifact in its runtime.</p></section>")
+        p["tip"] = f"{p['label']} ({p['format']}): {fmt_bytes(p['size_bytes'])}, {m.fmt(p['accuracy'])}"
+    if m.task == "classification":
+        parts.append('<section id="pareto"><h2>Accuracy against size</h2>'
+                     + svg.accuracy_vs_size(points, colors)
+                     + f'<p class="note">Pareto front (no other model is both smaller and more accurate), smallest '
+                       f"first: {_e(view.pareto_text(report))}. Stage accuracies are Keras on the test split; target "
+                       "accuracies come from running each artifact in its runtime.</p></section>")
+    else:
+        better = "higher" if m.higher_is_better else "lower"
+        parts.append(f'<section id="pareto"><h2>{_e(m.label)} against size</h2>'
+                     + svg.accuracy_vs_size(points, colors, y_label=f"test {m.label} ({better} is better)",
+                                            share=False, tick_fmt=m.fmt, higher_is_better=m.higher_is_better)
+                     + f'<p class="note">Pareto front (no other model is both smaller and better), smallest first: '
+                       f"{_e(view.pareto_text(report))}. Stage numbers are Keras on the test split; target numbers "
+                       "come from running each artifact in its runtime.</p></section>")
 
     parts.append('<div class="grid2">'
                  '<div class="panel" id="budget-plot"><h2>Flash and RAM against the budget</h2>'
@@ -198,13 +209,24 @@ def render_html(report: dict) -> str:
                    "excluded. Host latencies say nothing about the device's speed.</p></div></div>")
 
     parts.append('<section><h2>Budgets</h2>' + table_html(view.budget_table(report)) + "</section>")
+    if m.task == "classification":
+        agreement = ("Agreement: share of test samples where the artifact predicts what the float "
+                     f"<b>{_e(report.get('reference_for_agreement') or '–')}</b> model predicts.")
+    else:
+        agreement = ("Mean |Δ| vs float: mean absolute difference between the artifact's "
+                     f"{'predictions' if m.task == 'regression' else 'anomaly scores'} and the float "
+                     f"<b>{_e(report.get('reference_for_agreement') or '–')}</b> model's.")
     parts.append('<section><h2>Targets</h2>' + table_html(view.target_table(report))
-                 + f'<p class="note">Agreement: share of test samples where the artifact predicts what the float '
-                   f"<b>{_e(report.get('reference_for_agreement') or '–')}</b> model predicts. Arena: the tensor "
+                 + f'<p class="note">{agreement} Arena: the tensor '
                    "arena measured in the TFLite Micro interpreter.</p></section>")
     parts.append('<section><h2>Stages</h2>' + table_html(view.stage_table(report))
                  + '<p class="note">Size: the stage exported to TFLite (raw and gzip, so the effect of pruning on '
                    "compressed size is visible).</p></section>")
+    metrics = view.metrics_table(report)
+    if metrics is not None:
+        parts.append('<section><h2>Task metrics</h2>' + table_html(metrics)
+                     + f'<p class="note">{_e(view.metric_note(report))}. Stages: Keras models; targets: measured '
+                       "by the evaluator in each artifact's runtime.</p></section>")
 
     panels = []
     layers = view.per_layer_sparsity(report)

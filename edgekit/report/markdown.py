@@ -29,12 +29,15 @@ def render_markdown(report: dict) -> str:
     out = [f"# edgekit report: {report['recipe']}", "",
            f"**{'PASS' if status == 'pass' else 'OVER BUDGET'}** — {sentence}", ""]
     out += [f"- **{k}**: {v}" for k, v in view.summary_facts(report)]
-    out += ["", "Accuracy is top-1 on the test split; target numbers come from running each artifact in its "
+    out += ["", f"{view.metric_note(report)}; target numbers come from running each artifact in its "
                 "own runtime. Host latencies are host latencies: they say nothing about the device's speed.", ""]
     out += ["## Budgets", "", table_md(view.budget_table(report)), ""]
     out += ["## Targets", "", table_md(view.target_table(report)), ""]
     out += ["## Stages", "", table_md(view.stage_table(report)), ""]
-    out += [f"Pareto front (size vs accuracy, smallest first): {view.pareto_text(report)}", ""]
+    metrics = view.metrics_table(report)
+    if metrics is not None:
+        out += ["## Task metrics", "", table_md(metrics), ""]
+    out += [f"Pareto front (size vs {view.main_metric(report).label}, smallest first): {view.pareto_text(report)}", ""]
     layers = view.per_layer_sparsity(report)
     if layers:
         stage, target, items = layers

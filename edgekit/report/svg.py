@@ -118,13 +118,29 @@ def _pct_label(v: float, step: float) -> str:
 # ----------------------------------------------------------------------------- accuracy vs size
 
 
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` ticks at 1/2/2.5/5 x 10^k steps between ``lo`` and ``hi`` (any scale)."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / n
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [float(f"{first + i * step:.10g}") for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int = 1100, height: int = 420,
-                     legend: bool = True) -> str:
+                     legend: bool = True, y_label: str = "test accuracy", share: bool = True,
+                     tick_fmt=None, higher_is_better: bool = True) -> str:
     """Scatter of accuracy (linear y) against size (log x) with the Pareto front as a step line.
 
     ``points``: dicts with ``label``, ``group`` (stage/target/variant), ``name``, ``size_bytes``,
     ``accuracy``, ``pareto`` and ``tip`` (tooltip text), as from
     :func:`edgekit.report.view.size_accuracy_points`. Targets are coloured by ``colors[name]``.
+    Another metric than accuracy (MAE, ROC-AUC) is plotted under ``y_label``: ``share=False``
+    lets the axis leave [0, 1] and labels its ticks with ``tick_fmt``; ``higher_is_better``
+    only words the title.
     """
     ml, mr, mt, mb = 62, 18, 16, 64 if legend else 44
     if not points:
@@ -134,24 +150,29 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
     x = _Log(min(sizes) / 1.6, max(sizes) * 1.6, ml, width - mr)
     span = max(accs) - min(accs)
     pad = max(0.004, 0.15 * span)
-    y_lo, y_hi = max(0.0, min(accs) - pad), min(1.0, max(accs) + pad)
-    if y_hi - y_lo < 0.01:
-        y_lo, y_hi = max(0.0, y_hi - 0.01), max(y_hi, min(1.0, y_lo + 0.01))
+    if share:
+        y_lo, y_hi = max(0.0, min(accs) - pad), min(1.0, max(accs) + pad)
+        if y_hi - y_lo < 0.01:
+            y_lo, y_hi = max(0.0, y_hi - 0.01), max(y_hi, min(1.0, y_lo + 0.01))
+    else:
+        pad = 0.15 * span if span > 0 else max(1e-6, 0.05 * abs(max(accs)))
+        y_lo, y_hi = min(accs) - pad, max(accs) + pad
     y = _Lin(y_lo, y_hi, height - mb, mt)
     body = []
     for t in _size_ticks(min(sizes) / 1.6, max(sizes) * 1.6):
         body.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{mt}" y2="{height - mb}" stroke="{GRID}"/>')
         body.append(_text(x(t), height - mb + 16, _bytes_label(t), anchor="middle"))
-    yt = _lin_ticks(y_lo, y_hi)
+    yt = _lin_ticks(y_lo, y_hi) if share else _nice_ticks(y_lo, y_hi)
     step = yt[1] - yt[0] if len(yt) > 1 else 0.01
     for t in yt:
         body.append(f'<line x1="{ml}" x2="{width - mr}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="{GRID}"/>')
-        body.append(_text(ml - 6, y(t) + 4, _pct_label(t, step), anchor="end"))
+        label = _pct_label(t, step) if share else (tick_fmt(t) if tick_fmt else f"{t:g}")
+        body.append(_text(ml - 6, y(t) + 4, label, anchor="end"))
     body.append(f'<rect x="{ml}" y="{mt}" width="{width - ml - mr}" height="{height - mt - mb}" fill="none" '
                 f'stroke="{AXIS}" stroke-width="0.8"/>')
     body.append(_text((ml + width - mr) / 2, height - mb + 34, "size of the model file (log scale)",
                       anchor="middle", size=12))
-    body.append(_text(14, (mt + height - mb) / 2, "test accuracy", anchor="middle", size=12,
+    body.append(_text(14, (mt + height - mb) / 2, y_label, anchor="middle", size=12,
                       extra=f' transform="rotate(-90 14 {(mt + height - mb) / 2:.1f})"'))
     # Pareto front: staircase from the smallest point on the front to the most accurate one
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["size_bytes"])
@@ -207,7 +228,8 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
                         f'stroke-width="0.8" stroke-opacity="0.6"/>')
         body.append(_text(gx + dx + 2, gy + dy, label, fill=color, weight="600"))
     # legend
-    items = (("stage", "stage (its TFLite file; Keras accuracy)"), ("target", "target (measured in its runtime)"),
+    items = (("stage", "stage (its TFLite file; Keras accuracy)" if share else "stage (its TFLite file; Keras model)"),
+             ("target", "target (measured in its runtime)"),
              ("variant", "other format of a target"), ("pareto", "on the Pareto front"))
     lx, ly = ml, height - 12
     for mark, label in items if legend else ():
@@ -221,8 +243,9 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
             body.append(f'<path d="{_diamond(cx, cy, 6)}" fill="{fill}" stroke="{PALETTE[0]}" stroke-width="1.5"/>')
         body.append(_text(lx + 16, ly, label))
         lx += 16 + CHAR_W * len(label) + 24
-    return _svg(width, height, "Test accuracy against model size for every stage and target, Pareto front marked",
-                body)
+    title = ("Test accuracy against model size for every stage and target, Pareto front marked" if share else
+             f"{y_label[:1].upper()}{y_label[1:]} against model size for every stage and target, Pareto front marked")
+    return _svg(width, height, title, body)
 
 
 # ----------------------------------------------------------------------------- latency

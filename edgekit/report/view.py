@@ -9,10 +9,10 @@ the run directory: a report renders the same from its ``report.json`` anywhere.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
-from .fmt import (DASH, fmt_bytes, fmt_int, fmt_ms, fmt_ms_unit, fmt_pct, fmt_points, fmt_ratio, fmt_seconds,
-                  fmt_share, fmt_text)
+from .fmt import (DASH, fmt_bytes, fmt_delta, fmt_int, fmt_ms, fmt_ms_unit, fmt_pct, fmt_points, fmt_ratio,
+                  fmt_seconds, fmt_share, fmt_text)
 
 BUDGET_NAME = {"flash": "flash", "ram": "RAM", "latency": "latency"}
 STATUS_WORD = {"pass": "pass", "fail": "FAIL", "unchecked": "unchecked", "none": "no budget"}
@@ -43,6 +43,65 @@ class Table:
         if st is None:
             return text
         return STATUS_WORD[st] if text == DASH else f"{STATUS_WORD[st]}: {text}"
+
+
+# ----------------------------------------------------------------------------- the task's main metric
+
+
+def _fmt_auc(v) -> str:
+    return DASH if v is None else f"{v:.3f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MainMetric:
+    """The number a report ranks models by: accuracy (classification), MAE (regression) or
+    ROC-AUC (anomaly), how it is formatted, and which way is better."""
+
+    task: str
+    key: str                              # the key in an entry's ``metrics``
+    label: str                            # column and axis label
+    higher_is_better: bool
+    fmt: Callable[[Any], str]
+    fmt_delta: Callable[[Any], str]
+    share: bool                           # a value in [0, 1] shown as a percentage
+
+    def value(self, entry: dict) -> float | None:
+        """The metric of a stage or target entry of ``report.json`` (None when not measured)."""
+        if self.task == "classification":
+            return entry.get("accuracy")
+        return (entry.get("metrics") or {}).get(self.key)
+
+
+MAIN_METRICS = {
+    "classification": MainMetric("classification", "accuracy", "accuracy", True, fmt_pct, fmt_points, True),
+    "regression": MainMetric("regression", "mae", "MAE", False, fmt_text, fmt_delta, False),
+    "anomaly": MainMetric("anomaly", "roc_auc", "ROC-AUC", True, _fmt_auc, lambda v: fmt_delta(v, 2), False),
+}
+
+# every metric of a task, in the order the metrics table shows them: (key, column label, formatter)
+TASK_METRICS = {
+    "regression": (("mae", "MAE", fmt_text), ("rmse", "RMSE", fmt_text), ("r2", "R²", fmt_text),
+                   ("bias", "bias", fmt_text)),
+    "anomaly": (("roc_auc", "ROC-AUC", _fmt_auc), ("precision", "precision", fmt_pct), ("recall", "recall", fmt_pct),
+                ("f1", "F1", fmt_pct), ("threshold", "threshold", fmt_text)),
+}
+
+
+def main_metric(report: dict) -> MainMetric:
+    """The :class:`MainMetric` of the report's ``task`` (reports without one are classification)."""
+    return MAIN_METRICS[report.get("task") or "classification"]
+
+
+def metric_note(report: dict) -> str:
+    """What the main metric is, in one sentence for the report's intro."""
+    task = report.get("task") or "classification"
+    if task == "regression":
+        return ("MAE (mean absolute error, in the label's units; lower is better), RMSE, R² and bias (mean "
+                "prediction − mean label) are on the test split")
+    if task == "anomaly":
+        return ("ROC-AUC of the anomaly score (the autoencoder's mean squared reconstruction error) is on the test "
+                "split; precision and recall are at the threshold chosen on the validation split")
+    return "Accuracy is top-1 on the test split"
 
 
 # ----------------------------------------------------------------------------- budget
@@ -136,17 +195,19 @@ def budget_table(report: dict) -> Table:
 
 
 def stage_table(report: dict) -> Table:
-    """Stages in order: params, non-zero params, sparsity, TFLite size raw/gzip, accuracy, seconds."""
+    """Stages in order: params, non-zero params, sparsity, TFLite size raw/gzip, the main metric
+    (accuracy, MAE or ROC-AUC) and its change against the teacher, seconds."""
+    m = main_metric(report)
     teacher = next((s for s in report["stages"] if s["name"] == "teacher"), None)
     rows = []
     for s in report["stages"]:
-        delta = (s["accuracy"] - teacher["accuracy"]
-                 if teacher and s is not teacher and None not in (s.get("accuracy"), teacher.get("accuracy")) else None)
+        v, t = m.value(s), (m.value(teacher) if teacher else None)
+        delta = v - t if teacher and s is not teacher and None not in (v, t) else None
         rows.append((s["name"], fmt_int(s.get("params")), fmt_int(s.get("nonzero_params")),
                      fmt_pct(s.get("sparsity")), fmt_bytes(s.get("size_bytes")), fmt_bytes(s.get("gzip_bytes")),
-                     fmt_text(s.get("size_format")), fmt_pct(s.get("accuracy")), fmt_points(delta),
+                     fmt_text(s.get("size_format")), m.fmt(v), m.fmt_delta(delta),
                      fmt_seconds(s.get("seconds"))))
-    return Table("stages", ("stage", "params", "non-zero", "sparsity", "size", "gzip", "format", "accuracy",
+    return Table("stages", ("stage", "params", "non-zero", "sparsity", "size", "gzip", "format", m.label,
                             "vs teacher", "seconds"), tuple(rows),
                  (False, True, True, True, True, True, False, True, True, True),
                  tuple(s["name"] for s in report["stages"]))
@@ -163,21 +224,45 @@ def target_entries(report: dict) -> list[tuple[str, dict, bool]]:
 
 
 def target_table(report: dict) -> Table:
-    """Every measured artifact: format, runtime, size, arena, accuracy, agreement, latency p50/p90/p99."""
+    """Every measured artifact: format, runtime, size, arena, the main metric, agreement with the
+    float model (classification; else the mean absolute difference of the outputs or scores),
+    latency p50/p90/p99."""
+    m = main_metric(report)
+    classify = m.task == "classification"
     rows, keys, variant = [], [], []
     for label, v, is_variant in target_entries(report):
         lat = v.get("latency_ms") or {}
         rows.append((label, fmt_text(v.get("format")), fmt_text((v.get("runtime") or {}).get("name")),
                      fmt_bytes(v.get("size_bytes")), fmt_bytes(v.get("gzip_bytes")), fmt_bytes(v.get("arena_bytes")),
-                     fmt_pct(v.get("accuracy")), fmt_pct(v.get("agreement_with_float")),
+                     m.fmt(m.value(v)),
+                     fmt_pct(v.get("agreement_with_float")) if classify else fmt_text(v.get("mean_abs_diff_vs_float")),
                      fmt_ms(lat.get("p50")), fmt_ms(lat.get("p90")), fmt_ms(lat.get("p99")),
                      fmt_text(v.get("measured_on"))))
         keys.append(v["name"])
         variant.append(is_variant)
-    return Table("targets", ("target", "format", "runtime", "size", "gzip", "arena", "accuracy",
-                             "agrees w/ float", "p50 ms", "p90 ms", "p99 ms", "measured on"), tuple(rows),
+    return Table("targets", ("target", "format", "runtime", "size", "gzip", "arena", m.label,
+                             "agrees w/ float" if classify else "mean |Δ| vs float",
+                             "p50 ms", "p90 ms", "p99 ms", "measured on"), tuple(rows),
                  (False, False, False, True, True, True, True, True, True, True, True, False),
                  tuple(keys), variant=tuple(variant))
+
+
+def metrics_table(report: dict) -> Table | None:
+    """Every metric of the task (regression: MAE, RMSE, R², bias; anomaly: ROC-AUC, precision,
+    recall, F1, threshold) for each stage and measured artifact; None for classification."""
+    cols = TASK_METRICS.get(report.get("task") or "classification")
+    if cols is None:
+        return None
+    rows, keys, variant = [], [], []
+    entries = [(s["name"], s, False, s["name"]) for s in report["stages"]]
+    entries += [(label, v, is_variant, v["name"]) for label, v, is_variant in target_entries(report)]
+    for label, v, is_variant, key in entries:
+        got = v.get("metrics") or {}
+        rows.append((label, *(f(got.get(k)) for k, _, f in cols)))
+        keys.append(key)
+        variant.append(is_variant)
+    return Table("metrics", ("model", *(lab for _, lab, _ in cols)), tuple(rows),
+                 (False,) + (True,) * len(cols), tuple(keys), variant=tuple(variant))
 
 
 # ----------------------------------------------------------------------------- facts
@@ -189,32 +274,39 @@ def primary_target(report: dict) -> dict | None:
 
 
 def size_accuracy_points(report: dict) -> list[dict[str, Any]]:
-    """Every stage and every measured artifact as (label, group, size, accuracy), Pareto front marked.
+    """Every stage and every measured artifact as (label, group, size, main metric), Pareto front marked.
 
-    A point is on the front when no other point is at most as large and at least as accurate
-    (and strictly better in one of the two). Points without a size or accuracy are left out.
+    The main metric (:func:`main_metric`: accuracy, MAE or ROC-AUC) is under ``accuracy``. A
+    point is on the front when no other point is at most as large and at least as good (and
+    strictly better in one of the two). Points without a size or metric are left out.
     """
+    m = main_metric(report)
     pts = [{"label": s["name"], "group": "stage", "name": s["name"], "format": s.get("size_format"),
-            "size_bytes": s.get("size_bytes"), "accuracy": s.get("accuracy")} for s in report["stages"]]
+            "size_bytes": s.get("size_bytes"), "accuracy": m.value(s)} for s in report["stages"]]
     pts += [{"label": label, "group": "variant" if is_variant else "target", "name": v["name"],
-             "format": v.get("format"), "size_bytes": v.get("size_bytes"), "accuracy": v.get("accuracy")}
+             "format": v.get("format"), "size_bytes": v.get("size_bytes"), "accuracy": m.value(v)}
             for label, v, is_variant in target_entries(report)]
-    return mark_pareto([p for p in pts if p["size_bytes"] and p["accuracy"] is not None])
+    return mark_pareto([p for p in pts if p["size_bytes"] and p["accuracy"] is not None],
+                       higher_is_better=m.higher_is_better)
 
 
-def mark_pareto(points: list[dict]) -> list[dict]:
-    """Set ``pareto`` on each point (dicts with ``size_bytes`` and ``accuracy``); returns ``points``."""
+def mark_pareto(points: list[dict], *, higher_is_better: bool = True) -> list[dict]:
+    """Set ``pareto`` on each point (dicts with ``size_bytes`` and ``accuracy``, the metric whose
+    larger values are better unless ``higher_is_better`` is false); returns ``points``."""
+    sign = 1 if higher_is_better else -1
     for p in points:
-        p["pareto"] = not any(q is not p and q["size_bytes"] <= p["size_bytes"] and q["accuracy"] >= p["accuracy"]
-                              and (q["size_bytes"] < p["size_bytes"] or q["accuracy"] > p["accuracy"])
+        p["pareto"] = not any(q is not p and q["size_bytes"] <= p["size_bytes"]
+                              and sign * q["accuracy"] >= sign * p["accuracy"]
+                              and (q["size_bytes"] < p["size_bytes"] or sign * q["accuracy"] > sign * p["accuracy"])
                               for q in points)
     return points
 
 
 def pareto_text(report: dict) -> str:
     """The Pareto front, smallest first: ``cortex-m4 (8.2 KiB, 98.6 %), qat (8.8 KiB, 98.6 %)``."""
+    m = main_metric(report)
     front = sorted((p for p in size_accuracy_points(report) if p["pareto"]), key=lambda p: p["size_bytes"])
-    return ", ".join(f"{p['label']} ({fmt_bytes(p['size_bytes'])}, {fmt_pct(p['accuracy'])})" for p in front) or DASH
+    return ", ".join(f"{p['label']} ({fmt_bytes(p['size_bytes'])}, {m.fmt(p['accuracy'])})" for p in front) or DASH
 
 
 def latency_rows(report: dict) -> list[dict[str, Any]]:
@@ -254,15 +346,18 @@ def verdict(report: dict) -> tuple[str, str]:
 
 
 def headline(report: dict) -> list[dict[str, str]]:
-    """One card per target: accuracy, change against the teacher, size, compression, p50, verdict."""
+    """One card per target: the main metric (under ``accuracy``), change against the teacher,
+    size, compression, p50, verdict."""
+    m = main_metric(report)
     teacher = next((s for s in report["stages"] if s["name"] == "teacher"), None)
     cards = []
     for t in report["targets"]:
-        acc = t.get("accuracy")
-        delta = acc - teacher["accuracy"] if teacher and None not in (acc, teacher.get("accuracy")) else None
+        acc = m.value(t)
+        t_acc = m.value(teacher) if teacher else None
+        delta = acc - t_acc if teacher and None not in (acc, t_acc) else None
         ok = (t.get("budget") or {}).get("ok")
         cards.append({"name": t["name"], "board": fmt_text(t.get("board")), "format": fmt_text(t.get("format")),
-                      "accuracy": fmt_pct(acc), "delta": fmt_points(delta), "size": fmt_bytes(t.get("size_bytes")),
+                      "accuracy": m.fmt(acc), "delta": m.fmt_delta(delta), "size": fmt_bytes(t.get("size_bytes")),
                       "compression": fmt_ratio(t.get("compression_vs_teacher")),
                       "p50": fmt_ms_unit((t.get("latency_ms") or {}).get("p50")),
                       "measured_on": fmt_text(t.get("measured_on")),
@@ -278,13 +373,28 @@ def summary_facts(report: dict) -> list[tuple[str, str]]:
         rt = v.get("runtime") or {}
         measured.setdefault(v.get("measured_on") or DASH, []).append(
             f"{label} ({rt.get('name', DASH)} {rt.get('version', '')})".replace(" )", ")"))
+    task = report.get("task") or "classification"
+    kinds = {"classification": f"{d.get('classes')} classes", "regression": "regression",
+             "anomaly": "anomaly detection (0 normal, 1 anomaly)"}
     facts = [("recipe", f"{report.get('recipe')} (seed {report.get('seed', DASH)})"),
              ("dataset", f"{d.get('name')}: {d.get('train')} train, {d.get('val', 0)} val, {d.get('test')} test, "
-                         f"{d.get('classes')} classes"),
+                         f"{kinds[task]}"),
              ("stage numbers", "Keras models on the build host, test split; sizes are each stage's TFLite file"),
              *((f"measured on {on}", "; ".join(items)) for on, items in measured.items()),
              ("agreement reference", f"{report.get('reference_for_agreement') or DASH} (float model)"),
              ("git commit", report.get("git_commit") or DASH)]
+    extra = [("task", task)] if task != "classification" else []
+    f = report.get("features")
+    if f:
+        what = "explained variance" if f.get("reduce") == "pca" else "between-class variance (LDA)"
+        extra.append(("input reduction", f"{str(f.get('reduce')).upper()} in the model's first layer: "
+                                         f"{f.get('input_size')} → {f.get('reduced_size')} inputs, {what} kept "
+                                         f"{fmt_pct(f.get('variance_kept'))}"))
+    rule = next((s.get("threshold_rule") for s in reversed(report["stages"]) if s.get("threshold_rule")), None)
+    if rule:
+        extra.append(("anomaly threshold", f"chosen on the validation split for each stage ({rule}); the targets "
+                                           f"use the {report.get('reference_for_agreement') or DASH} stage's"))
+    facts[2:2] = extra
     if report.get("recipe_sha256"):
         facts.append(("recipe sha256", report["recipe_sha256"]))
     if report.get("created"):
@@ -330,4 +440,10 @@ def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
     rt = (t.get("runtime") or {}).get("name", DASH)
     caption = (f"{t['name']} ({t.get('format')}, {rt}, measured on {t.get('measured_on')}): "
                f"{sum(map(sum, m))} test samples, accuracy {fmt_pct(t.get('accuracy'))}")
+    if report.get("task") == "anomaly":
+        got = t.get("metrics") or {}
+        labels = ["normal", "anomaly"] if len(m) == 2 else labels
+        caption = (f"{t['name']} ({t.get('format')}, {rt}, measured on {t.get('measured_on')}): "
+                   f"{sum(map(sum, m))} test samples flagged at score ≥ {fmt_text(got.get('threshold'))}: "
+                   f"precision {fmt_pct(got.get('precision'))}, recall {fmt_pct(got.get('recall'))}")
     return caption, m, labels
