@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataError
-from .recipe import DataConfig, FeaturesConfig, Task
+from .recipe import DataConfig, FeaturesConfig, Task, recipe_relative
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,9 @@ def _machine_anomaly():
 
 
 def _resolve(path: str, base: Path | None) -> Path:
-    """A dataset path as the recipe names it: relative to the recipe's folder when it exists there."""
-    p = Path(path)
-    if base is not None and not p.is_absolute() and (base / p).exists():
-        return base / p
-    return p
+    """A dataset path as the recipe names it: relative to the recipe's folder when it exists there
+    (never escaping it through a symlink, see :func:`edgekit.recipe.recipe_relative`)."""
+    return recipe_relative(path, base, "data.source")
 
 
 def _npz(path: Path, task: str = "classification"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -405,12 +406,34 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
 
 
+def recipe_relative(name: str, base: Path | None, what: str) -> Path:
+    """A path a recipe names: relative to the recipe's folder ``base`` when it exists there,
+    else as given (relative to the working directory).
+
+    A relative path may not escape through a symlink: when following its symlinks leads outside
+    the folder it is relative to (to a place the recipe does not name), it is refused with a
+    :class:`RecipeError` naming both places. Absolute paths, and ``..`` written out, are the
+    user's own choice (their symlinks are checked the same way).
+    """
+    p = Path(name)
+    if p.is_absolute():
+        return p
+    chosen = base / p if base is not None and (base / p).exists() else p
+    root = (base if chosen is not p else Path.cwd()).resolve()
+    lexical = Path(os.path.normpath(root / p))
+    real = lexical.resolve()
+    if real != lexical and not real.is_relative_to(root):
+        raise RecipeError(f"{what} {name!r} leads through a symlink to {real}, outside {root}; "
+                          f"write that path itself (absolute) if it is the one you mean")
+    return chosen
+
+
 def find_target(name_or_path: str, *, base: Path | None = None) -> Path:
     """Resolve a target name (``rpi4``) or path (``my/board.yaml``) to its profile file."""
     candidates = []
     if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
         # relative to the recipe first, so a recipe means the same wherever it is run from
-        candidates += ([base / name_or_path] if base else []) + [Path(name_or_path)]
+        candidates.append(recipe_relative(name_or_path, base, "target profile"))
     else:
         candidates.append(TARGETS_DIR / f"{name_or_path}.yaml")
     for c in candidates:

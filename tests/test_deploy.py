@@ -152,6 +152,29 @@ def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
     one_error_line(res, f"cannot create {where}", "choose another --remote-dir")
 
 
+def test_no_secret_reaches_logs_or_run_files(run, sshd, known_hosts, tmp_path, monkeypatch):
+    """Secrets audit: with canary secrets in the environment, a debug-logged deploy and a report
+    re-render write neither them nor the private key's body to the output or any run file."""
+    canary = "edgekit-canary-3f9c1a7d"
+    for var in ("AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "EDGEKIT_API_TOKEN", "SSH_PASSPHRASE"):
+        monkeypatch.setenv(var, f"{canary}-{var}")
+    key_body = [ln for ln in sshd.user_key.read_text().splitlines() if ln and not ln.startswith("-----")]
+    assert key_body
+    base = ["deploy", str(run), "--target", "rpi4", "--host", sshd.destination, "--port", str(sshd.port),
+            "--key", str(sshd.user_key), "--known-hosts", str(known_hosts), "--python", sys.executable]
+    outputs = [CliRunner().invoke(main, ["-vv"] + base + args) for args in (["--keep", "--remote-dir",
+                                                                              str(remote_dir(tmp_path))], ["--json"])]
+    outputs.append(CliRunner().invoke(main, ["-vv", "report", str(run)]))
+    assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
+    assert "debug" in outputs[0].output.lower() or len(outputs[0].output.splitlines()) > 3   # -vv did log
+    texts = {f"output {i}": r.output for i, r in enumerate(outputs)}
+    texts.update({str(p): p.read_bytes().decode("utf-8", "replace")
+                  for folder in (run, remote_dir(tmp_path)) for p in folder.rglob("*") if p.is_file()})
+    for name, text in texts.items():
+        assert canary not in text, name
+        assert not any(line in text for line in key_body), name
+
+
 def test_a_run_in_use_is_refused_before_connecting(run, sshd, known_hosts):
     import fcntl
 

@@ -93,9 +93,28 @@ CASES = [
     ("compare on a non-run", lambda t: ["eval", str(t), "--compare"], 1, "not a run directory"),
     ("target profile bad kind", lambda t: ["targets", "show", str(_recipe(t, "name: b\nkind: fpga\n", "b.yaml"))], 2,
      "kind: 'fpga' is not allowed"),
+    ("data path escapes through a symlink", lambda t: ["run", str(_escape(t, "data")), "--out", str(t / "o")], 2,
+     "data.source 'data/d.npz' leads through a symlink to"),
+    ("target path escapes through a symlink", lambda t: ["recipes", "validate", str(_escape(t, "target"))], 2,
+     "target profile 'boards/b.yaml' leads through a symlink to"),
     ("deploy to a host that is down", lambda t: ["deploy", str(_fake_run(t)), "--host", "pi@127.0.0.1", "--port",
                                                  str(_free_port()), "--timeout", "5"], 7, ""),
 ]
+
+
+def _escape(t: Path, what: str) -> Path:
+    """A recipe in t/proj whose relative data (or target) path leads, through a symlink inside
+    proj, to t/outside: a place the recipe does not name."""
+    (t / "outside").mkdir()
+    (t / "proj").mkdir()
+    np.savez(t / "outside" / "d.npz", x=np.zeros((30, 8, 8, 1)), y=np.arange(30) % 3)
+    (t / "outside" / "b.yaml").write_text("name: b\nkind: mcu\n")
+    (t / "proj" / ("data" if what == "data" else "boards")).symlink_to(t / "outside")
+    extra = "data: {source: 'npz:data/d.npz'}\n" if what == "data" else ""
+    text = GOOD.format(extra=extra)
+    if what == "target":
+        text = text.replace("targets: [rpi4]", "targets: [boards/b.yaml]")
+    return _recipe(t / "proj", text)
 
 
 def _other_run(t: Path) -> Path:
@@ -181,6 +200,61 @@ def test_no_space_left_is_one_line_and_keeps_finished_stages(tmp_path):
     assert len(lines) == 1 and "File too large" in lines[0], proc.stderr[-2000:]
     assert "finished stages are kept" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_recipe_paths_follow_symlinks_only_inside_the_recipe_folder(tmp_path, monkeypatch):
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import recipe_relative
+
+    proj, outside = tmp_path / "proj", tmp_path / "outside"
+    (proj / "data").mkdir(parents=True)
+    outside.mkdir()
+    (proj / "data" / "d.npz").write_bytes(b"x")
+    (outside / "o.npz").write_bytes(b"x")
+    (proj / "alias").symlink_to(proj / "data")                 # a symlink inside the folder: fine
+    (proj / "escape").symlink_to(outside)                      # leads out: refused
+    assert recipe_relative("alias/d.npz", proj, "data.source") == proj / "alias" / "d.npz"
+    assert recipe_relative("../outside/o.npz", proj, "data.source") == proj / "../outside/o.npz"  # named
+    assert recipe_relative(str(outside / "o.npz"), proj, "data.source") == outside / "o.npz"    # named
+    (proj / "link.npz").symlink_to(outside / "o.npz")
+    for name in ("escape/o.npz", "link.npz"):
+        with pytest.raises(RecipeError, match=f"data.source '{name}' leads through a symlink to {outside}"):
+            recipe_relative(name, proj, "data.source")
+    monkeypatch.chdir(proj)                                    # not under the recipe: relative to the cwd,
+    with pytest.raises(RecipeError, match="outside"):           # checked the same way
+        recipe_relative("escape/o.npz", tmp_path / "elsewhere", "data.source")
+
+
+def test_read_only_out_is_one_line_and_writes_nothing():
+    """--out inside a folder the user cannot write. Root ignores permissions, so under root the
+    command runs as `nobody` (util-linux `setpriv`); elsewhere a 0555 folder is enough."""
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="edgekit-ro-"))
+    try:
+        top.chmod(0o755)
+        recipe = _recipe(top, GOOD.format(extra=""))
+        recipe.chmod(0o644)
+        ro = top / "ro"
+        ro.mkdir(mode=0o555)
+        ro.chmod(0o555)
+        drop = []
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: a read-only folder cannot be made")
+            drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        for out in (ro, ro / "run"):
+            proc = subprocess.run(drop + [sys.executable, "-m", "edgekit.cli", "run", str(recipe), "--out", str(out)],
+                                  capture_output=True, text=True, timeout=300,
+                                  cwd=Path(__file__).resolve().parent.parent,
+                                  env={**os.environ, "HOME": str(top)})
+            assert proc.returncode == 1, proc.stderr
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {ro}") and "Permission denied" in lines[0], lines
+            assert list(ro.iterdir()) == []
+    finally:
+        shutil.rmtree(top)
 
 
 # ------------------------------------------------------------------------------ property-based
