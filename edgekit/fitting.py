@@ -61,9 +61,13 @@ def weighted_layers(model) -> list:
 def model_stats(model) -> dict[str, Any]:
     """Parameter counts from the weights themselves: ``params``, ``nonzero_params``, ``sparsity``.
 
-    ``sparsity`` here is the share of zeros among all trainable weights of the model.
+    ``sparsity`` here is the share of zeros among all trainable weights of the model. Weights of
+    frozen layers (the fixed input reduction) are not counted, also inside QAT wrappers, which
+    list the kernels they quantize as trainable even when the wrapped layer is frozen.
     """
-    weights = [w.numpy() for w in model.trainable_weights]
+    frozen = {getattr(layer, "layer", layer).name for layer in model.layers
+              if not getattr(layer, "layer", layer).trainable}
+    weights = [w.numpy() for w in model.trainable_weights if w.name.split("/")[0] not in frozen]
     params = int(sum(w.size for w in weights))
     nonzero = int(sum(np.count_nonzero(w) for w in weights))
     return {"params": params, "nonzero_params": nonzero,

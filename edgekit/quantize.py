@@ -109,10 +109,8 @@ WEIGHTS_FILE = "qat.weights.h5"
 def apply_qat(model, scheme: str):
     """Wrap ``model`` for QAT with ``scheme`` (``default_8bit`` or ``prune_preserve_8bit``).
 
-    Layers that are not trainable (the fixed input reduction) stay fixed: tfmot's
-    ``QuantizeWrapper`` lists the weights it quantizes as trainable even when the wrapped layer
-    is frozen, so those are taken off its trainable list (they remain non-trainable weights of
-    the wrapped layer, fake-quantized like any other)."""
+    Layers that are not trainable (the fixed input reduction) are wrapped like any other and
+    fake-quantized; :func:`fixed_layers_callback` holds their values during training."""
     q = tfmot().quantization.keras
     annotated = q.quantize_annotate_model(model)
     if scheme == "prune_preserve_8bit":
