@@ -122,6 +122,8 @@ def test_pca_layer_survives_pruning_and_qat(regression_run):
     data = load_for_recipe(load_recipe(out.parent / "regression.yaml"), base=out.parent)
     pruned = next(s for s in report["stages"] if s["name"] == "pruned")
     assert REDUCTION_LAYER not in pruned["per_layer"]
+    # the fixed layer is counted in no stage's params (QAT wrappers list its kernel as trainable)
+    assert len({s["params"] for s in report["stages"] if s["name"] != "teacher"}) == 1, report["stages"]
     for model in (load_model(out / "stages" / "pruned" / "model.keras"), quantize.load(out / "stages" / "qat")):
         layer = next(la for la in model.layers if la.name.endswith(REDUCTION_LAYER))
         kernel = next(w for w in layer.weights if w.name.split("/")[-1].startswith("kernel"))
