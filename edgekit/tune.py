@@ -371,9 +371,12 @@ def _retry_stale(study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # noqa: SLF001 - optuna's storage API
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
-        study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-        log.warning("trial %d was interrupted (still RUNNING in study.db): marked FAIL, its parameters are queued "
-                    "again; the retry continues in its run directory", t.number)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+            log.warning("trial %d was interrupted (still RUNNING in study.db): marked FAIL, its parameters are "
+                        "queued again; the retry continues in its run directory", t.number)
+        else:  # stopped while the sampler was choosing: nothing ran
+            log.warning("trial %d was interrupted before its parameters were chosen: marked FAIL", t.number)
         stale.append(t.number)
     return stale
 

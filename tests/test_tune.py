@@ -221,8 +221,9 @@ evaluate: {warmup: 1, runs: 5}
 """
 
 
-def _tune(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edgekit.cli", "-q", "tune", str(folder / "tiny.yaml"),
+def _tune(folder: Path, out: Path, *extra: str, quiet: bool = True) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgekit.cli", *(["-q"] if quiet else []), "tune",
+                             str(folder / "tiny.yaml"),
                              "--target", str(folder / "board.yaml"), "--trials", "3", "--jobs", "2",
                              "--max-accuracy-drop", "30", "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -264,7 +265,9 @@ def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
             trials = _trials(out)
         except Exception:  # noqa: BLE001 - the database may not exist yet
             trials = []
-        if any(t["state"] == "COMPLETE" for t in trials) and any(t["state"] == "RUNNING" for t in trials):
+        if any(t["state"] == "COMPLETE" for t in trials) and \
+                any(t["state"] == "RUNNING" and "run_dir" in t["attrs"] for t in trials):  # a worker is training
+            time.sleep(2.0)
             break
         time.sleep(0.5)
     else:
@@ -280,7 +283,7 @@ def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
         time.sleep(0.5)
     assert not _workers_of(out), "trial workers outlived the killed study"
 
-    proc = _tune(tmp_path, out, "--resume")
+    proc = _tune(tmp_path, out, "--resume", quiet=False)  # warnings logged: the interrupted trials are named
     stdout, stderr = proc.communicate(timeout=900)
     assert proc.returncode == 0, stderr[-3000:]
     after = _trials(out)
@@ -290,15 +293,24 @@ def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
         assert by_number[n]["values"] == t["values"]
         assert (out / "trials" / str(n) / "report.json").stat().st_mtime_ns == mtimes[n]
         assert (out / "trials" / str(n) / "worker.log").read_text().count("--- worker started") == 1
-    for n in stale:  # the interrupted trial: FAIL, and queued again under a new number
+    assert stale
+    for n in stale:  # the interrupted trials: FAIL, and (if they had parameters) queued again under a new number
         assert by_number[n]["state"] == "FAIL" and by_number[n]["attrs"]["interrupted"] is True
         retry = [t for t in after if t["attrs"].get("retry_of") == n]
+        if not by_number[n]["params"]:  # killed while the sampler was choosing: nothing to retry
+            assert not retry
+            continue
         assert len(retry) == 1 and retry[0]["params"] == by_number[n]["params"]
         assert retry[0]["state"] in ("COMPLETE", "PRUNED", "FAIL")
+        if "run_dir" in by_number[n]["attrs"] and retry[0]["state"] == "COMPLETE":  # continued in its run directory
+            assert retry[0]["attrs"]["run_dir"] == f"trials/{retry[0]['number']}"
+            assert not (out / "trials" / str(n)).exists()
+            log = (out / retry[0]["attrs"]["run_dir"] / "worker.log").read_text()
+            assert log.count("--- worker started") == 2
     counted = [t for t in after if t["state"] in ("COMPLETE", "PRUNED", "FAIL") and not t["attrs"].get("interrupted")
                and t["attrs"].get("duplicate_of") is None]
     assert len(counted) == 3
-    assert "interrupted (still RUNNING in study.db)" in stderr or not stale
+    assert "was interrupted" in stderr
 
     result = json.loads((out / "tune.json").read_text())
     assert [r["number"] for r in result["trials"]] == sorted(by_number)
