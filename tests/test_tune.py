@@ -205,6 +205,13 @@ def test_cli_refuses_bad_input(tmp_path):
     assert r.exit_code == 1 and "already holds a study (study.db); pass --resume" in r.output
 
 
+def test_tune_help_imports_neither_tensorflow_nor_optuna():
+    code = ("import sys\nfrom edgekit.cli import main\ntry:\n    main(['tune', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('tensorflow', 'optuna', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
 # ----------------------------------------------------------------------------- a real tiny study, killed and resumed
 
 
@@ -329,3 +336,58 @@ def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
         assert manifest["stages"]["teacher"]["fingerprint"] == teacher["fingerprint"]
         assert os.path.samefile(out / "trials" / str(n) / "stages" / "teacher" / "model.keras",
                                 out / "teacher" / "stages" / "teacher" / "model.keras")
+
+
+# ----------------------------------------------------------------------------- acceptance (slow)
+
+
+# Digits, a quickstart-sized recipe, a Cortex-M4 with 24 KiB flash and 12 KiB arena for the model.
+DIGITS = """
+name: digits-m4-tune
+seed: 0
+data: {source: digits, test_split: 0.2, val_split: 0.1}
+teacher: {model: cnn_small, epochs: 15, batch_size: 32, learning_rate: 0.002}
+student: {model: cnn_tiny, epochs: 25, batch_size: 32, learning_rate: 0.005, temperature: 4.0, alpha: 0.7}
+prune: {target_sparsity: 0.6, epochs: 4}
+qat: {epochs: 2}
+targets: [cortex-m4]
+evaluate: {warmup: 2, runs: 20}
+"""
+
+# best.yaml rerun from scratch (teacher included, in a new process): the model file and arena
+# depend on the architecture and scheme only and must be equal; accuracy may move by a few of
+# the 360 test samples when TensorFlow's CPU kernels sum in another order.
+REPRODUCE_ACCURACY_TOLERANCE = 0.015
+
+
+@pytest.mark.slow
+def test_digits_tight_mcu_budget_found_within_two_points_and_best_yaml_reproduces(tmp_path):
+    (tmp_path / "digits.yaml").write_text(DIGITS)
+    (tmp_path / "tight-m4.yaml").write_text(TIGHT_BOARD)
+    out = tmp_path / "tune"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "tune", str(tmp_path / "digits.yaml"), "--target",
+                           str(tmp_path / "tight-m4.yaml"), "--max-accuracy-drop", "2", "--trials", "6", "--jobs", "2",
+                           "--out", str(out), "--json"], capture_output=True, text=True, timeout=1200)
+    tune_seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    best, teacher = result["best"], result["teacher_accuracy"]
+    assert best["flash_bytes"] <= 24576 and best["arena_bytes"] <= 12288 and best["fits"]
+    assert best["accuracy"] >= teacher - 0.02
+    start = time.perf_counter()
+    rerun = subprocess.run([sys.executable, "-m", "edgekit.cli", "-q", "run", str(out / "best.yaml"), "--out",
+                            str(tmp_path / "best"), "--json"], capture_output=True, text=True, timeout=900)
+    rerun_seconds = time.perf_counter() - start
+    assert rerun.returncode == 0, rerun.stderr[-3000:]  # within the budget again (else exit 6)
+    target = json.loads(rerun.stdout)["targets"][0]
+    print(f"\nteacher {teacher:.4f}; best trial {best['number']} {best['params']}: flash {best['flash_bytes']} B, "
+          f"arena {best['arena_bytes']} B, latency {best['latency_ms']} ms ({best['latency_basis']}), accuracy "
+          f"{best['accuracy']:.4f}; {result['counts']} in {tune_seconds:.0f} s; best.yaml rerun: flash "
+          f"{target['size_bytes']} B, arena {target['arena_bytes']} B, accuracy {target['accuracy']:.4f} "
+          f"in {rerun_seconds:.0f} s")
+    for r in result["trials"]:
+        print(f"  #{r['number']} {r['state']} {r['params']} flash {r['flash_bytes']} arena {r['arena_bytes']} "
+              f"acc {r['accuracy']} {r['pruned_reason'] or ''}")
+    assert target["size_bytes"] == best["flash_bytes"] and target["arena_bytes"] == best["arena_bytes"]
+    assert abs(target["accuracy"] - best["accuracy"]) <= REPRODUCE_ACCURACY_TOLERANCE

@@ -53,6 +53,7 @@ def _note(r: dict, result: dict) -> str:
     if r.get("pruned_reason"):
         notes.append(f"pruned before training: {r['pruned_reason']}")
     notes += r.get("violations") or []
+    notes += [f"unchecked: {u}" for u in r.get("unchecked") or []]
     if r["state"] == "COMPLETE" and not r["meets_floor"]:
         notes.append(f"accuracy below the floor {fmt_pct(result['accuracy_floor'])}")
     if r.get("error"):
