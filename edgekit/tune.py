@@ -156,8 +156,9 @@ def trial_recipe(base: Recipe, params: dict[str, Any]) -> Recipe:
 
 
 def tuned_base(recipe: Recipe, recipe_dir: Path, target: str) -> Recipe:
-    """The recipe a study tunes: one target, and the data and target paths made absolute (trial
-    recipes live in ``trials/<n>/``, not beside the original)."""
+    """The recipe a study tunes: one target, the data and target paths made absolute (trial
+    recipes live in ``trials/<n>/``, not beside the original), and no from-scratch student
+    baseline (``student.baseline``: it would double every trial's distillation)."""
     from .data import _resolve
 
     d = recipe.model_dump(mode="json")

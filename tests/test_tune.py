@@ -259,6 +259,21 @@ def _workers_of(out: Path) -> list[int]:
     return pids
 
 
+def test_nothing_fits_exits_6_after_pruning_every_trial_before_training(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "board.yaml").write_text(TIGHT_BOARD.replace("name: tight-m4", "name: board")
+                                         .replace("flash_bytes: 24576", "flash_bytes: 1000"))
+    proc = _tune(tmp_path, tmp_path / "study", "--json")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 6, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: no trial fits board's budgets within 30 points")
+    result = json.loads(stdout)
+    assert result["best"] is None and result["counts"]["PRUNED"] == 3 and result["counts"]["COMPLETE"] == 0
+    assert all(r["pruned_reason"].startswith("flash: the weights alone take") for r in result["trials"])
+    assert not (tmp_path / "study" / "best.yaml").exists() and not (tmp_path / "study" / "trials").exists()
+    assert "**NOT FOUND**" in (tmp_path / "study" / "tune.md").read_text()
+
+
 def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     (tmp_path / "board.yaml").write_text(TIGHT_BOARD.replace("name: tight-m4", "name: board"))
