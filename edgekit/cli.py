@@ -487,6 +487,113 @@ def _render_estimate(r: dict, *, per_op: bool) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- tune
+
+
+@main.command("tune")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--target", "target", required=True, metavar="NAME|PATH",
+              help="The target profile whose flash, RAM and latency budgets the model must fit.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 100), default=1.0, show_default=True, metavar="POINTS",
+              help="Percentage points of test accuracy a model may lose against the teacher.")
+@click.option("--trials", type=click.IntRange(1, 100_000), default=20, show_default=True, metavar="N",
+              help="Finished trials the study should hold (a resumed study runs the rest).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Start no trial after this many seconds (running trials finish).")
+@click.option("--jobs", type=click.IntRange(1, 64), metavar="J",
+              help="Trials in parallel, one process each (default: usable cores, at most 2).")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Study directory (default: runs/tune-RECIPE-TARGET).")
+@click.option("--resume", is_flag=True, help="Continue the study in --out; finished trials are not rerun.")
+@click.option("--json", "as_json", is_flag=True, help="Print tune.json to stdout when done.")
+@click.pass_context
+@_handle_errors
+def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, timeout_s: float | None,
+         jobs: int | None, out: Path | None, resume: bool, as_json: bool):
+    """Find the smallest model of RECIPE that fits --target within an accuracy floor.
+
+    Searches the student's width, pruning (sparsity or m:n) and quantization (QAT int8, PTQ int8,
+    and for microcontrollers PTQ int16x8). Every trial is a real short run of the pipeline whose
+    flash, arena and accuracy the evaluator measures; a trial whose weights or activations alone
+    exceed the budget is pruned before training. The teacher is trained once. The study is stored
+    in OUT/study.db (Optuna, SQLite): --resume continues it. Writes OUT/best.yaml (run it with
+    `edgekit run`), OUT/tune.json, tune.md and tune.html (every trial, Pareto fronts).
+    Exit 0 when a trial fits, 6 when none does, 2 for a bad recipe or option.
+
+    \b
+    Example:
+      edgekit tune recipes/quickstart.yaml --target cortex-m4 --trials 12 --out runs/tune
+      edgekit tune recipes/quickstart.yaml --target cortex-m4 --trials 20 --out runs/tune --resume
+      edgekit run runs/tune/best.yaml --out runs/best
+    """
+    from .errors import BudgetError
+    from .tune import load_result
+    from .tune import tune as run_tune
+
+    out = out or Path("runs") / f"tune-{recipe.stem}-{Path(target).stem}"
+    quiet = ctx.obj.get("quiet") or as_json
+    with _TuneProgress(enabled=not quiet) as prog:
+        try:
+            result = run_tune(recipe, target=target, out=out, max_accuracy_drop=max_accuracy_drop, trials=trials,
+                              timeout_s=timeout_s, jobs=jobs, resume=resume, on_event=prog.event)
+        except BudgetError:
+            if as_json and (out / "tune.json").is_file():
+                click.echo(json.dumps(load_result(out), indent=2))
+            raise
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not ctx.obj.get("quiet"):
+        from .report.tune import headline
+
+        click.echo(headline(result)[1], err=True)
+        click.echo(f"best recipe: {out / 'best.yaml'}; report: {out / 'tune.html'} (and tune.md, tune.json)",
+                   err=True)
+
+
+class _TuneProgress:
+    """A rich progress bar over a study's trials, a line per finished trial, on stderr."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self._bar, self._task = enabled, None, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=False)
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def event(self, kind: str, info: dict) -> None:
+        if self._bar is None:
+            return
+        from .report.tune import SCHEME_TEXT, verdict_word
+
+        if kind == "teacher":
+            acc = info.get("accuracy")
+            self._bar.console.print("  teacher: training (once for all trials)" if acc is None else
+                                    f"  teacher: accuracy {100 * acc:.2f} %")
+        elif kind == "start":
+            self._task = self._bar.add_task("trials", total=info["trials"], completed=info["done"],
+                                            info=f"{info['jobs']} in parallel")
+        elif kind == "trial" and self._task is not None:
+            p = info["params"]
+            acc = "" if info.get("accuracy") is None else f" acc {100 * info['accuracy']:.2f} %"
+            flash = "" if info.get("flash_bytes") is None else f" flash {info['flash_bytes']} B"
+            arena = "" if info.get("arena_bytes") is None else f" arena {info['arena_bytes']} B"
+            self._bar.console.print(f"  #{info['number']} width {p['width']:g} prune {p['prune']} "
+                                    f"{SCHEME_TEXT[p['scheme']]}: {verdict_word(info)}{flash}{arena}{acc}")
+            if not info.get("interrupted") and info.get("duplicate_of") is None:  # those are not counted
+                self._bar.advance(self._task)
+
+
 # ----------------------------------------------------------------------------- config commands
 
 

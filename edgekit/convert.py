@@ -7,7 +7,8 @@ cfg, out_dir) -> TargetArtifacts``. What each kind ships:
 - ``rpi``:    ``model_int8.tflite`` and ``bundle/`` (model, standalone evaluator, test sample,
   requirements.txt, run.sh): copy it to a Pi and run ``sh run.sh``
 - ``mcu``:    ``model_int8.tflite`` (full integer, int8 I/O), ``model_data.h/.cc`` (aligned C
-  array + measured arena), ``op_resolver.h``
+  array + measured arena), ``op_resolver.h``; with ``convert.mcu_scheme: int16x8`` the same file
+  names hold the int16x8 model (int16 activations and I/O; format ``tflite-full-int16x8``)
 
 Int8 models come from the QAT model when there is one, else by post-training quantization of
 the float model with a representative dataset drawn from the training split. After conversion
@@ -79,7 +80,7 @@ def representative(data: Dataset, n: int, seed: int):
 def to_tflite(model, *, mode: str, rep=None) -> bytes:
     """Convert a Keras model. ``mode``: float32 | fp16 | dynamic (int8 weights, float
     activations) | int8 (float I/O) | full-int8 (int8 I/O) | int16x8 (int16 activations, int8
-    weights, float I/O).
+    weights, float I/O) | full-int16x8 (the same with int16 I/O, for TFLite Micro).
 
     ``rep`` (a representative-dataset generator) is required for int8/int16x8 modes unless the
     model is quantization-aware trained. Raises :class:`ConversionError` with the converter's reason.
@@ -91,10 +92,13 @@ def to_tflite(model, *, mode: str, rep=None) -> bytes:
         conv.target_spec.supported_types = [tf().float16]
     elif mode == "dynamic":
         conv.optimizations = [lite.Optimize.DEFAULT]
-    elif mode == "int16x8":
+    elif mode in ("int16x8", "full-int16x8"):
         conv.optimizations = [lite.Optimize.DEFAULT]
         conv.representative_dataset = rep
         conv.target_spec.supported_ops = [lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        if mode == "full-int16x8":
+            conv.inference_input_type = tf().int16
+            conv.inference_output_type = tf().int16
     elif mode in ("int8", "full-int8"):
         conv.optimizations = [lite.Optimize.DEFAULT]
         if rep is not None:
@@ -331,7 +335,13 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
     elif kind is TargetKind.mcu:
         from . import mcu
 
-        blob = _int8(models, data, cfg, seed, full=True)
+        if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
+            blob = to_tflite(models["float"], mode="full-int16x8",
+                             rep=representative(data, cfg.representative_samples, seed))
+            fmt = "tflite-full-int16x8"
+        else:
+            blob = _int8(models, data, cfg, seed, full=True)
+            fmt = "tflite-full-int8"
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)
         info = check_integer_only(blob, require_int_io=True)
@@ -341,7 +351,7 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
         res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
         write_json(out_dir / "arena.json", extra["arena"])
-        arts.append(Artifact(p, "tflite-full-int8", "tflite_micro", extra))
+        arts.append(Artifact(p, fmt, "tflite_micro", extra))
         files += [p, h, cc, res, out_dir / "arena.json"]
     else:  # pragma: no cover - TargetKind is closed
         raise ConversionError(f"unknown target kind {kind}")

@@ -189,6 +189,10 @@ class ConvertConfig(_Strict):
     ptq: list[Literal["dynamic", "fp16", "int16x8"]] = Field(
         default_factory=list,
         description="extra post-training quantized variants of the float model for mobile and rpi targets")
+    mcu_scheme: Literal["int8", "int16x8"] = Field(
+        "int8", description="integer scheme of mcu targets: int8 (activations and weights; from the QAT model, "
+                            "else post-training), or int16x8 (int16 activations, int8 weights, int16 in/out; "
+                            "post-training from the float model, needs qat: null)")
 
 
 class Recipe(_Strict):
@@ -221,6 +225,9 @@ class Recipe(_Strict):
                 if es is not None and es.monitor == "val_accuracy":
                     raise ValueError(f"{key}.early_stopping.monitor: val_accuracy needs task classification "
                                      f"(task is {task.value}); use val_loss")
+        if self.convert.mcu_scheme == "int16x8" and self.qat is not None:
+            raise ValueError("convert.mcu_scheme: int16x8 is post-training quantization of the float model, but "
+                             "qat is set (QAT trains int8); set qat: null or mcu_scheme: int8")
         if self.features is not None:
             if task is Task.anomaly:
                 raise ValueError("features: input reduction is not available for task anomaly (the autoencoder "

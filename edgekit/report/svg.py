@@ -132,7 +132,9 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int = 1100, height: int = 420,
                      legend: bool = True, y_label: str = "test accuracy", share: bool = True,
-                     tick_fmt=None, higher_is_better: bool = True) -> str:
+                     tick_fmt=None, higher_is_better: bool = True, x_key: str = "size_bytes",
+                     x_label: str = "size of the model file (log scale)", x_ticks=None, x_tick_fmt=None,
+                     legend_items: tuple[tuple[str, str], ...] | None = None, title: str | None = None) -> str:
     """Scatter of accuracy (linear y) against size (log x) with the Pareto front as a step line.
 
     ``points``: dicts with ``label``, ``group`` (stage/target/variant), ``name``, ``size_bytes``,
@@ -140,12 +142,15 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
     :func:`edgekit.report.view.size_accuracy_points`. Targets are coloured by ``colors[name]``.
     Another metric than accuracy (MAE, ROC-AUC) is plotted under ``y_label``: ``share=False``
     lets the axis leave [0, 1] and labels its ticks with ``tick_fmt``; ``higher_is_better``
-    only words the title.
+    only words the title. Another x than the size (smaller is better, log scale) is read from
+    ``x_key`` and drawn with ``x_label``, ``x_ticks(lo, hi)`` and ``x_tick_fmt(v)`` (default: byte
+    ticks); ``legend_items`` ((mark, text) with mark stage/target/variant/pareto) and ``title``
+    replace the defaults.
     """
     ml, mr, mt, mb = 62, 18, 16, 64 if legend else 44
     if not points:
         return _svg(width, 60, "accuracy vs size: nothing measured", [_text(10, 30, "nothing measured")])
-    sizes = [p["size_bytes"] for p in points]
+    sizes = [p[x_key] for p in points]
     accs = [p["accuracy"] for p in points]
     x = _Log(min(sizes) / 1.6, max(sizes) * 1.6, ml, width - mr)
     span = max(accs) - min(accs)
@@ -159,9 +164,9 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
         y_lo, y_hi = min(accs) - pad, max(accs) + pad
     y = _Lin(y_lo, y_hi, height - mb, mt)
     body = []
-    for t in _size_ticks(min(sizes) / 1.6, max(sizes) * 1.6):
+    for t in (x_ticks or _size_ticks)(min(sizes) / 1.6, max(sizes) * 1.6):
         body.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{mt}" y2="{height - mb}" stroke="{GRID}"/>')
-        body.append(_text(x(t), height - mb + 16, _bytes_label(t), anchor="middle"))
+        body.append(_text(x(t), height - mb + 16, (x_tick_fmt or _bytes_label)(t), anchor="middle"))
     yt = _lin_ticks(y_lo, y_hi) if share else _nice_ticks(y_lo, y_hi)
     step = yt[1] - yt[0] if len(yt) > 1 else 0.01
     for t in yt:
@@ -170,16 +175,15 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
         body.append(_text(ml - 6, y(t) + 4, label, anchor="end"))
     body.append(f'<rect x="{ml}" y="{mt}" width="{width - ml - mr}" height="{height - mt - mb}" fill="none" '
                 f'stroke="{AXIS}" stroke-width="0.8"/>')
-    body.append(_text((ml + width - mr) / 2, height - mb + 34, "size of the model file (log scale)",
-                      anchor="middle", size=12))
+    body.append(_text((ml + width - mr) / 2, height - mb + 34, x_label, anchor="middle", size=12))
     body.append(_text(14, (mt + height - mb) / 2, y_label, anchor="middle", size=12,
                       extra=f' transform="rotate(-90 14 {(mt + height - mb) / 2:.1f})"'))
     # Pareto front: staircase from the smallest point on the front to the most accurate one
-    front = sorted((p for p in points if p["pareto"]), key=lambda p: p["size_bytes"])
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: p[x_key])
     if front:
-        d = [f"M{x(front[0]['size_bytes']):.1f},{y(front[0]['accuracy']):.1f}"]
+        d = [f"M{x(front[0][x_key]):.1f},{y(front[0]['accuracy']):.1f}"]
         for p in front[1:]:
-            d.append(f"H{x(p['size_bytes']):.1f}V{y(p['accuracy']):.1f}")
+            d.append(f"H{x(p[x_key]):.1f}V{y(p['accuracy']):.1f}")
         d.append(f"H{width - mr}")
         body.append(f'<path d="{"".join(d)}" fill="none" stroke="{PARETO_COLOR}" stroke-width="1.6" '
                     f'stroke-dasharray="5 3"/>')
@@ -187,7 +191,7 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
     placed: list[tuple[float, float, float, float]] = []
     groups: dict[tuple[int, int], list[dict]] = {}
     for p in points:
-        px, py = x(p["size_bytes"]), y(p["accuracy"])
+        px, py = x(p[x_key]), y(p["accuracy"])
         key = next((k for k in groups if abs(k[0] - px) < 5 and abs(k[1] - py) < 5), (round(px), round(py)))
         groups.setdefault(key, []).append(p)
         placed.append((px - 6, py - 6, px + 6, py + 6))
@@ -228,9 +232,10 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
                         f'stroke-width="0.8" stroke-opacity="0.6"/>')
         body.append(_text(gx + dx + 2, gy + dy, label, fill=color, weight="600"))
     # legend
-    items = (("stage", "stage (its TFLite file; Keras accuracy)" if share else "stage (its TFLite file; Keras model)"),
-             ("target", "target (measured in its runtime)"),
-             ("variant", "other format of a target"), ("pareto", "on the Pareto front"))
+    items = legend_items or (
+        ("stage", "stage (its TFLite file; Keras accuracy)" if share else "stage (its TFLite file; Keras model)"),
+        ("target", "target (measured in its runtime)"),
+        ("variant", "other format of a target"), ("pareto", "on the Pareto front"))
     lx, ly = ml, height - 12
     for mark, label in items if legend else ():
         cx, cy = lx + 5, ly - 4
@@ -243,8 +248,9 @@ def accuracy_vs_size(points: list[dict], colors: dict[str, str], *, width: int =
             body.append(f'<path d="{_diamond(cx, cy, 6)}" fill="{fill}" stroke="{PALETTE[0]}" stroke-width="1.5"/>')
         body.append(_text(lx + 16, ly, label))
         lx += 16 + CHAR_W * len(label) + 24
-    title = ("Test accuracy against model size for every stage and target, Pareto front marked" if share else
-             f"{y_label[:1].upper()}{y_label[1:]} against model size for every stage and target, Pareto front marked")
+    title = title or ("Test accuracy against model size for every stage and target, Pareto front marked" if share else
+                      f"{y_label[:1].upper()}{y_label[1:]} against model size for every stage and target, "
+                      "Pareto front marked")
     return _svg(width, height, title, body)
 
 

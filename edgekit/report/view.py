@@ -290,14 +290,15 @@ def size_accuracy_points(report: dict) -> list[dict[str, Any]]:
                        higher_is_better=m.higher_is_better)
 
 
-def mark_pareto(points: list[dict], *, higher_is_better: bool = True) -> list[dict]:
-    """Set ``pareto`` on each point (dicts with ``size_bytes`` and ``accuracy``, the metric whose
-    larger values are better unless ``higher_is_better`` is false); returns ``points``."""
+def mark_pareto(points: list[dict], *, higher_is_better: bool = True, x_key: str = "size_bytes") -> list[dict]:
+    """Set ``pareto`` on each point (dicts with ``x_key`` - smaller is better, ``size_bytes`` by
+    default - and ``accuracy``, the metric whose larger values are better unless
+    ``higher_is_better`` is false); returns ``points``."""
     sign = 1 if higher_is_better else -1
     for p in points:
-        p["pareto"] = not any(q is not p and q["size_bytes"] <= p["size_bytes"]
+        p["pareto"] = not any(q is not p and q[x_key] <= p[x_key]
                               and sign * q["accuracy"] >= sign * p["accuracy"]
-                              and (q["size_bytes"] < p["size_bytes"] or sign * q["accuracy"] > sign * p["accuracy"])
+                              and (q[x_key] < p[x_key] or sign * q["accuracy"] > sign * p["accuracy"])
                               for q in points)
     return points
 
