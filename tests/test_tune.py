@@ -240,7 +240,8 @@ def _trials(out: Path) -> list[dict]:
     """The trials stored in study.db, read with optuna as any user would."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}")
+    # never create the schema from here: that would race with the tune process creating it
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", skip_table_creation=True)
     study = optuna.load_study(study_name="tiny-tune@board", storage=storage)
     return [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
              "attrs": t.user_attrs} for t in study.get_trials()]
