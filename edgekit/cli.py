@@ -153,21 +153,23 @@ def _summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-class _Progress:
-    """Rich progress bars for epochs and a line per stage, on stderr."""
+class _Bars:
+    """Rich progress bars on stderr (none when not ``enabled``): description, bar, done/total,
+    an info field and the time elapsed."""
+
+    label_width = 16
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._bar = None
-        self._tasks: dict[str, int] = {}
 
     def __enter__(self):
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._bar = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            self._bar = Progress(TextColumn(f"{{task.description:<{self.label_width}}}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                  console=Console(stderr=True), transient=False)
             self._bar.__enter__()
         return self
@@ -175,6 +177,14 @@ class _Progress:
     def __exit__(self, *exc):
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+class _Progress(_Bars):
+    """Progress bars for epochs and a line per stage."""
+
+    def __init__(self, enabled: bool):
+        super().__init__(enabled)
+        self._tasks: dict[str, int] = {}
 
     def stage(self, name: str, status: str) -> None:
         if self._bar is None:
@@ -550,26 +560,14 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
                    err=True)
 
 
-class _TuneProgress:
-    """A rich progress bar over a study's trials, a line per finished trial, on stderr."""
+class _TuneProgress(_Bars):
+    """A progress bar over a study's trials, a line per finished trial."""
+
+    label_width = 8
 
     def __init__(self, enabled: bool):
-        self.enabled, self._bar, self._task = enabled, None, None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=False)
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        super().__init__(enabled)
+        self._task = None
 
     def event(self, kind: str, info: dict) -> None:
         if self._bar is None:
