@@ -59,9 +59,13 @@ def _handle_errors(fn):
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--lock-wait", "lock_wait_s", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS",
+              help="Wait up to SECONDS for a run directory that another edgekit process is writing "
+                   "(0: fail at once). The tasks of an exported Airflow DAG wait this way.")
 @click.version_option(package_name="edgekit")
 @click.pass_context
-def main(ctx, verbose: int, quiet: bool, debug: bool):
+def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
     """edgekit: train, distill, prune, quantize and convert a model for edge devices, and
     measure the result on the device's own runtime.
 
@@ -69,7 +73,7 @@ def main(ctx, verbose: int, quiet: bool, debug: bool):
     Example:
       edgekit run recipes/quickstart.yaml --out runs/quickstart
     """
-    ctx.obj = {"debug": debug, "quiet": quiet}
+    ctx.obj = {"debug": debug, "quiet": quiet, "lock_wait_s": lock_wait_s}
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -108,13 +112,14 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
 
 
 def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, until: str | None,
-             only: str | None, as_json: bool, no_budget: bool) -> None:
+             only: str | None, as_json: bool, no_budget: bool, targets: tuple[str, ...] | None = None) -> None:
     from .pipeline import Run
 
     quiet = ctx.obj.get("quiet") or as_json
     with _Progress(enabled=not quiet) as prog:
-        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage)
-        report = r.execute(until=until, only=only)
+        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage,
+                lock_wait_s=ctx.obj.get("lock_wait_s", 0.0))
+        report = r.execute(until=until, only=only, targets=targets or None)
     stopped = until or only
     if as_json and report is not None:
         click.echo(json.dumps(report, indent=2))
@@ -219,9 +224,14 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @_handle_errors
     def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
         rec, path = _run_dir_recipe(run_dir, recipe)
+        targets = kw.get("targets_") or ()
+        if targets:
+            _check_targets(rec, path, targets)
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
         if kw.get("compare"):
+            if targets:
+                raise click.UsageError("--compare covers every target; leave out --target")
             from .parity import compare, render_compare
 
             result = compare(run_dir, threshold=kw["threshold"])
@@ -230,7 +240,7 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
                 ctx.exit(1)
             return
         _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only=stage, as_json=as_json,
-                 no_budget=no_budget)
+                 no_budget=no_budget, targets=targets)
 
     command.__doc__ = f"""{summary}
 
@@ -244,6 +254,27 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     for option in extra:
         command = option(command)
     return main.command(name)(command)
+
+
+def _check_targets(rec, recipe: Path, targets: tuple[str, ...]) -> None:
+    """--target values must name targets of the recipe (profile names or the recipe's entries)."""
+    import difflib
+
+    from .recipe import load_target
+
+    names = [load_target(t, base=recipe.parent).name for t in rec.targets]
+    for t in targets:
+        if t not in names and t not in rec.targets:
+            close = difflib.get_close_matches(t, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"{t!r} is not a target of recipe {rec.name!r}{hint} (its targets: "
+                                     f"{', '.join(names)})", param_hint="--target")
+
+
+_TARGET_OPTION = click.option(
+    "--target", "targets_", multiple=True, metavar="NAME",
+    help="Only this target (repeatable): its steps rerun, the other targets' files and manifest entries stay "
+         "as they are, and the shared eval data is redone only when out of date.")
 
 
 @main.command("train")
@@ -353,9 +384,13 @@ _stage_command("distill", "student", "Distill the teacher into the student.", "e
                [click.option("--baseline", is_flag=True, help="Also train the student from scratch; report the gain.")])
 _stage_command("prune", "pruned", "Prune the student.", "edgekit prune runs/quickstart")
 _stage_command("quantize", "qat", "Quantization-aware train the pruned student.", "edgekit quantize runs/quickstart")
-_stage_command("convert", "convert", "Convert for every target.", "edgekit convert runs/quickstart")
-_stage_command("eval", "eval", "Measure every target in its runtime.", "edgekit eval runs/quickstart --compare",
-               [click.option("--compare", is_flag=True,
+_stage_command("convert", "convert", "Convert for every target (or the --target ones).",
+               "edgekit convert runs/quickstart\n      edgekit convert runs/quickstart --target rpi4",
+               [_TARGET_OPTION])
+_stage_command("eval", "eval", "Measure every target (or the --target ones) in its runtime.",
+               "edgekit eval runs/quickstart --compare\n      edgekit eval runs/quickstart --target rpi4",
+               [_TARGET_OPTION,
+                click.option("--compare", is_flag=True,
                              help="Run the test split through Keras float, TFLite float, int8 and TFLite Micro "
                                   "and report their agreement (exit 1 when a variant is below --threshold)."),
                 click.option("--threshold", type=click.FloatRange(0, 1.01), default=0.98, show_default=True,
