@@ -658,6 +658,79 @@ def datasets_list():
     click.echo("\n".join(list_sources()))
 
 
+@main.group()
+def export():
+    """Export a recipe to run under another tool (no TensorFlow needed)."""
+
+
+def _export_check(name: str):
+    """A click callback running edgekit.export_airflow.<name> on the value (ValueError -> usage error)."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        from . import export_airflow
+
+        try:
+            return getattr(export_airflow, name)(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+@export.command("airflow")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Airflow's dags folder (DAGS_DIR, created): gets DAG_ID.py and DAG_ID.recipe.yaml.")
+@click.option("--schedule", metavar="CRON", callback=_export_check("check_schedule"),
+              help="Cron expression or preset (@daily...); default: no schedule, runs are triggered.")
+@click.option("--run-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where run directories go (ROOT/DAG_ID/RUN_ID), fixed in the DAG. Default: decided on the worker "
+                   "(Variable edgekit_run_root, env EDGEKIT_RUN_ROOT, else $AIRFLOW_HOME/edgekit-runs).")
+@click.option("--deploy-inventory", "inventory", type=click.Path(dir_okay=False, path_type=Path),
+              help="hosts.yaml: Raspberry Pis to deploy and measure on, one task each (host, target, port, key, "
+                   "known_hosts).")
+@click.option("--dag-id", callback=_export_check("check_dag_id"), help="DAG id (default: edgekit_<recipe name>).")
+@click.option("--retries", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="Retries of a failed task; a retry continues the run directory.")
+@click.option("--retry-delay", "retry_delay_s", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS", help="Seconds before a retry.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_context
+@_handle_errors
+def export_airflow_command(ctx, recipe: Path, out_dir: Path, schedule: str | None, run_root: Path | None,
+                           inventory: Path | None, dag_id: str | None, retries: int, retry_delay_s: float,
+                           as_json: bool):
+    """Write an Apache Airflow DAG that runs RECIPE: one task per stage, one per target.
+
+    Tasks: train -> distill -> prune -> quantize (the stages the recipe has), then convert_<target>
+    -> eval_<target> for every target in parallel, deploy_<pi> per inventory host, and report.
+    Each task runs one edgekit command on the DAG run's own run directory, so a retry continues
+    where the failed try stopped. The DAG needs Airflow 3 (pip install 'edgekit[airflow]', or
+    Airflow in its own virtualenv) and calls the `edgekit` executable (Variable edgekit_bin or
+    env EDGEKIT_BIN to point it elsewhere). The recipe is copied beside the DAG.
+
+    \b
+    Examples:
+      edgekit export airflow recipes/quickstart.yaml --out ~/airflow/dags
+      edgekit export airflow recipes/quickstart.yaml --out dags --schedule '0 3 * * 1' \\
+          --run-root /shared/edgekit-runs --deploy-inventory hosts.yaml
+    """
+    from .export_airflow import export_airflow
+
+    res = export_airflow(recipe, out_dir, schedule=schedule, run_root=run_root, inventory=inventory, dag_id=dag_id,
+                         retries=retries, retry_delay_s=retry_delay_s)
+    quiet = ctx.obj.get("quiet")
+    for w in res.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if as_json:
+        click.echo(json.dumps({"dag_id": res.dag_id, "dag_file": str(res.dag_file),
+                               "recipe_file": str(res.recipe_file), "tasks": list(res.tasks),
+                               "warnings": list(res.warnings)}, indent=2))
+    elif not quiet:
+        click.echo(f"wrote {res.dag_file} (DAG {res.dag_id}, {len(res.tasks)} tasks: {', '.join(res.tasks)})")
+        click.echo(f"wrote {res.recipe_file} (the recipe the DAG runs)")
+
+
 from .deploy import build_command as _deploy_command  # noqa: E402 - click only; paramiko loads when connecting
 main.add_command(_deploy_command(_handle_errors))
 
