@@ -46,24 +46,40 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another --out"):
-    """Hold a run directory's lock: an exclusive, non-blocking ``flock`` on ``DIR/.edgekit.lock``.
+def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another --out", wait_s: float = 0.0):
+    """Hold a run directory's lock: an exclusive ``flock`` on ``DIR/.edgekit.lock``.
 
     One edgekit process at a time writes a run directory (``run``, stage commands, ``deploy``).
-    Raises :class:`EdgekitError` when another process holds it. The lock file stays (removing it
-    would race with the next locker); the lock itself goes with the process.
+    With ``wait_s`` 0 (the default) a lock held by another process raises :class:`EdgekitError`
+    at once; with ``wait_s`` > 0 this waits up to that many seconds for it (polling every 0.2 s),
+    then raises. Tasks that share a run directory (one per target in an Airflow DAG) wait in turn
+    this way. The lock file stays (removing it would race with the next locker); the lock itself
+    goes with the process.
     """
     import fcntl
+    import logging
+    import time
 
     from .errors import EdgekitError
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + max(0.0, wait_s)
     with open(run_dir / ".edgekit.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgekitError(f"{run_dir} is in use by another edgekit process; {busy_hint}") from None
+        said = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
+                    raise EdgekitError(f"{run_dir} is in use by another edgekit process{waited}; {busy_hint}") from None
+                if not said:
+                    logging.getLogger(__name__).info("%s is in use by another edgekit process; waiting up to %g s",
+                                                     run_dir, wait_s)
+                    said = True
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         try:
             yield
         finally:

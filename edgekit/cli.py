@@ -59,9 +59,13 @@ def _handle_errors(fn):
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--lock-wait", "lock_wait_s", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS",
+              help="Wait up to SECONDS for a run directory that another edgekit process is writing "
+                   "(0: fail at once). The tasks of an exported Airflow DAG wait this way.")
 @click.version_option(package_name="edgekit")
 @click.pass_context
-def main(ctx, verbose: int, quiet: bool, debug: bool):
+def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
     """edgekit: train, distill, prune, quantize and convert a model for edge devices, and
     measure the result on the device's own runtime.
 
@@ -69,7 +73,7 @@ def main(ctx, verbose: int, quiet: bool, debug: bool):
     Example:
       edgekit run recipes/quickstart.yaml --out runs/quickstart
     """
-    ctx.obj = {"debug": debug, "quiet": quiet}
+    ctx.obj = {"debug": debug, "quiet": quiet, "lock_wait_s": lock_wait_s}
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -108,13 +112,14 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
 
 
 def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, until: str | None,
-             only: str | None, as_json: bool, no_budget: bool) -> None:
+             only: str | None, as_json: bool, no_budget: bool, targets: tuple[str, ...] | None = None) -> None:
     from .pipeline import Run
 
     quiet = ctx.obj.get("quiet") or as_json
     with _Progress(enabled=not quiet) as prog:
-        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage)
-        report = r.execute(until=until, only=only)
+        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage,
+                lock_wait_s=ctx.obj.get("lock_wait_s", 0.0))
+        report = r.execute(until=until, only=only, targets=targets or None)
     stopped = until or only
     if as_json and report is not None:
         click.echo(json.dumps(report, indent=2))
@@ -229,9 +234,14 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @_handle_errors
     def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
         rec, path = _run_dir_recipe(run_dir, recipe)
+        targets = kw.get("targets_") or ()
+        if targets:
+            _check_targets(rec, path, targets)
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
         if kw.get("compare"):
+            if targets:
+                raise click.UsageError("--compare covers every target; leave out --target")
             from .parity import compare, render_compare
 
             result = compare(run_dir, threshold=kw["threshold"])
@@ -240,7 +250,7 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
                 ctx.exit(1)
             return
         _execute(ctx, rec, path, run_dir, resume=True, force=False, until=None, only=stage, as_json=as_json,
-                 no_budget=no_budget)
+                 no_budget=no_budget, targets=targets)
 
     command.__doc__ = f"""{summary}
 
@@ -254,6 +264,27 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     for option in extra:
         command = option(command)
     return main.command(name)(command)
+
+
+def _check_targets(rec, recipe: Path, targets: tuple[str, ...]) -> None:
+    """--target values must name targets of the recipe (profile names or the recipe's entries)."""
+    import difflib
+
+    from .recipe import load_target
+
+    names = [load_target(t, base=recipe.parent).name for t in rec.targets]
+    for t in targets:
+        if t not in names and t not in rec.targets:
+            close = difflib.get_close_matches(t, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise click.BadParameter(f"{t!r} is not a target of recipe {rec.name!r}{hint} (its targets: "
+                                     f"{', '.join(names)})", param_hint="--target")
+
+
+_TARGET_OPTION = click.option(
+    "--target", "targets_", multiple=True, metavar="NAME",
+    help="Only this target (repeatable): its steps rerun, the other targets' files and manifest entries stay "
+         "as they are, and the shared eval data is redone only when out of date.")
 
 
 @main.command("train")
@@ -363,9 +394,13 @@ _stage_command("distill", "student", "Distill the teacher into the student.", "e
                [click.option("--baseline", is_flag=True, help="Also train the student from scratch; report the gain.")])
 _stage_command("prune", "pruned", "Prune the student.", "edgekit prune runs/quickstart")
 _stage_command("quantize", "qat", "Quantization-aware train the pruned student.", "edgekit quantize runs/quickstart")
-_stage_command("convert", "convert", "Convert for every target.", "edgekit convert runs/quickstart")
-_stage_command("eval", "eval", "Measure every target in its runtime.", "edgekit eval runs/quickstart --compare",
-               [click.option("--compare", is_flag=True,
+_stage_command("convert", "convert", "Convert for every target (or the --target ones).",
+               "edgekit convert runs/quickstart\n      edgekit convert runs/quickstart --target rpi4",
+               [_TARGET_OPTION])
+_stage_command("eval", "eval", "Measure every target (or the --target ones) in its runtime.",
+               "edgekit eval runs/quickstart --compare\n      edgekit eval runs/quickstart --target rpi4",
+               [_TARGET_OPTION,
+                click.option("--compare", is_flag=True,
                              help="Run the test split through Keras float, TFLite float, int8 and TFLite Micro "
                                   "and report their agreement (exit 1 when a variant is below --threshold)."),
                 click.option("--threshold", type=click.FloatRange(0, 1.01), default=0.98, show_default=True,
@@ -726,6 +761,79 @@ def datasets_list():
     from .data import list_sources
 
     click.echo("\n".join(list_sources()))
+
+
+@main.group()
+def export():
+    """Export a recipe to run under another tool (no TensorFlow needed)."""
+
+
+def _export_check(name: str):
+    """A click callback running edgekit.export_airflow.<name> on the value (ValueError -> usage error)."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        from . import export_airflow
+
+        try:
+            return getattr(export_airflow, name)(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return callback
+
+
+@export.command("airflow")
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Airflow's dags folder (DAGS_DIR, created): gets DAG_ID.py and DAG_ID.recipe.yaml.")
+@click.option("--schedule", metavar="CRON", callback=_export_check("check_schedule"),
+              help="Cron expression or preset (@daily...); default: no schedule, runs are triggered.")
+@click.option("--run-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Where run directories go (ROOT/DAG_ID/RUN_ID), fixed in the DAG. Default: decided on the worker "
+                   "(Variable edgekit_run_root, env EDGEKIT_RUN_ROOT, else $AIRFLOW_HOME/edgekit-runs).")
+@click.option("--deploy-inventory", "inventory", type=click.Path(dir_okay=False, path_type=Path),
+              help="hosts.yaml: Raspberry Pis to deploy and measure on, one task each (host, target, port, key, "
+                   "known_hosts).")
+@click.option("--dag-id", callback=_export_check("check_dag_id"), help="DAG id (default: edgekit_<recipe name>).")
+@click.option("--retries", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="Retries of a failed task; a retry continues the run directory.")
+@click.option("--retry-delay", "retry_delay_s", type=click.FloatRange(min=0), default=60, show_default=True,
+              metavar="SECONDS", help="Seconds before a retry.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@click.pass_context
+@_handle_errors
+def export_airflow_command(ctx, recipe: Path, out_dir: Path, schedule: str | None, run_root: Path | None,
+                           inventory: Path | None, dag_id: str | None, retries: int, retry_delay_s: float,
+                           as_json: bool):
+    """Write an Apache Airflow DAG that runs RECIPE: one task per stage, one per target.
+
+    Tasks: train -> distill -> prune -> quantize (the stages the recipe has), then convert_<target>
+    -> eval_<target> for every target in parallel, deploy_<pi> per inventory host, and report.
+    Each task runs one edgekit command on the DAG run's own run directory, so a retry continues
+    where the failed try stopped. The DAG needs Airflow 3 (pip install 'edgekit[airflow]', or
+    Airflow in its own virtualenv) and calls the `edgekit` executable (Variable edgekit_bin or
+    env EDGEKIT_BIN to point it elsewhere). The recipe is copied beside the DAG.
+
+    \b
+    Examples:
+      edgekit export airflow recipes/quickstart.yaml --out ~/airflow/dags
+      edgekit export airflow recipes/quickstart.yaml --out dags --schedule '0 3 * * 1' \\
+          --run-root /shared/edgekit-runs --deploy-inventory hosts.yaml
+    """
+    from .export_airflow import export_airflow
+
+    res = export_airflow(recipe, out_dir, schedule=schedule, run_root=run_root, inventory=inventory, dag_id=dag_id,
+                         retries=retries, retry_delay_s=retry_delay_s)
+    quiet = ctx.obj.get("quiet")
+    for w in res.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if as_json:
+        click.echo(json.dumps({"dag_id": res.dag_id, "dag_file": str(res.dag_file),
+                               "recipe_file": str(res.recipe_file), "tasks": list(res.tasks),
+                               "warnings": list(res.warnings)}, indent=2))
+    elif not quiet:
+        click.echo(f"wrote {res.dag_file} (DAG {res.dag_id}, {len(res.tasks)} tasks: {', '.join(res.tasks)})")
+        click.echo(f"wrote {res.recipe_file} (the recipe the DAG runs)")
 
 
 from .deploy import build_command as _deploy_command  # noqa: E402 - click only; paramiko loads when connecting

@@ -547,10 +547,12 @@ def _append_known_host(path: Path, hostname: str, key) -> None:
 
 
 def deploy(plan: Plan, *, key: Path | None = None, known_hosts: Path | None = None,
-           accept_new_host_key: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+           accept_new_host_key: bool = False, progress: Callable[[str], None] | None = None,
+           lock_wait_s: float = 0.0) -> dict[str, Any]:
     """Run ``plan`` on the device and merge the measurement into the run; returns the device JSON.
 
-    Holds the run directory's lock (``.edgekit.lock``, as ``edgekit run`` does) throughout. Side
+    Holds the run directory's lock (``.edgekit.lock``, as ``edgekit run`` does) throughout,
+    waiting up to ``lock_wait_s`` seconds for another edgekit process to release it. Side
     effects, only after the device run succeeded: writes ``eval/<target>-device.json`` and
     rewrites the reports (each file atomically). Raises :class:`DeviceError`
     (exit 7) for any device, SSH or evaluator failure and :class:`EdgekitError` when the run
@@ -562,7 +564,7 @@ def deploy(plan: Plan, *, key: Path | None = None, known_hosts: Path | None = No
         result = deploy(plan)
         result["measured_on"], result["latency_ms"]["p50"]
     """
-    with run_lock(plan.run_dir, busy_hint="wait for it and deploy again"):
+    with run_lock(plan.run_dir, busy_hint="wait for it and deploy again", wait_s=lock_wait_s):
         return _deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
                        progress=progress)
 
@@ -790,7 +792,8 @@ def build_command(handle_errors: Callable) -> click.Command:
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks are not our one line
         result = deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
-                        progress=None if quiet else (lambda msg: click.echo(f"deploy: {msg}", err=True)))
+                        progress=None if quiet else (lambda msg: click.echo(f"deploy: {msg}", err=True)),
+                        lock_wait_s=obj.get("lock_wait_s", 0.0))
         budget = result["budget"]
         if as_json:
             click.echo(json.dumps(result, indent=2))

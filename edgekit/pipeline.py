@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .errors import EdgekitError, StageError
 from ._io import run_lock
@@ -39,6 +39,7 @@ class Step:
     after: list[str]
     config: Any
     fn: Callable[[], tuple[list[Path], dict]]
+    target: str | None = None  # the target profile a convert:/eval: step is for
 
 
 class Run:
@@ -46,28 +47,38 @@ class Run:
 
     def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, *, resume: bool = False,
                  force: bool = False, progress: ProgressFn | None = None,
-                 on_stage: Callable[[str, str], None] | None = None):
+                 on_stage: Callable[[str, str], None] | None = None, lock_wait_s: float = 0.0):
         self.recipe, self.recipe_path, self.out = recipe, Path(recipe_path), Path(out_dir)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
-        self.resume, self.force = resume, force
+        self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
         if self.out.exists() and not self.out.is_dir():
             raise EdgekitError(f"{self.out}: exists and is not a directory; choose another --out")
         existing = Manifest.load(self.out)
-        if existing is None and (self.out / "manifest.json").exists() and not force:
-            raise EdgekitError(f"{self.out}/manifest.json is unreadable or not an edgekit manifest; "
-                               "pass --force to start over")
-        if existing is not None and not (resume or force):
-            raise EdgekitError(f"{self.out} already holds a run; pass --resume to continue it "
-                               "or --force to start over")
-        if existing is not None and not force and existing.data.get("recipe") != recipe.name:
-            raise EdgekitError(f"{self.out} holds a run of recipe {existing.data.get('recipe')!r}, not "
-                               f"{recipe.name!r}; choose another --out or pass --force to replace it")
+        self._check_existing(existing)
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
 
+    def _check_existing(self, existing: Manifest | None) -> None:
+        """Refuse a directory that holds something this run must not continue or overwrite."""
+        if existing is None and (self.out / "manifest.json").exists() and not self.force:
+            raise EdgekitError(f"{self.out}/manifest.json is unreadable or not an edgekit manifest; "
+                               "pass --force to start over")
+        if existing is not None and not (self.resume or self.force):
+            raise EdgekitError(f"{self.out} already holds a run; pass --resume to continue it "
+                               "or --force to start over")
+        if existing is not None and not self.force and existing.data.get("recipe") != self.recipe.name:
+            raise EdgekitError(f"{self.out} holds a run of recipe {existing.data.get('recipe')!r}, not "
+                               f"{self.recipe.name!r}; choose another --out or pass --force to replace it")
+
     def _prepare(self) -> None:
         """Under the lock: clear a forced run, start or refresh the manifest, save the recipe."""
+        if not self.force:
+            # read the manifest again: another edgekit process (a task for another target) may
+            # have written it while this one waited for the lock; its entries must not be lost
+            existing = Manifest.load(self.out)
+            self._check_existing(existing)
+            self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
             for sub in ("stages", "targets", "eval"):
@@ -79,7 +90,7 @@ class Run:
         self.manifest.refresh(recipe_sha256=recipe_sha)
         self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
-        self.force = False  # a second execute() of this object continues, it does not wipe again
+        self.force, self.resume = False, True  # a second execute() of this object continues, it does not wipe again
 
     # -------------------------------------------------------------- helpers
 
@@ -152,28 +163,58 @@ class Run:
             conv, ev = f"convert:{profile.name}", f"eval:{profile.name}"
             steps.append(Step(conv, "convert", ["eval-data"],
                               [profile.model_dump(mode="json"), r.convert.model_dump(mode="json")],
-                              lambda p=profile: self._convert(p, eval_npz)))
+                              lambda p=profile: self._convert(p, eval_npz), target=profile.name))
             steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
-                              lambda p=profile: self._evaluate(p, eval_npz)))
+                              lambda p=profile: self._evaluate(p, eval_npz), target=profile.name))
             evals.append(ev)
         steps.append(Step("report", "report", evals, None, lambda: self._report(evals)))
         return steps
 
-    def execute(self, *, until: str | None = None, only: str | None = None) -> dict | None:
+    def target_names(self) -> list[str]:
+        """The profile names of the recipe's targets, in recipe order."""
+        return [load_target(t, base=self.recipe_path.parent).name for t in self.recipe.targets]
+
+    def select_targets(self, targets: Sequence[str]) -> set[str]:
+        """Profile names for ``targets`` (profile names, or the recipe's own entries); raises
+        :class:`EdgekitError` naming the recipe's targets for one that is not in the recipe."""
+        names = self.target_names()
+        by_entry = dict(zip(self.recipe.targets, names))
+        chosen = set()
+        for t in targets:
+            name = t if t in names else by_entry.get(t)
+            if name is None:
+                raise EdgekitError(f"--target {t}: not a target of recipe {self.recipe.name!r} "
+                                   f"(its targets: {', '.join(names)})")
+            chosen.add(name)
+        return chosen
+
+    def execute(self, *, until: str | None = None, only: str | None = None,
+                targets: Sequence[str] | None = None) -> dict | None:
         """Run the recipe's steps in order; returns the report dict (None when stopped early).
 
         ``until``: stop after this stage group. ``only``: rerun just this group; every earlier
         step must be finished and current (else :class:`EdgekitError`). Skipped stages
-        (``prune: null``...) are recorded as skipped.
+        (``prune: null``...) are recorded as skipped. ``targets`` (with ``only`` or ``until``
+        ``convert`` or ``eval``): the convert/eval steps of just these targets; the other
+        targets' steps are neither run nor checked, and the shared ``eval-data`` step runs only
+        when it is not current, so tasks for different targets can take turns on one run
+        directory without undoing each other. Waits up to ``lock_wait_s`` for the run
+        directory's lock.
         """
         for flag, value in (("until", until), ("only", only)):
             if value is not None and value not in ALL_STAGES:
                 raise EdgekitError(f"--{flag}: unknown stage {value!r} (stages: {', '.join(ALL_STAGES)})")
-        with run_lock(self.out):
+        chosen = None
+        if targets is not None:
+            if (only or until) not in ("convert", "eval"):
+                raise EdgekitError("--target selects the convert and eval steps of a target; use it with the "
+                                   "convert or eval stage")
+            chosen = self.select_targets(targets)
+        with run_lock(self.out, wait_s=self.lock_wait_s):
             self._prepare()
-            return self._execute(until=until, only=only)
+            return self._execute(until=until, only=only, targets=chosen)
 
-    def _execute(self, *, until: str | None, only: str | None) -> dict | None:
+    def _execute(self, *, until: str | None, only: str | None, targets: set[str] | None = None) -> dict | None:
         r = self.recipe
         if only is None:
             from . import preflight
@@ -194,7 +235,9 @@ class Run:
         for step in self.plan():
             group = ALL_STAGES.index(step.group)
             if group > stop:
-                break
+                continue  # not break: the plan interleaves convert:T and eval:T per target
+            if targets is not None and step.target is not None and step.target not in targets:
+                continue  # another target's step: not run, not checked
             inputs = [(fps[a], self.manifest.entry(a).get("files")) for a in step.after] or [base]
             fp = fingerprint(step.name, inputs, step.config)
             if only is not None and group < stop:
@@ -202,7 +245,10 @@ class Run:
                     raise EdgekitError(f"--only {only}: earlier step {step.name!r} is not finished or out of "
                                        "date; run without --only (or with --resume) first")
             else:
-                metrics, _ = self._stage(step.name, fp, step.fn, force=(only is not None))
+                # with --target the shared eval-data step is redone only when it is out of date
+                # (rewriting it would put every other target's conversion out of date)
+                shared = targets is not None and step.target is None
+                metrics, _ = self._stage(step.name, fp, step.fn, force=(only is not None and not shared))
                 if step.name == "report":
                     report = metrics.get("report")
             fps[step.name] = fp

@@ -306,8 +306,10 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Names of the fields allowed at ``loc`` (for 'did you mean')."""
     cls: Any = model
     for part in loc:
-        if isinstance(part, int) or cls is None:
+        if cls is None:
             return []
+        if isinstance(part, int):  # an item of a list of mappings (an inventory's hosts)
+            continue
         field = cls.model_fields.get(part)
         if field is None:
             return []

@@ -21,7 +21,8 @@ def cli():
 @pytest.mark.parametrize("args", [[], ["run"], ["recipes"], ["recipes", "validate"], ["recipes", "show"],
                                   ["targets"], ["targets", "list"], ["targets", "show"], ["models", "list"],
                                   ["datasets", "list"], ["deploy"], ["estimate"], ["train"], ["distill"], ["prune"],
-                                  ["quantize"], ["convert"], ["eval"], ["report"], ["tune"]])
+                                  ["quantize"], ["convert"], ["eval"], ["report"], ["tune"],
+                                  ["export"], ["export", "airflow"]])
 def test_help_everywhere(cli, args):
     res = cli(*args, "--help")
     assert res.exit_code == 0
