@@ -3,6 +3,7 @@ tiny study that is killed and resumed without rerunning its finished trials."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -236,11 +237,25 @@ def _tune(folder: Path, out: Path, *extra: str, quiet: bool = True) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _study_ready(out: Path) -> bool:
+    """study.db holds the study, schema and version stamp included (read-only sqlite: opening an
+    optuna storage before that would create or stamp the schema, racing the tune process)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{out / 'study.db'}?mode=ro", uri=True)) as db:
+            stamped = db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+            return stamped and db.execute("SELECT count(*) FROM studies").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def _trials(out: Path) -> list[dict]:
-    """The trials stored in study.db, read with optuna as any user would."""
+    """The trials stored in study.db, read with optuna as any user would (once it is ready)."""
     import optuna
 
-    # never create the schema from here: that would race with the tune process creating it
+    if not _study_ready(out):
+        return []
     storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'study.db'}", skip_table_creation=True)
     study = optuna.load_study(study_name="tiny-tune@board", storage=storage)
     return [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
