@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from . import __version__
 from ._io import write_text
 from .errors import RecipeError
-from .recipe import Recipe, TargetKind, _read_yaml, _Strict, _validate, find_target, load_recipe, load_target
+from .recipe import Recipe, TargetKind, _read_yaml, absolute_source, _Strict, _validate, find_target, load_recipe, load_target
 
 __all__ = ["AIRFLOW_VERSION", "DeployHost", "ExportResult", "Inventory", "check_dag_id", "check_schedule",
            "export_airflow", "load_inventory", "render_dag"]
@@ -215,9 +215,8 @@ def _portable_recipe(path: Path, recipe: Recipe) -> tuple[str | bytes, list[str]
     """The recipe for beside the DAG: as is, or with its relative file references made absolute."""
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     changed = []
-    kind, sep, rest = recipe.data.source.partition(":")
-    if sep and kind in ("npz", "csv", "images") and not Path(rest).expanduser().is_absolute():
-        new = f"{kind}:{(path.parent / rest).resolve()}"
+    new = absolute_source(recipe.data.source, path.parent)
+    if new != recipe.data.source:
         raw["data"]["source"] = new
         changed.append(f"data.source {recipe.data.source} -> {new}")
     for i, t in enumerate(recipe.targets):

@@ -56,6 +56,7 @@ class Task(str, enum.Enum):
 
 
 GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
+FILE_SOURCES = ("npz", "csv", "images")  # data.source KIND:PATH, the path relative to the recipe
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
 
 
@@ -96,7 +97,7 @@ class DataConfig(_Strict):
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in GENERATED_SOURCES or (v.partition(":")[0] in ("npz", "csv", "images") and v.partition(":")[2]):
+        if v in GENERATED_SOURCES or (v.partition(":")[0] in FILE_SOURCES and v.partition(":")[2]):
             return v
         raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
                          "csv:PATH or images:DIR)")
@@ -435,6 +436,16 @@ def recipe_relative(name: str, base: Path | None, what: str) -> Path:
         raise RecipeError(f"{what} {name!r} leads through a symlink to {real}, outside {root}; "
                           f"write that path itself (absolute) if it is the one you mean")
     return chosen
+
+
+def absolute_source(source: str, base: Path | None) -> str:
+    """``data.source`` with a relative file path (``npz:``/``csv:``/``images:``) made absolute,
+    resolved as the pipeline resolves it (:func:`recipe_relative`, symlink policy included), for
+    a copy of the recipe that lives elsewhere; any other source is returned unchanged."""
+    kind, sep, arg = source.partition(":")
+    if not sep or kind not in FILE_SOURCES or not arg or Path(arg).is_absolute():
+        return source
+    return f"{kind}:{recipe_relative(arg, base, 'data.source').resolve()}"
 
 
 def find_target(name_or_path: str, *, base: Path | None = None) -> Path:

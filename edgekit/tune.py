@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 from ._io import run_lock, write_json, write_text
 from .errors import BudgetError, EdgekitError, RecipeError
-from .recipe import TARGETS_DIR, Recipe, find_target, load_recipe, load_target, resolved_yaml
+from .recipe import TARGETS_DIR, Recipe, absolute_source, find_target, load_recipe, load_target, resolved_yaml
 from .report.tune import SCHEME_TEXT
 
 log = logging.getLogger(__name__)
@@ -159,12 +159,8 @@ def tuned_base(recipe: Recipe, recipe_dir: Path, target: str) -> Recipe:
     """The recipe a study tunes: one target, the data and target paths made absolute (trial
     recipes live in ``trials/<n>/``, not beside the original), and no from-scratch student
     baseline (``student.baseline``: it would double every trial's distillation)."""
-    from .data import _resolve
-
     d = recipe.model_dump(mode="json")
-    kind, _, arg = d["data"]["source"].partition(":")
-    if kind in ("npz", "csv", "images") and arg:
-        d["data"]["source"] = f"{kind}:{_resolve(arg, recipe_dir).resolve()}"
+    d["data"]["source"] = absolute_source(d["data"]["source"], recipe_dir)
     path = find_target(target, base=recipe_dir)
     d["targets"] = [path.stem if path.parent.resolve() == TARGETS_DIR.resolve() else str(path.resolve())]
     d["student"] = {**d["student"], "baseline": False}

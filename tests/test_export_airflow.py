@@ -128,6 +128,21 @@ def test_relative_data_paths_become_absolute_with_a_warning(cli, tmp_path):
     assert copy["targets"] == ["rpi4"] and copy["name"] == "npz-run"
 
 
+def test_data_path_escaping_through_a_symlink_is_refused_not_made_absolute(cli, tmp_path):
+    """The DAG's copy names files by absolute path: one reached through a symlink out of the
+    recipe's folder is refused (as `edgekit run` refuses it), not written down."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "d.npz").write_bytes(b"x")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "data").symlink_to(tmp_path / "outside")
+    recipe = tmp_path / "src" / "r.yaml"
+    recipe.write_text("name: npz-run\ndata: {source: npz:data/d.npz}\ntargets: [rpi4]\n")
+    res = cli("export", "airflow", recipe, "--out", tmp_path / "dags")
+    assert res.exit_code == 2, res.output
+    assert "data.source 'data/d.npz' leads through a symlink to" in res.output
+    assert not (tmp_path / "dags").exists() or not any((tmp_path / "dags").iterdir())
+
+
 # ------------------------------------------------------------------------------------ inventory
 
 INVENTORY = """
