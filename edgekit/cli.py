@@ -3,7 +3,7 @@
 Config-only commands (``recipes``, ``targets``, ``models``, ``datasets``) import no TensorFlow.
 Errors become one line on stderr and the exit code of their :mod:`edgekit.errors` class;
 ``--debug`` shows the traceback. Exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 data,
-4 stage, 5 conversion, 6 budget, 7 device, 130 interrupted.
+4 stage, 5 conversion, 6 budget, 7 device, or a given model that cannot be opened, 130 interrupted.
 """
 
 from __future__ import annotations
