@@ -644,19 +644,24 @@ def recipes():
 def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     """Check recipe FILES; one line per problem, exit 2 if any is invalid.
 
+    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
+    has it opened in a child process, without training, and its input and output shapes checked
+    against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
+
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import RecipeError
+    from .errors import EdgekitError
     from .recipe import load_recipe
 
     results = []
     for f in files:
         try:
-            load_recipe(f)
+            rec = load_recipe(f)
+            _validate_models(rec, f)
             results.append({"file": str(f), "ok": True, "errors": []})
-        except RecipeError as exc:
+        except EdgekitError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -668,6 +673,38 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
                 click.echo(e, err=True)
     if not all(r["ok"] for r in results):
         ctx.exit(2)
+
+
+def _validate_models(rec, path: Path) -> None:
+    """Open the recipe's given models (files, SavedModels, builders) in a child process and check
+    them against its data; raises the first problem, prefixed with the recipe's file."""
+    import tempfile
+
+    from .errors import EdgekitError
+    from .model_source import classify
+    from .recipe import with_model_paths
+
+    rec = with_model_paths(rec, path.parent)
+    given = [(k, getattr(rec, k)) for k in ("teacher", "student")
+             if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
+                                                                                         "builder")]
+    if not given:
+        return
+    import numpy as np
+
+    from .data import load_for_recipe
+    from .user_model import SAMPLE_ROWS, check_fits, open_in_child
+
+    try:
+        data = load_for_recipe(rec, base=path.parent)
+        sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+            for key, cfg in given:
+                info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
+                                     num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
+                check_fits(info, data, what=f"{key}.model")
+    except EdgekitError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 @recipes.command("show")

@@ -110,8 +110,9 @@ def custom_objects(config: Any) -> list[str]:
                     isinstance(module, str) and not module.startswith(("keras", "tf_keras", "builtins")))
                 if custom or cn == "Lambda" or not _known_class(cn):
                     found.append(cn if cn != "Lambda" else f"Lambda ({node.get('config', {}).get('name', '?')})")
-            for v in node.values():
-                walk(v)
+            for key, v in node.items():
+                if key not in ("compile_config", "training_config"):  # how it was trained: not loaded
+                    walk(v)
         elif isinstance(node, list):
             for v in node:
                 walk(v)
