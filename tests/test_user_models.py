@@ -287,3 +287,73 @@ def test_every_format_reaches_rpi4_and_cortex_m4(tmp_path):
         m4 = r["targets"]["cortex-m4"]
         assert m4["format"] == "tflite-full-int8" and isinstance(m4["arena_bytes"], int) and m4["arena_bytes"] > 0
         assert m4["accuracy"] > 0.5 and r["targets"]["rpi4"]["accuracy"] > 0.5
+
+
+# ----------------------------------------------------------------------------- bring your own data
+
+
+def _skewed_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
+    """12 features, 3 classes, feature 0 100x larger than the rest (the issue's CSV): the classes
+    live in the 11 small features, which int8 inputs scaled for feature 0 cannot resolve."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, rows)
+    x = rng.normal(size=(rows, 12)) + 0.7 * np.eye(3)[y] @ rng.normal(size=(3, 12))
+    x[:, 0] = 100 * rng.normal(size=rows)
+    lines = [",".join([f"f{i}" for i in range(12)] + ["label"])]
+    lines += [",".join([f"{v:.6f}" for v in row] + [str(c)]) for row, c in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_normalize_auto_standardizes_tables_only(tmp_path, byom):
+    from edgekit.data import load_dataset, load_for_recipe
+    from edgekit.recipe import DataConfig
+
+    _skewed_csv(tmp_path / "t.csv")
+    table = load_dataset(DataConfig(source="csv:t.csv"), base=tmp_path)
+    assert table.normalization["kind"] == "zscore"
+    assert np.allclose(table.x_train.mean(0), 0, atol=1e-4) and np.allclose(table.x_train.std(0), 1, atol=1e-3)
+    assert load_dataset(DataConfig(source="csv:t.csv", normalize="none"), base=tmp_path).normalization is None
+    assert load_dataset(DataConfig(source="npz:digits.npz"), base=byom).normalization is None  # images
+    assert load_dataset(DataConfig(source="digits")).normalization is None
+    # a given trained model saw the data as it is: auto leaves it alone
+    rec = load_recipe(recipe(byom, "given_auto", "teacher: null\nstudent: {model: tk.keras, epochs: 0}\n"))
+    assert load_for_recipe(rec, base=byom).normalization is None
+
+
+def test_rank_error_lists_the_zoo_models_that_fit():
+    from edgekit.models import create_model
+
+    with pytest.raises(RecipeError) as info:
+        create_model("cnn_tiny", input_shape=(12, 1), num_classes=3)
+    assert "zoo models for it: " in str(info.value) and "mlp_tiny" in str(info.value)
+    assert "cnn_small" not in str(info.value).split("zoo models for it: ")[1]
+
+
+def test_skip_layers_error_says_the_fix(byom):
+    from edgekit._tf import keras
+    from edgekit.prune import layers_to_prune
+
+    model = keras().models.load_model(byom / "tk.keras", compile=False)  # one conv, one dense
+    with pytest.raises(StageError) as info:
+        layers_to_prune(model, ["first", "last"])
+    assert "set prune.skip_layers: [last]" in str(info.value) and "prune: null" in str(info.value)
+
+
+@pytest.mark.slow
+def test_normalize_auto_keeps_int8_accuracy_on_a_skewed_csv(tmp_path):
+    """The issue's CSV: with normalize none the int8 model lost points; auto (the default) keeps them."""
+    from edgekit.pipeline import Run
+
+    _skewed_csv(tmp_path / "t.csv")
+    acc = {}
+    for norm in ("none", "auto"):
+        path = tmp_path / f"{norm}.yaml"
+        path.write_text(f"name: n{norm}\ndata: {{source: 'csv:t.csv', normalize: {norm}}}\n"
+                        "teacher: {model: mlp_small, epochs: 30, batch_size: 32}\n"
+                        "student: {model: mlp_tiny, epochs: 30, batch_size: 32}\nprune: null\nqat: null\n"
+                        "targets: [cortex-m4]\nevaluate: {runs: 3, warmup: 1}\n")
+        report = Run(load_recipe(path), path, tmp_path / norm).execute()
+        acc[norm] = report["targets"][0]["accuracy"]
+    print("int8 cortex-m4 accuracy by data.normalize:", acc)
+    assert acc["auto"] >= acc["none"] + 0.05, acc
