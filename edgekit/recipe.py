@@ -225,6 +225,7 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _models_fit(self):
         from .model_source import classify
+        from .models import list_models
 
         if self.teacher is None and self.student is None:
             raise ValueError("teacher: teacher and student are both null; give at least one model")
@@ -236,6 +237,8 @@ class Recipe(_Strict):
                 ref = classify(cfg.model)
             except RecipeError as exc:
                 raise ValueError(f"{key}.model: {exc}") from None
+            if ref.kind == "zoo" and ref.name not in list_models():
+                continue  # a bare name: a SavedModel folder or a typo, told apart by load_recipe (model_refs)
             if ref.converted:
                 rest = [k for k, v in (("teacher", self.teacher), ("prune", self.prune), ("qat", self.qat))
                         if v is not None]
