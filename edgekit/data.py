@@ -339,7 +339,8 @@ def _check_xy(where: Path | str, x: np.ndarray, y: np.ndarray, part: str, task: 
     if 0 in x.shape[1:]:
         raise DataError(f"{where}{tag}: x has shape {x.shape}: zero features per sample; each sample needs "
                         "at least one feature")
-    x = x.astype("float32")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        x = x.astype("float32")
     if len(x) != len(y):
         raise DataError(f"{where}{tag}: x has {len(x)} samples but y has {len(y)}")
     if task == Task.regression.value:
