@@ -276,6 +276,8 @@ def _images(folder: Path):
     skipped = [p.name for p in entries if p not in classes]
     if len(classes) < 2:
         raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{folder}: {len(classes)} class folders, more than the limit of {MAX_CLASSES} classes")
     from PIL import Image, UnidentifiedImageError
 
     xs, ys, size, total = [], [], None, 0

@@ -187,6 +187,10 @@ class ModelCrashError(ModelError):
 #: also be below the model's number of outputs); nothing is allocated per label before this check.
 MAX_LABEL = 1_000_000
 
+#: Largest array of ``eval.npz`` (decompressed) the evaluator loads, read from the ``.npy``
+#: header before loading: 4 GiB, or the ``EDGEKIT_MAX_ARRAY_BYTES`` environment variable.
+MAX_ARRAY_BYTES = int(os.environ.get("EDGEKIT_MAX_ARRAY_BYTES", 4 << 30))
+
 
 # ------------------------------------------------------------------------------- tensor details
 
@@ -569,6 +573,7 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
         raise DataError(f"eval data {path} is not a .npz file (a zip archive of .npy arrays)")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -579,6 +584,31 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
         raise DataError(f"eval data {path} lacks array(s) {', '.join(missing)} "
                         f"(found: {', '.join(sorted(arrays)) or 'none'}); expected x, y[, ref, task, threshold]")
     return arrays
+
+
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an array above MAX_ARRAY_BYTES from its ``.npy`` header, before it is loaded."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                size = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+                if size > MAX_ARRAY_BYTES:
+                    raise DataError(f"eval data {path}: array {info.filename[:-4]!r} of shape {tuple(shape)} is "
+                                    f"{size} bytes decompressed, above the limit of {MAX_ARRAY_BYTES} bytes "
+                                    "(EDGEKIT_MAX_ARRAY_BYTES)")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read eval data {path} as .npz: {_one_line(exc)}") from exc
 
 
 def _check_x(x: Any) -> np.ndarray:
