@@ -460,8 +460,8 @@ def load_recipe(path: str | Path) -> Recipe:
     return recipe
 
 
-GENERATED_RANKS = {"digits": 3, "mnist1d": 2, "fermentation": 2, "machine-anomaly": 2}
-"""Input rank (per sample, channel axis included) of each generated source, known without generating it."""
+GENERATED_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "fermentation": (16, 3), "machine-anomaly": (640, 1)}
+"""Per-sample input shape of each generated source, known without generating it (a test checks)."""
 
 
 def _is_model_reference(value: str) -> bool:
@@ -470,39 +470,57 @@ def _is_model_reference(value: str) -> bool:
     return any(c in value for c in "/.:")
 
 
-def data_rank(recipe: Recipe, base: Path | None) -> tuple[int, str] | None:
-    """(input rank per sample as the models see it, what it was read from), from the data's shape
-    only: the ``.npy`` header inside an ``npz:`` file, ``csv:`` columns (rank 2), ``images:``
-    (rank 3), a generated source's known rank. None when it cannot be told. With ``features``
-    the models see ``(K, 1)`` vectors: rank 2. Raises :class:`edgekit.errors.DataError` for an
-    unreadable npz and :class:`RecipeError` for a path escaping through a symlink."""
-    if recipe.features is not None:
-        return 2, f"features.reduce {recipe.features.reduce} gives (K, 1) vectors"
+def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | None, int | None, str] | None:
+    """(per-sample input shape as the data loader yields it, with its channel axis; number of
+    samples of a single (not given-split) npz, else None; what it was read from), from the
+    data's shape only: the ``.npy`` header inside an ``npz:`` file, a ``csv:`` header row, a
+    generated source's known shape; ``images:`` gives no shape (their rank is 3).
+    None when it cannot be told. Raises :class:`edgekit.errors.DataError` for an unreadable npz
+    and :class:`RecipeError` for a path escaping through a symlink."""
     src = recipe.data.source
-    if src in GENERATED_RANKS:
-        return GENERATED_RANKS[src], f"data.source {src}"
+    if src in GENERATED_SHAPES:
+        return GENERATED_SHAPES[src], None, f"data.source {src}"
     kind, _, arg = src.partition(":")
-    if kind == "csv":
-        return 2, f"data.source {src} (one row of features per sample)"
     if kind == "images":
-        return 3, f"data.source {src} (height x width x 3)"
+        return None, None, f"data.source {src} (height x width x 3)"
+    where = recipe_relative(arg, base, "data.source")
+    if kind == "csv":
+        import csv
+
+        with open(where, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        return (max(len(header) - 1, 0), 1), None, f"data.source {src} (one row of features per sample)"
     if kind == "npz":
         from .data import npz_headers
 
-        heads = npz_headers(recipe_relative(arg, base, "data.source"))
+        heads = npz_headers(where)
         shape = (heads.get("x_train") or heads.get("x") or (None,))[0]
         if not shape:
             return None
         per_sample = tuple(shape[1:]) + ((1,) if len(shape) == 2 else ())
-        return len(per_sample), f"data.source {src} (x per sample {per_sample})"
+        samples = None if "x_train" in heads else shape[0]  # a given split: its own checks at load
+        return per_sample, samples, f"data.source {src} (x per sample {per_sample})"
     return None
+
+
+def _rank_of(recipe: Recipe, shape: tuple[tuple[int, ...] | None, int | None, str] | None) -> tuple[int, str] | None:
+    """The input rank the models see: with ``features`` (K, 1) vectors, else the data's."""
+    if recipe.features is not None:
+        return 2, f"features.reduce {recipe.features.reduce} gives (K, 1) vectors"
+    if shape is None:
+        return None
+    per_sample, _, what = shape
+    if per_sample is None:  # images
+        return 3, what
+    return len(per_sample), what
 
 
 def check_inputs(recipe: Recipe, path: Path) -> list[str]:
     """What a recipe that parsed can still be known to fail on without training, one line each
     (``FILE: key: problem``): a ``data.source`` file or folder that is missing or unreadable, a
-    csv without (or with a twice-named) label column, a model name not in the zoo, a zoo model
-    whose input rank does not fit the data (read from the data's shape only). Imports no
+    csv without (or with a twice-named) label column, an npz with fewer than 10 samples,
+    ``features.components`` above the features per sample, a model name not in the zoo, a zoo
+    model whose input rank does not fit the data (read from the data's shape only). Imports no
     TensorFlow; ``edgekit recipes validate`` reports these."""
     from .errors import EdgekitError
     from .models import list_models, model_rank
@@ -529,12 +547,24 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
                 problem = _csv_header_problem(where, recipe.data.label)
                 if problem:
                     problems.append(f"{path}: data.label: {problem}")
-    rank = None
+    shape = None
     if data_ok:
         try:
-            rank = data_rank(recipe, base)
-        except EdgekitError as exc:
+            shape = data_shape(recipe, base)
+        except (EdgekitError, OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: data.source: {exc}")
+    rank = _rank_of(recipe, shape)
+    if shape is not None and shape[0] is not None:
+        per_sample, samples, what = shape
+        features = 1
+        for d in per_sample:
+            features *= d
+        if recipe.features is not None and recipe.features.components > features:
+            problems.append(f"{path}: features.components: {recipe.features.components} > {features}, the "
+                            f"features per sample of {what}; choose at most {features}")
+        if samples is not None and samples < 10:
+            problems.append(f"{path}: data.source: {what} has only {samples} samples (at least 10 are needed "
+                            "to split into train, validation and test); add samples")
     zoo = list_models()
     for key in ("teacher", "student"):
         cfg = getattr(recipe, key)

@@ -443,6 +443,11 @@ RECIPE_CASES = [
     ("image model on a csv", lambda t: _recipe(t, _csv(t, _rows(5))), 2, ["'cnn_tiny' takes inputs of rank 3"]),
     ("image model on mnist1d", lambda t: _recipe(t, "data: {source: mnist1d}\n"), 2,
      ["data.source mnist1d is rank 2"]),
+    ("more components than features", lambda t: _recipe(
+        t, _npz(t, x=np.zeros((30, 6)), y=Y3) + "features: {reduce: pca, components: 8}\n", model="mlp_tiny"), 2,
+     ["features.components: 8 > 6", "choose at most 6"]),
+    ("npz with fewer than 10 samples", lambda t: _recipe(t, _npz(t, x=np.zeros((4, 8, 8, 1)), y=np.arange(4) % 2)),
+     2, ["has only 4 samples", "add samples"]),
     ("image model behind an input reduction", lambda t: _recipe(
         t, "features: {reduce: pca, components: 4}\n"), 2, ["features.reduce pca gives (K, 1) vectors"]),
 ]
@@ -482,3 +487,13 @@ def test_is_model_reference_hook():
 
     assert all(_is_model_reference(v) for v in ("a/b.keras", "m.keras", "zoo.py:build", "/abs/m.h5"))
     assert not any(_is_model_reference(v) for v in ("cnn_tiny", "cnn_smal", "resnet8"))
+
+
+def test_generated_shapes_are_what_the_sources_yield():
+    from edgekit.data import _SOURCES
+    from edgekit.recipe import GENERATED_SHAPES
+
+    for name, shape in GENERATED_SHAPES.items():
+        got = _SOURCES[name]()
+        x = (got[0] if isinstance(got, list) else got)[0]
+        assert tuple(x.shape[1:]) + ((1,) if x.ndim == 2 else ()) == shape, name
