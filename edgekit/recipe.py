@@ -306,6 +306,34 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside quotes and comments, by one pass over the characters:
+    checked before PyYAML's scanner, which slows down quadratically with flow nesting."""
+    depth = top = 0
+    quote = None
+    prev = "\n"
+    chars = iter(text)
+    for c in chars:
+        if quote:
+            if c == quote:
+                quote = None
+            elif c == "\\" and quote == '"':
+                next(chars, None)
+        elif c == "#" and prev in " \t\n":
+            for c in chars:  # noqa: B007 - skip the comment
+                if c == "\n":
+                    break
+        elif c in "'\"" and prev in " \t\n[{,:":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        prev = c
+    return top
+
+
 def _depth(text: str) -> int:
     """Deepest nesting of flow/block collections, from the token stream (no recursion)."""
     depth = top = 0
@@ -328,6 +356,10 @@ def _read_yaml(path: Path, what: str) -> Any:
                           f"(limit {MAX_YAML_BYTES} bytes)")
     try:
         text = path.read_text(encoding="utf-8")
+        depth = _flow_depth(text)
+        if depth > MAX_YAML_DEPTH:
+            raise RecipeError(f"{path}: YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {what} "
+                              "is a few levels of keys")
         aliases = sum(isinstance(t, yaml.AliasToken) for t in yaml.scan(text))
         if aliases > MAX_YAML_ALIASES:
             raise RecipeError(f"{path}: {aliases} YAML aliases (limit {MAX_YAML_ALIASES}): refused as a "

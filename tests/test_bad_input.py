@@ -401,7 +401,9 @@ RECIPE_CASES = [
     ("duplicate key in a block mapping", lambda t: _recipe(t, text="name: x\nprune:\n  target_sparsity: 0.5\n"
                                                                    "  target_sparsity: 0.9\n"), 2,
      ["duplicate key 'target_sparsity'", "first at line 3"]),
-    ("deep nesting", _deep, 2, ["r.yaml", "nested 5001 levels deep", "limit 50"]),
+    ("deep flow nesting", _deep, 2, ["r.yaml", "nested 5000 levels deep", "limit 50"]),
+    ("deep block nesting", lambda t: _recipe(t, text="name: x\nteacher:\n" + "".join(
+        " " * (i + 1) + f"k{i}:\n" for i in range(300)) + " " * 301 + "v\n"), 2, ["r.yaml", "levels deep", "limit 50"]),
     ("seed 2**32", lambda t: _recipe(t, text="name: x\nseed: 4294967296\n"), 2, ["seed: 4294967296 is out of range"]),
     ("negative seed", lambda t: _recipe(t, text="name: x\nseed: -1\n"), 2, ["seed: -1 is out of range"]),
     ("prune.frequency 1e23", lambda t: _recipe(t, text="name: x\nprune: {frequency: 1.0e+23}\n"), 2,
