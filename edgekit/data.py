@@ -442,7 +442,8 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
             raise DataError(f"dataset {name!r} needs at least 2 classes, found {classes}")
         empty = [i for i, c in enumerate(counts) if c == 0]
         if empty and task == Task.classification.value:
-            raise DataError(f"dataset {name!r}: class(es) {empty} have no samples (labels must be 0..{classes - 1} "
+            shown = str(empty) if len(empty) <= 10 else f"[{', '.join(map(str, empty[:10]))}, ...] ({len(empty)} classes)"
+            raise DataError(f"dataset {name!r}: class(es) {shown} have no samples (labels must be 0..{classes - 1} "
                             "with every class present)")
 
     def stratify(y, share):

@@ -134,6 +134,8 @@ DATA_CASES = [
      ["d.npz", "label 200000000 is out of range", "at most 10000 classes", "renumber"]),
     ("csv label 200,000,000", lambda t: _recipe(t, _csv(t, _rows(30, row=lambda i: f"{200_000_000 if i == 0 else i % 2},{i},1"))),
      3, ["d.csv", "label 200000000", "at most 10000 classes"]),
+    ("labels with thousands of empty classes", lambda t: _recipe(t, _npz(t, x=X8, y=np.where(Y3 == 2, 9999, Y3))), 3,
+     ["class(es) [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ...] (9997 classes) have no samples", "0..9999"]),
     ("npz bomb: 64 GiB declared", lambda t: _recipe(t, _npz_bomb(t)), 3,
      ["bomb.npz", "array 'x'", "decompressed", "EDGEKIT_MAX_ARRAY_BYTES"]),
     ("npz of Python objects", lambda t: _recipe(t, _npz(t, x=np.array([{"a": 1}] * 30, dtype=object), y=Y3)), 3,
