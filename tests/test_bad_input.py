@@ -11,7 +11,6 @@ EVAL_CASES (``evaluate.py`` refuses what it cannot score honestly), RECIPE_CASES
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
