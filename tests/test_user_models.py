@@ -357,3 +357,20 @@ def test_normalize_auto_keeps_int8_accuracy_on_a_skewed_csv(tmp_path):
         acc[norm] = report["targets"][0]["accuracy"]
     print("int8 cortex-m4 accuracy by data.normalize:", acc)
     assert acc["auto"] >= acc["none"] + 0.05, acc
+
+
+def test_fine_tuning_a_given_model_changes_the_copy_only(byom):
+    """epochs > 0 on a given model fine-tunes the loaded copy (the recipe says so); the file stays."""
+    from edgekit._tf import keras
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig, TeacherConfig
+    from edgekit.user_model import fine_tune
+
+    before = sha(byom / "tk.keras")
+    model = keras().models.load_model(byom / "tk.keras", compile=False)
+    weights = [w.copy() for w in model.get_weights()]
+    data = load_dataset(DataConfig(source="npz:digits.npz"), base=byom)
+    epochs = fine_tune(model, data, TeacherConfig(model="tk.keras", epochs=1, learning_rate=0.01), seed=0)
+    assert epochs == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert sha(byom / "tk.keras") == before
