@@ -107,7 +107,9 @@ def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: di
         model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
                              reduction=reduction)
     problems: list = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
-    if given and stage in given:  # zoo models are known to convert
+    from .model_source import classify
+
+    if (given and stage in given) or classify(compressed).kind == "builder":  # zoo models are known to convert
         problems += check_targets(model, targets)
     if recipe.prune is not None:
         from .prune import layers_to_prune

@@ -374,3 +374,15 @@ def test_fine_tuning_a_given_model_changes_the_copy_only(byom):
     assert epochs == 1
     assert any(not np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
     assert sha(byom / "tk.keras") == before
+
+
+def test_preflight_names_ops_a_microcontroller_cannot_run():
+    from edgekit import preflight
+    from edgekit._tf import keras
+    from edgekit.recipe import load_target
+
+    k = keras()
+    model = k.Sequential([k.Input((16,)), k.layers.Dense(8, activation="gelu"), k.layers.Dense(3)])
+    problems = preflight.check_targets(model, [load_target("cortex-m4"), load_target("rpi4")])
+    assert [(p.layer, p.stage) for p in problems] == [("GELU", "target cortex-m4 (TFLite Micro)")]
+    assert preflight.check_targets(model, [load_target("rpi4")]) == []
