@@ -137,24 +137,29 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
 
 
 def _summary(report: dict) -> str:
+    """The run's table for the terminal; a value that was not measured (None) shows as "-"."""
+    from .report.fmt import fmt_num
     from .report.view import main_metric
 
     m = main_metric(report)  # accuracy, MAE or ROC-AUC
     short = {"accuracy": "acc", "mae": "MAE", "roc_auc": "AUC"}[m.key]
 
     def value(entry: dict) -> str:
-        v = m.value(entry)
-        return "  -   " if v is None else f"{v:.4f}"
+        return f"{fmt_num(m.value(entry), '.4f', '-'):<6}"
+
+    def size(v, width: int) -> str:
+        return f"{fmt_num(v, 'd', '-'):>{width}}"
 
     lines = []
     for s in report["stages"]:
-        lines.append(f"  {s['name']:<8} {short} {value(s)}  size {s['size_bytes']:>8} B  "
-                     f"sparsity {s['sparsity']:.3f}")
+        lines.append(f"  {s['name']:<8} {short} {value(s)}  size {size(s.get('size_bytes'), 8)} B  "
+                     f"sparsity {fmt_num(s.get('sparsity'), '.3f', '-')}")
     for t in report["targets"]:
         lat = (t.get("latency_ms") or {}).get("p50")
-        ok = "ok" if t["budget"]["ok"] else "OVER BUDGET"
-        lines.append(f"  {t['name']:<10} {t['format']:<17} {short} {value(t)}  size {t['size_bytes']:>7} B  "
-                     f"p50 {lat:.3f} ms  arena {t.get('arena_bytes')}  budget {ok}")
+        ok = "ok" if (t.get("budget") or {}).get("ok") else "OVER BUDGET"
+        lines.append(f"  {t['name']:<10} {str(t.get('format')):<17} {short} {value(t)}  "
+                     f"size {size(t.get('size_bytes'), 7)} B  p50 {fmt_num(lat, '.3f', '-')} ms  "
+                     f"arena {fmt_num(t.get('arena_bytes'), 'd', '-')}  budget {ok}")
     return "\n".join(lines)
 
 
