@@ -190,7 +190,7 @@ def check_not_special(out: Path, *, flag: str = "--out", above: Iterable[Path] =
     return real
 
 
-def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), what: str = "an edgekit run",
+def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), what: str = "edgekit run",
                   flag: str = "--out", above: Iterable[Path] = ()) -> bool:
     """The ``--out`` policy: ``out`` must be absent, empty, or hold ``what`` (one of ``markers``
     present). Raises :class:`EdgekitError` (exit 2) with one line otherwise, and always for the
@@ -206,7 +206,7 @@ def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), wha
     if not out.exists():
         return False
     if not out.is_dir():
-        raise RecipeError(f"{flag} {out}: exists and is not a folder; choose another {flag}")
+        raise RecipeError(f"{flag} {out}: exists and is not a directory; choose another {flag}")
     if any((out / m).exists() or (out / m).is_symlink() for m in markers):
         return True
     if any(p.name != ".edgekit.lock" for p in out.iterdir()):

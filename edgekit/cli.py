@@ -199,7 +199,9 @@ class _Progress(_Bars):
     def stage(self, name: str, status: str) -> None:
         if self._bar is None:
             return
-        if status in ("cached", "skipped", "failed") or (status == "done" and name not in self._tasks):
+        if status == "interrupted":
+            self._bar.console.print(f"  {name}: interrupted in an earlier run (killed or crashed): not finished")
+        elif status in ("cached", "skipped", "failed") or (status == "done" and name not in self._tasks):
             self._bar.console.print(f"  {name}: {status}")
 
     def epoch(self, stage: str, done: int, total: int, logs: dict) -> None:

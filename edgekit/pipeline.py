@@ -89,13 +89,14 @@ class Run:
         if self.manifest is not None:
             for name in self.manifest.mark_interrupted():
                 log.warning("%s: stage %s was interrupted in an earlier run (its process was killed or crashed); "
-                            "it is not finished and runs again", self.out, name)
+                            "it is not finished and is redone", self.out, name)
                 self.on_stage(name, "interrupted")
         if self.manifest is None:
             self.manifest = Manifest.new(self.out, recipe_name=self.recipe.name,
                                          recipe_sha256=recipe_sha, seed=self.recipe.seed)
         self.manifest.refresh(recipe_sha256=recipe_sha)
         self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
+        self.manifest.save()  # the folder is an edgekit run from now on, even when the first stage fails
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
         self.force, self.resume = False, True  # a second execute() of this object continues, it does not wipe again
 
