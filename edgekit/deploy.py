@@ -165,9 +165,14 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
     ``target`` is a profile name or path; without it the run's only Pi bundle is used. Raises
     :class:`EdgekitError` when the run has no such bundle or the target is not a Pi.
     """
+    from .manifest import Manifest
     from .recipe import TargetKind, load_target
 
     run_dir = Path(run_dir)
+    if Manifest.load(run_dir) is None:
+        why = Manifest.problem(run_dir) or "no manifest.json"
+        raise EdgekitError(f"{run_dir}: not an edgekit run directory ({why}); deploy writes only into a run that "
+                           "edgekit made")
     bundles = sorted(p.parent.parent.name for p in (run_dir / "targets").glob("*/bundle/run.sh"))
     if target is None:
         if len(bundles) != 1:
@@ -678,8 +683,9 @@ def summary_line(target: str, result: dict[str, Any]) -> str:
     from .report.fmt import fmt_num as num
 
     lat = (result.get("latency_ms") or {}).get("p50") if isinstance(result.get("latency_ms"), dict) else None
-    metric = next(((k, result[k]) for k in ("accuracy", "mae", "roc_auc") if result.get(k) is not None),
-                  ("accuracy", None))
+    metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+    found = {k: result.get(k) if result.get(k) is not None else metrics.get(k) for k in ("accuracy", "mae", "roc_auc")}
+    metric = next(((k, v) for k, v in found.items() if v is not None), ("accuracy", None))
     budget = result.get("budget") or {}
     return (f"{target} on {result.get('measured_on')} ({(result.get('device') or {}).get('machine')}): "
             f"{metric[0]} {num(metric[1], '.4f')}, p50 {num(lat, '.3f')} ms, budget "

@@ -343,6 +343,7 @@ def test_destructive_paths_leave_canaries(finished_run, tmp_path, monkeypatch, c
     c = Canaries(top, run.out)
     c.plant_inside()
     argv, code = build(c, run.recipe_path, monkeypatch)
+    c.before = _tree(top)   # with the recipe files the row wrote
     res = _cli(*argv)
     assert res.exit_code == code, f"{case}: exit {res.exit_code}: {res.output}"
     assert "Traceback" not in res.output
@@ -608,6 +609,8 @@ _REG = {"task": "regression", "accuracy": None, "mae": 0.5, "latency_ms": {"p50"
 NONE_METRICS = [
     ("regression", _REG, ["mae 0.5000", "p50 0.100 ms", "budget ok"]),
     ("anomaly", {**_REG, "task": "anomaly", "mae": None, "roc_auc": 0.75}, ["roc_auc 0.7500"]),
+    ("metrics only under 'metrics'", {**_REG, "mae": None, "metrics": {"mae": 0.25, "rmse": 1.0}}, ["mae 0.2500"]),
+    ("anomaly under 'metrics'", {**_REG, "mae": None, "metrics": {"roc_auc": 0.5}}, ["roc_auc 0.5000"]),
     ("nothing measured", {**_REG, "mae": None, "latency_ms": None, "device": None}, ["accuracy n/a", "p50 n/a"]),
     ("latency without p50", {**_REG, "latency_ms": {}}, ["p50 n/a"]),
     ("classification", {**_REG, "accuracy": 0.9, "mae": None}, ["accuracy 0.9000"]),
@@ -702,3 +705,38 @@ def test_sigkill_mid_stage_then_resume(tmp_path):
     res = _cli("report", c.out)
     assert res.exit_code == 1 and "was interrupted" in res.output, res.output
     c.assert_untouched(edgekit_may_change=_RUN_OWN)
+
+
+# ----------------------------------------------------------------------------- report --out FILE
+
+# (id, what FILE holds before (None: absent; "link": a symlink to a user file), exit code)
+REPORT_OUT = [
+    ("new file", None, 0),
+    ("an edgekit page", "edgekit", 0),
+    ("a user's page", "<!DOCTYPE html>\n<html><head><title>My notes</title></head></html>\n", 2),
+    ("a user's text", "notes\n", 2),
+    ("a symlink to a user file", "link", 2),
+]
+
+
+@pytest.mark.parametrize("case,before,code", REPORT_OUT, ids=[c[0] for c in REPORT_OUT])
+def test_report_out_overwrites_only_edgekit_pages(finished_run, tmp_path, case, before, code):
+    """`edgekit report A B --out FILE` (no TensorFlow, nothing rerun) replaces only a page it wrote."""
+    target = tmp_path / "page.html"
+    user = tmp_path / "user.txt"
+    user.write_text("mine\n")
+    if before == "edgekit":
+        target.write_text((finished_run.out / "report.html").read_text())
+    elif before == "link":
+        target.symlink_to(user)
+    elif before is not None:
+        target.write_text(before)
+    snapshot = target.read_bytes() if target.exists() else None
+    res = _cli("report", finished_run.out, finished_run.out, "--out", target)
+    assert res.exit_code == code, res.output
+    assert user.read_text() == "mine\n"
+    if code:
+        assert "edgekit does not overwrite it" in res.output or "not a regular file" in res.output, res.output
+        assert (target.read_bytes() if target.exists() else None) == snapshot
+    else:
+        assert target.read_text().startswith("<!DOCTYPE html>")
