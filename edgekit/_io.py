@@ -35,7 +35,7 @@ _ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("edgekit_run
 def _where(path: Path) -> Path:
     """Where the directory entry ``path`` really is: its folder resolved through symlinks, plus
     its own name (a symlink itself is not followed: it is what gets replaced or unlinked)."""
-    path = Path(os.path.abspath(path))  # abspath folds "a/../b" lexically, as the kernel would not
+    path = Path(path)  # not abspath: it would fold "link/.." lexically, where the kernel follows the link
     if path.name in ("", ".", ".."):
         return path.resolve()
     return path.parent.resolve() / path.name
@@ -137,7 +137,9 @@ def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another -
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + max(0.0, wait_s)
-    with open(run_dir / ".edgekit.lock", "a+") as fh:
+    # O_NOFOLLOW: a lock file that is a symlink (to a file elsewhere) is refused, not opened
+    fd = os.open(run_dir / ".edgekit.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a+") as fh:
         said = False
         while True:
             try:

@@ -740,3 +740,14 @@ def test_report_out_overwrites_only_edgekit_pages(finished_run, tmp_path, case, 
         assert (target.read_bytes() if target.exists() else None) == snapshot
     else:
         assert target.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_lock_file_symlink_is_not_followed(finished_run, tmp_path):
+    out = copy_run(finished_run, tmp_path / "r").out
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    (out / ".edgekit.lock").unlink()
+    (out / ".edgekit.lock").symlink_to(victim)
+    res = _cli("report", out)
+    assert res.exit_code == 1 and "error: " in res.output and "Traceback" not in res.output, res.output
+    assert victim.read_text() == "mine\n"
