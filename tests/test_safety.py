@@ -98,7 +98,8 @@ class Canaries:
         assert not extra, f"written outside what edgekit owns: {extra}"
 
 
-_EDGEKIT_NAMES = ("stages", "targets", "eval", "report.", "recipe.resolved.yaml", "manifest.json", ".edgekit.lock")
+_EDGEKIT_NAMES = ("stages", "targets", "eval", "report.", "recipe.resolved.yaml", "manifest.json", ".edgekit.lock",
+                  "logs")
 _RUN_OWN = ("stages", "targets", "eval", "report.json", "report.md", "report.html", "recipe.resolved.yaml",
             "manifest.json")
 
