@@ -12,7 +12,8 @@ folder through its symlinks and refuses one that lands outside the run directory
 with :class:`~edgekit.errors.EdgekitError`. The run directory is given as ``root=`` or, inside
 :func:`run_lock` (which every command that writes a run holds), taken from the lock.
 :func:`check_out_dir` is the ``--out`` policy: a folder that is absent, empty or holds what
-edgekit writes there, never ``/``, the home folder, the working directory or a folder above it.
+edgekit writes there, never ``/``, the home folder, the edgekit checkout, or a folder above the
+working directory, the checkout or the recipe.
 """
 
 from __future__ import annotations
@@ -195,7 +196,8 @@ def check_not_special(out: Path, *, flag: str = "--out", above: Iterable[Path] =
 def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), what: str = "edgekit run",
                   flag: str = "--out", above: Iterable[Path] = ()) -> bool:
     """The ``--out`` policy: ``out`` must be absent, empty, or hold ``what`` (one of ``markers``
-    present). Raises :class:`EdgekitError` (exit 2) with one line otherwise, and always for the
+    present; a folder holding only edgekit's lock file counts as empty). Raises
+    :class:`~edgekit.errors.RecipeError` (exit 2) with one line otherwise, and always for the
     file system root, the home folder, the checkout, a folder above the working directory or
     above one of ``above`` (the recipe's folder), whatever ``--force`` says. Returns whether
     ``out`` holds ``what``."""
