@@ -296,6 +296,26 @@ def _target_symlinked_out(c: Canaries, recipe: Path, monkeypatch) -> tuple[list,
     return ["convert", c.out, "--target", "mobile"], 0
 
 
+def _stages_symlinked_force(c: Canaries, recipe: Path, monkeypatch) -> tuple[list, int]:
+    """stages/ is a symlink to a folder outside (holding the user's copy): --force removes the
+    link, not the folder it points to."""
+    import shutil
+
+    shutil.move(str(c.out / "stages"), str(c.outside / "stages"))
+    (c.out / "stages").symlink_to(c.outside / "stages")
+    return ["run", _bad_data_recipe(recipe.parent), "--out", c.out, "--force"], 3
+
+
+def _manifest_symlinked_force(c: Canaries, recipe: Path, monkeypatch) -> tuple[list, int]:
+    """manifest.json and report.html are symlinks to the user's files: --force unlinks them."""
+    import shutil
+
+    for name in ("manifest.json", "report.html"):
+        shutil.move(str(c.out / name), str(c.outside / name))
+        (c.out / name).symlink_to(c.outside / name)
+    return ["run", _bad_data_recipe(recipe.parent), "--out", c.out, "--force"], 3
+
+
 def _interrupted_in_process(c: Canaries, recipe: Path, monkeypatch) -> tuple[list, int]:
     """Ctrl-C in the middle of a stage (raised from inside it)."""
     from edgekit.pipeline import Run
@@ -329,6 +349,8 @@ DESTRUCTIVE = [
     ("--force, then a data failure", _force_failing, _RUN_OWN),
     ("--force with another recipe", _force_other_recipe_name, _RUN_OWN),
     ("--resume, then a data failure", _failed_resume, ("manifest.json", "recipe.resolved.yaml")),
+    ("stages/ is a symlink out of the run, --force", _stages_symlinked_force, _RUN_OWN),
+    ("manifest.json is a symlink out of the run, --force", _manifest_symlinked_force, _RUN_OWN),
     ("eval/ is a symlink out of the run", _eval_symlinked_out, ("manifest.json", "recipe.resolved.yaml")),
     ("targets/mobile is a symlink out of the run", _target_symlinked_out, _RUN_OWN),
     ("interrupted mid-stage (KeyboardInterrupt)", _interrupted_in_process, ("manifest.json", "recipe.resolved.yaml")),
