@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_STAGES = ("teacher", "student", "pruned", "qat")
 # what a run writes in its directory: all that --force removes (the lock file stays)
-RUN_OUTPUTS = ("stages", "targets", "eval", "sources", "report.json", "report.md", "report.html", "recipe.resolved.yaml",
-               "manifest.json")
+RUN_OUTPUTS = ("stages", "targets", "eval", "sources", "report.json", "report.md", "report.html",
+               "recipe.resolved.yaml", "manifest.json")
 ALL_STAGES = (*TRAIN_STAGES, "convert", "eval", "report")
 
 

@@ -201,7 +201,8 @@ def run_case(out: Path, case: tuple) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| input | stages | given model acc (Keras 3's own) | float acc | rpi4 int8 acc | rpi4 size B | cortex-m4 full-int8 acc "
+    head = ("| input | stages | given model acc (Keras 3's own) | float acc | rpi4 int8 acc | rpi4 size B | "
+            "cortex-m4 full-int8 acc "
             "| cortex-m4 size B | cortex-m4 arena B | seconds |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
