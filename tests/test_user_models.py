@@ -386,3 +386,20 @@ def test_preflight_names_ops_a_microcontroller_cannot_run():
     problems = preflight.check_targets(model, [load_target("cortex-m4"), load_target("rpi4")])
     assert [(p.layer, p.stage) for p in problems] == [("GELU", "target cortex-m4 (TFLite Micro)")]
     assert preflight.check_targets(model, [load_target("rpi4")]) == []
+
+
+def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
+    """A file that is no Keras model: `edgekit run` says so in one line, exit 7, before any stage."""
+    (tmp_path / "digits.npz").write_bytes((byom / "digits.npz").read_bytes())
+    (tmp_path / "junk.keras").write_bytes(b"not a model at all")
+    path = recipe(tmp_path, "junk", "teacher: {model: junk.keras, epochs: 0}\nstudent: null\nprune: null\nqat: null\n"
+                                    "targets: [rpi4]\n")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", str(path), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 7, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "junk.keras: not a Keras model file" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = tmp_path / "run" / "manifest.json"
+    if manifest.exists():
+        assert all(e.get("status") != "running" for e in json.loads(manifest.read_text())["stages"].values())
