@@ -41,7 +41,7 @@ from typing import Any, Callable
 import click
 
 from ._io import run_lock
-from .errors import DeviceError, EdgekitError
+from .errors import DeviceError, EdgekitError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ class Session:
             code = chan.recv_exit_status()
             chan.close()
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise DeviceError(f"{self.destination.host}: {what}: connection lost ({_one_line(exc)})") from None
+            raise DeviceError(f"{self.destination.host}: {what}: connection lost ({one_line(exc)})") from None
         return Completed(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     @property
@@ -476,7 +476,7 @@ def connect(destination: Destination, *, key: Path | None = None, known_hosts: P
         if known_hosts.is_file():
             client.load_system_host_keys(str(known_hosts))
     except (OSError, paramiko.SSHException) as exc:
-        raise DeviceError(f"{known_hosts}: cannot read known_hosts: {_one_line(exc)}") from None
+        raise DeviceError(f"{known_hosts}: cannot read known_hosts: {one_line(exc)}") from None
     client.set_missing_host_key_policy(_Unknown())
     where = f"{destination}"
     try:
@@ -526,7 +526,7 @@ def connect(destination: Destination, *, key: Path | None = None, known_hosts: P
         if "banner" in str(exc):
             raise DeviceError(f"{where}: no SSH server answered within {_seconds(CONNECT_TIMEOUT_S)} s (is the "
                               "device up, and is this its SSH port?)") from None
-        raise DeviceError(f"{where}: cannot connect: {_one_line(exc) or type(exc).__name__}") from None
+        raise DeviceError(f"{where}: cannot connect: {one_line(exc)}") from None
     return Session(client, destination)
 
 
@@ -612,7 +612,7 @@ def _deploy(plan: Plan, *, key: Path | None, known_hosts: Path | None, accept_ne
                 except (OSError, EOFError) as exc:
                     free = f", {_size(check.free_bytes)} were free" if check.free_bytes is not None else ""
                     raise DeviceError(f"{dest.host}: copying {f.name} to {remote_dir} failed: "
-                                      f"{_one_line(exc) or type(exc).__name__} (disk full{free}?)") from None
+                                      f"{one_line(exc)} (disk full{free}?)") from None
             python = plan.python
             if install:
                 say(f"installing {', '.join(plan.requirements)} into {remote_dir}/venv (--install-runtime)")
@@ -639,7 +639,7 @@ def _deploy(plan: Plan, *, key: Path | None, known_hosts: Path | None, accept_ne
                 result = json.loads(raw)
             except (OSError, EOFError, ValueError) as exc:
                 raise DeviceError(f"{dest.host}: no readable result.json from the evaluator in {remote_dir}: "
-                                  f"{_one_line(exc)}") from None
+                                  f"{one_line(exc)}") from None
             failed = False
         finally:
             if remote_dir is not None and not plan.keep:
@@ -727,10 +727,6 @@ def _size(n: int) -> str:
 
 def _seconds(s: float) -> str:
     return f"{s:g}"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 # ------------------------------------------------------------------------------------ CLI
