@@ -24,3 +24,12 @@ def test_one_line_cuts_at_the_limit():
     assert one_line(ValueError("y" * 300)) == "y" * 300
     assert len(one_line(ValueError("y" * 301))) == 300
 
+
+def test_each_document_has_its_own_schema_name():
+    from edgekit.parity import SCHEMA as eval_compare
+    from edgekit.report.compare import SCHEMA as runs_compare
+    from edgekit.tune import SCHEMA as tune
+
+    assert eval_compare == "edgekit.compare/1"  # edgekit eval --compare
+    assert runs_compare == "edgekit.runs-compare/1"  # edgekit report RUN_A RUN_B --json
+    assert len({eval_compare, runs_compare, tune}) == 3
