@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from .errors import EdgekitError
+from .stages import ALL_STAGES
 
 log = logging.getLogger("edgekit")
 
@@ -92,9 +92,9 @@ def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
               help="Run directory (created).")
 @click.option("--resume", is_flag=True, help="Continue a run: skip stages whose inputs are unchanged.")
 @click.option("--force", is_flag=True, help="Start over in a directory that already holds a run.")
-@click.option("--until", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+@click.option("--until", type=click.Choice(ALL_STAGES),
               help="Stop after this stage.")
-@click.option("--only", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+@click.option("--only", type=click.Choice(ALL_STAGES),
               help="Rerun just this stage; earlier stages must be finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
@@ -119,9 +119,10 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
 def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, until: str | None,
              only: str | None, as_json: bool, no_budget: bool, targets: tuple[str, ...] | None = None) -> None:
     from .pipeline import Run
+    from .ui import RunProgress, run_summary
 
     quiet = ctx.obj.get("quiet") or as_json
-    with _Progress(enabled=not quiet) as prog:
+    with RunProgress(enabled=not quiet) as prog:
         def on_stage(name: str, status: str) -> None:
             _attach_log(ctx, out, "run")  # the first stage event comes after the manifest is written
             prog.stage(name, status)
@@ -139,7 +140,7 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
         if report is None:
             click.echo(f"stopped after {stopped}; artifacts in {out}", err=True)
         else:
-            click.echo(_summary(report), err=True)
+            click.echo(run_summary(report), err=True)
             click.echo(f"report: {out / 'report.html'}", err=True)
             click.echo(f"        {out / 'report.md'}", err=True)
         if logfile is not None:
@@ -161,114 +162,6 @@ def _attach_log(ctx, run_dir: Path, command: str) -> Path | None:
     if console is None or not (Path(run_dir) / "manifest.json").is_file():
         return None
     return console.attach(run_dir, command)
-
-
-def _summary(report: dict) -> str:
-    """The closing table of a run: per target its size, main metric, latency with its source, verdict."""
-    from .report.fmt import fmt_bytes, fmt_ms_unit
-    from .report.view import latency_shown, main_metric, terminal_verdict
-
-    m = main_metric(report)  # accuracy, MAE or ROC-AUC
-    rows = [("target", "format", "size", "arena", m.label, "latency p50", "verdict")]
-    for t in report["targets"]:
-        ms, source = latency_shown(t)
-        rows.append((t["name"], t["format"], fmt_bytes(t.get("size_bytes")), fmt_bytes(t.get("arena_bytes")),
-                     m.fmt(m.value(t)), f"{fmt_ms_unit(ms)} ({source})" if ms is not None else source,
-                     terminal_verdict(t)))
-    if len(rows) == 1:
-        return "no targets in this run"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class _Bars:
-    """Progress on stderr (nothing when not ``enabled``).
-
-    On a terminal: live rich bars (description, bar, done/total, an info field, time elapsed)
-    with lines printed above them. Elsewhere (a pipe, a CI log): no bars, only the lines, so a
-    log holds each stage once instead of redrawn frames.
-    """
-
-    label_width = 16
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar = None
-
-    def __enter__(self):
-        if self.enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn(f"{{task.description:<{self.label_width}}}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=False)
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def say(self, text: str) -> None:
-        """One line above the bars (or on its own without a terminal)."""
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
-        else:
-            click.echo(text, err=True)
-
-
-class _Progress(_Bars):
-    """A bar per training stage (epochs) on a terminal, and one line per stage when it ends."""
-
-    label_width = 18
-
-    _SHOWN = ("loss", "accuracy", "val_accuracy", "mae", "val_mae", "val_loss")
-
-    def __init__(self, enabled: bool):
-        super().__init__(enabled)
-        self._tasks: dict[str, int] = {}
-        self._epochs: dict[str, str] = {}
-        self._started: dict[str, float] = {}
-        self._cached: list[str] = []
-
-    def __exit__(self, *exc):
-        self._flush_cached()
-        super().__exit__(*exc)
-
-    def _flush_cached(self) -> None:
-        cached, self._cached = self._cached, []
-        if cached:
-            names = ", ".join(cached) if len(cached) <= 6 else f"{cached[0]} … {cached[-1]}"
-            self.say(f"  {len(cached)} stage{'s' if len(cached) != 1 else ''} up to date, reused ({names})")
-
-    def stage(self, name: str, status: str) -> None:
-        import time
-
-        if status == "cached":
-            self._cached.append(name)
-            return
-        self._flush_cached()
-        if status == "running":
-            self._started[name] = time.perf_counter()
-            return
-        took = time.perf_counter() - self._started.pop(name, time.perf_counter())
-        if status == "done" and name in self._tasks:
-            return  # its bar says it
-        detail = self._epochs.get(name, "")
-        timing = f" in {took:.1f} s" if status in ("done", "failed") else ""
-        self.say(f"  {name:<{self.label_width}} {status}{timing}{'  ' + detail if detail else ''}")
-
-    def epoch(self, stage: str, done: int, total: int, logs: dict) -> None:
-        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in self._SHOWN)
-        self._epochs[stage] = f"epoch {done}/{total} {info}".rstrip()
-        if self._bar is None:
-            return
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total, info="")
-        self._bar.update(self._tasks[stage], completed=done, info=info)
 
 
 # ----------------------------------------------------------------------------- one stage at a time
@@ -300,8 +193,6 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
         rec, path = _run_dir_recipe(run_dir, recipe)
         targets = kw.get("targets_") or ()
-        if targets:
-            _check_targets(rec, path, targets)
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
         if kw.get("compare"):
@@ -329,21 +220,6 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     for option in extra:
         command = option(command)
     return main.command(name)(command)
-
-
-def _check_targets(rec, recipe: Path, targets: tuple[str, ...]) -> None:
-    """--target values must name targets of the recipe (profile names or the recipe's entries)."""
-    import difflib
-
-    from .recipe import load_target
-
-    names = [load_target(t, base=recipe.parent).name for t in rec.targets]
-    for t in targets:
-        if t not in names and t not in rec.targets:
-            close = difflib.get_close_matches(t, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise click.BadParameter(f"{t!r} is not a target of recipe {rec.name!r}{hint} (its targets: "
-                                     f"{', '.join(names)})", param_hint="--target")
 
 
 _TARGET_OPTION = click.option(
@@ -553,6 +429,7 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
     """
     from .estimate import estimate_model, load_calibration
     from .recipe import load_target
+    from .ui import render_estimate
 
     cal = load_calibration(calibration)
     results = [estimate_model(model, load_target(t), calibration=cal) for t in targets_]
@@ -562,39 +439,7 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
     for i, r in enumerate(results):
         if i:
             click.echo("")
-        click.echo(_render_estimate(r, per_op=per_op))
-
-
-def _render_estimate(r: dict, *, per_op: bool) -> str:
-    b = r["estimate_basis"]
-    by_class = ", ".join(f"{k} {v['macs'] / 1e6:.3g} M" for k, v in r["by_class"].items() if v["macs"])
-    lines = [f"model: {r['macs'] / 1e6:.4g} M MACs ({by_class or 'none'}) in {r['ops']} ops, "
-             f"{r['weight_bytes']} weight bytes"]
-    if r["latency_estimate_ms"] is None:
-        lines.insert(0, f"{r['target']}: no estimate: {r['reason']}")
-    else:
-        fit = b["fit"]
-        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated "
-                        f"({b['core']} @ {b['target_clock_mhz']:g} MHz, {b['kernels']}"
-                        f"{'' if b['runtime'] == b['kernels'] else ', ' + b['runtime']})")
-        lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
-                     f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
-        lines.append(f"calibrated on: {b['board']} ({b['calibration_set']})")
-        lines += [f"  source: {s}" for s in b["sources"]]
-        m = r["calibration_match"]
-        if m:
-            loo = "n/a" if m["loo_estimate_ms"] is None else f"{m['loo_estimate_ms']:.4g} ms ({m['loo_pct_error']:+.0f} %)"
-            lines.append(f"this is calibration model {m['model']}: published {m['published_ms']:.4g} ms; "
-                         f"a fit without it estimates {loo}")
-        lines += [f"note: {n}" for n in r["notes"]]
-    if per_op:
-        lines.append("| # | op | class | MACs | bytes read | bytes written | est. ms |")
-        lines.append("|---|---|---|---|---|---|---|")
-        for o in r["per_op"]:
-            est = o.get("estimate_ms")
-            lines.append(f"| {o['index']} | {o['op']} | {o['op_class']} | {o['macs']} | {o['bytes_read']} | "
-                         f"{o['bytes_written']} | {'-' if est is None else f'{est:.4g}'} |")
-    return "\n".join(lines)
+        click.echo(render_estimate(r, per_op=per_op))
 
 
 # ----------------------------------------------------------------------------- tune
@@ -639,10 +484,11 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
     from .errors import BudgetError
     from .tune import load_result
     from .tune import tune as run_tune
+    from .ui import TuneProgress
 
     out = out or Path("runs") / f"tune-{recipe.stem}-{Path(target).stem}"
     quiet = ctx.obj.get("quiet") or as_json
-    with _TuneProgress(enabled=not quiet) as prog:
+    with TuneProgress(enabled=not quiet) as prog:
         try:
             result = run_tune(recipe, target=target, out=out, max_accuracy_drop=max_accuracy_drop, trials=trials,
                               timeout_s=timeout_s, jobs=jobs, resume=resume, on_event=prog.event)
@@ -662,38 +508,6 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
         click.echo(headline(result)[1], err=True)
         click.echo(f"best recipe: {out / 'best.yaml'}; report: {out / 'tune.html'} (and tune.md, tune.json)",
                    err=True)
-
-
-class _TuneProgress(_Bars):
-    """A progress bar over a study's trials, a line per finished trial."""
-
-    label_width = 8
-
-    def __init__(self, enabled: bool):
-        super().__init__(enabled)
-        self._task = None
-
-    def event(self, kind: str, info: dict) -> None:
-        if not self.enabled:
-            return
-        from .report.tune import SCHEME_TEXT, verdict_word
-
-        if kind == "teacher":
-            acc = info.get("accuracy")
-            self.say("  teacher: training (once for all trials)" if acc is None else
-                     f"  teacher: accuracy {100 * acc:.2f} %")
-        elif kind == "start" and self._bar is not None:
-            self._task = self._bar.add_task("trials", total=info["trials"], completed=info["done"],
-                                            info=f"{info['jobs']} in parallel")
-        elif kind == "trial":
-            p = info["params"]
-            acc = "" if info.get("accuracy") is None else f" acc {100 * info['accuracy']:.2f} %"
-            flash = "" if info.get("flash_bytes") is None else f" flash {info['flash_bytes']} B"
-            arena = "" if info.get("arena_bytes") is None else f" arena {info['arena_bytes']} B"
-            self.say(f"  #{info['number']} width {p['width']:g} prune {p['prune']} "
-                     f"{SCHEME_TEXT[p['scheme']]}: {verdict_word(info)}{flash}{arena}{acc}")
-            if self._task is not None and not info.get("interrupted") and info.get("duplicate_of") is None:
-                self._bar.advance(self._task)
 
 
 # ----------------------------------------------------------------------------- config commands

@@ -33,3 +33,22 @@ def test_each_document_has_its_own_schema_name():
     assert eval_compare == "edgekit.compare/1"  # edgekit eval --compare
     assert runs_compare == "edgekit.runs-compare/1"  # edgekit report RUN_A RUN_B --json
     assert len({eval_compare, runs_compare, tune}) == 3
+
+
+def test_the_cli_offers_the_pipelines_stage_list():
+    from edgekit.cli import run
+    from edgekit.pipeline import ALL_STAGES
+
+    options = {p.name: p for p in run.params}
+    assert tuple(options["until"].type.choices) == ALL_STAGES == tuple(options["only"].type.choices)
+
+
+def test_the_cli_module_holds_commands_not_renderers():
+    """Progress classes and renderers live in edgekit/ui.py; cli.py parses, calls and prints."""
+    import ast
+    from pathlib import Path
+
+    import edgekit.cli
+
+    tree = ast.parse(Path(edgekit.cli.__file__).read_text())
+    assert [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)] == []
