@@ -107,6 +107,9 @@ class RunProgress(Bars):
             self._cached.append(name)
             return
         self._flush_cached()
+        if status == "interrupted":
+            self.say(f"  {name:<{self.label_width}} interrupted in an earlier run (killed or crashed): not finished")
+            return
         if status == "running":
             self._started[name] = time.perf_counter()
             return

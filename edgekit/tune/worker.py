@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._io import write_json, write_text
+from .._io import guard, write_json, write_text
 from ..errors import EdgekitError
 from ..recipe import Recipe, load_recipe, resolved_yaml
 
@@ -40,6 +40,7 @@ def prepare_trial_dir(trial_dir: Path, teacher_dir: Path, recipe: Recipe, *, hea
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file() and not (dst / f.name).exists():
+            guard(dst / f.name, trial_dir)
             try:
                 os.link(f, dst / f.name)
             except OSError:
