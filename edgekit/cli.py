@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from .deploy import DEFAULT_TIMEOUT_S
 from .errors import EdgekitError
 from .stages import ALL_STAGES
 
@@ -744,8 +745,76 @@ def export_airflow_command(ctx, recipe: Path, out_dir: Path, schedule: str | Non
         click.echo(f"wrote {res.recipe_file} (the recipe the DAG runs)")
 
 
-from .deploy import build_command as _deploy_command  # noqa: E402 - click only; paramiko loads when connecting
-main.add_command(_deploy_command(_handle_errors))
+# ----------------------------------------------------------------------------- deploy
+
+
+@main.command("deploy")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--target", help="Pi target profile (name or path; default: the run's only Pi bundle).")
+@click.option("--host", "host", required=True, help="The device as user@host.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True, help="SSH port.")
+@click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Private key file (unencrypted; else use ssh-agent). Default: ssh-agent, then ~/.ssh/id_*.")
+@click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path),
+              help="known_hosts file checked for the host key. Default: ~/.ssh/known_hosts.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust an unknown host key and append it to known_hosts (a changed key is always refused).")
+@click.option("--install-runtime", is_flag=True,
+              help="When numpy or a TFLite runtime is missing, pip install the bundle's requirements.txt "
+                   "into a venv in the remote folder.")
+@click.option("--python", "python", default="python3", show_default=True,
+              help="Python interpreter on the device.")
+@click.option("--remote-dir", help="New folder on the device (default /tmp/edgekit-<run>-<random>).")
+@click.option("--keep", is_flag=True, help="Keep the remote folder afterwards.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S,
+              show_default=True, help="Seconds the evaluator may run on the device.")
+@click.option("--dry-run", is_flag=True, help="Print the files and commands; connect to nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the device measurement as JSON.")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+@click.pass_context
+@_handle_errors
+def deploy_command(ctx, run_dir: Path, target: str | None, host: str, port: int, key: Path | None,
+                   known_hosts: Path | None, accept_new_host_key: bool, install_runtime: bool, python: str,
+                   remote_dir: str | None, keep: bool, timeout_s: float, dry_run: bool, as_json: bool,
+                   no_budget: bool):
+    """Copy a Pi bundle of RUN_DIR to a device over SSH, measure it there, merge the result.
+
+    Checks the device (machine, Python, free disk, numpy and ai_edge_litert or tflite_runtime),
+    copies targets/<target>/bundle to a fresh remote folder, runs `sh run.sh` there, and writes
+    eval/<target>-device.json; the target's entry in report.json/report.md gets the device
+    numbers (measured_on rpi:<hostname> or ssh:<hostname>, the latency budget now checked),
+    the host numbers stay under host_measurement. Keys or ssh-agent only; unknown host keys
+    are refused unless --accept-new-host-key, changed ones always.
+
+    \b
+    Example:
+      edgekit deploy runs/quickstart --target rpi4 --host pi@raspberrypi.local
+      edgekit deploy runs/quickstart --target rpi4 --host pi@192.168.1.20 --install-runtime --dry-run
+    """
+    from .deploy import deploy, make_plan, summary_line
+
+    plan = make_plan(run_dir, host, target=target, port=port, remote_dir=remote_dir, python=python,
+                     install_runtime=install_runtime, keep=keep, timeout_s=timeout_s)
+    if dry_run:
+        click.echo(plan.render())
+        return
+    obj = ctx.find_root().obj or {}
+    quiet = obj.get("quiet") or as_json
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks are not our one line
+    result = deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                    progress=None if quiet else (lambda msg: click.echo(f"deploy: {msg}", err=True)),
+                    lock_wait_s=obj.get("lock_wait_s", 0.0))
+    budget = result["budget"]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not obj.get("quiet"):
+        click.echo(summary_line(plan.target, result))
+        click.echo(f"wrote {plan.device_json()}; updated {plan.run_dir / 'report.json'} and report.md")
+    if budget["violations"] and not no_budget:
+        for v in budget["violations"]:
+            click.echo(f"over budget: {plan.target}: {v}", err=True)
+        ctx.exit(6)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -52,3 +52,20 @@ def test_the_cli_module_holds_commands_not_renderers():
 
     tree = ast.parse(Path(edgekit.cli.__file__).read_text())
     assert [n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)] == []
+
+
+def test_the_library_imports_no_click():
+    """Every module but the CLI imports without click (and without paramiko, rich or TensorFlow):
+    the deploy command lives in edgekit/cli.py, progress in edgekit/ui.py loads its toolkits lazily."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, edgekit\n"
+            "names = [m.name for m in pkgutil.walk_packages(edgekit.__path__, 'edgekit.')\n"
+            "         if m.name != 'edgekit.cli' and not m.name.endswith('__main__')]\n"
+            "assert 'edgekit.deploy' in names and 'edgekit.deploy.ssh' in names and 'edgekit.ui' in names, names\n"
+            "for n in names:\n"
+            "    importlib.import_module(n)\n"
+            "print(sorted(m for m in ('click', 'paramiko', 'rich', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
