@@ -168,25 +168,6 @@ def _attach_log(ctx, run_dir: Path, command: str) -> Path | None:
 # ----------------------------------------------------------------------------- one stage at a time
 
 
-def _run_dir_recipe(run_dir: Path, recipe: Path | None):
-    """The recipe of a run directory: --recipe, else the one the run was started with."""
-    from .errors import EdgekitError
-    from .manifest import Manifest
-    from .recipe import load_recipe
-
-    manifest = Manifest.load(run_dir)
-    if manifest is None:
-        why = Manifest.problem(run_dir)
-        if why is not None:
-            raise EdgekitError(f"{run_dir}: not a usable run directory: manifest.json {why}; start over with "
-                               "edgekit run RECIPE --out RUN_DIR --force")
-        raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
-    if recipe is None:
-        original = Path(manifest.data.get("recipe_path", ""))
-        recipe = original if original.is_file() else run_dir / "recipe.resolved.yaml"
-    return load_recipe(recipe), recipe
-
-
 def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
     @click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path),
@@ -196,7 +177,9 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @click.pass_context
     @_handle_errors
     def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
-        rec, path = _run_dir_recipe(run_dir, recipe)
+        from .manifest import run_recipe
+
+        rec, path = run_recipe(run_dir, recipe)
         targets = kw.get("targets_") or ()
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
@@ -275,13 +258,14 @@ def train(ctx, target: Path, out: Path | None, recipe: Path | None, workers: int
       edgekit train recipes/quickstart.yaml --out /shared/q --cluster cluster.yaml --task worker:1
       edgekit train runs/quickstart
     """
+    from .manifest import run_recipe
     from .recipe import load_recipe
 
     if target.is_dir():
         for flag, value in (("--out", out), ("--force", force)):
             if value:
                 raise click.UsageError(f"{flag} goes with a RECIPE; a RUN_DIR is trained in place")
-        rec, path = _run_dir_recipe(target, recipe)
+        rec, path = run_recipe(target, recipe)
         run_dir = target
     else:
         if recipe is not None:
@@ -378,13 +362,14 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
       edgekit report runs/quickstart
       edgekit report runs/quickstart runs/mnist1d --out compare.html
     """
-    from ._io import write_text
+    from ._io import check_page_out, write_text
+    from .manifest import run_recipe
 
     if out_file is not None:
-        _check_html_out(out_file)
+        check_page_out(out_file)
     if len(run_dirs) == 1:
         run_dir = run_dirs[0]
-        rec, path = _run_dir_recipe(run_dir, recipe)
+        rec, path = run_recipe(run_dir, recipe)
 
         def copy_html():
             if out_file is not None:
@@ -410,21 +395,6 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
         write_text(out_file, render_compare_html(result))
         if not ctx.obj.get("quiet"):
             click.echo(f"comparison: {out_file}", err=True)
-
-
-def _check_html_out(path: Path) -> None:
-    """``report --out FILE`` overwrites only an HTML page edgekit wrote (or creates FILE)."""
-    from .errors import RecipeError
-
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_file():
-        raise RecipeError(f"--out {path}: not a regular file; edgekit overwrites only an HTML page it wrote")
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
-        raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
-                          "(choose another file)")
 
 
 @main.command("estimate")
