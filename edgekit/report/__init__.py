@@ -21,7 +21,7 @@ from typing import Any
 from .._io import write_json, write_text
 from .html import render_html
 from .markdown import render_markdown
-from .view import budget_checks
+from .view import budget_checks, latency_source
 
 __all__ = ["SCHEMA", "build_report", "load_report", "render_html", "render_markdown", "write_reports"]
 
@@ -44,7 +44,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
     before and after, variance kept), or null. Adds to each target its
     ``compression_vs_teacher`` and ``budget.checks`` (measured amount, limit, share of the
     budget and verdict per budget, see :func:`view.budget_checks`). The pruned stage keeps its
-    ``per_layer`` sparsity.
+    ``per_layer`` sparsity. Every target and variant gets ``latency_source`` (where its latencies
+    come from, :func:`view.latency_source`).
     """
     stages = []
     for name in ("teacher", "student", "pruned", "qat"):
@@ -66,6 +67,9 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
         t["compression_vs_teacher"] = round(teacher_size / size, 2) if teacher_size and size else None
         if isinstance(t.get("budget"), dict):
             t["budget"]["checks"] = budget_checks(t)
+        t["latency_source"] = latency_source(t)
+        for v in t.get("variants", []):
+            v["latency_source"] = latency_source(v)
     data = manifest.data
     return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
             "task": getattr(recipe.task, "value", recipe.task),

@@ -30,7 +30,9 @@ def render_markdown(report: dict) -> str:
            f"**{'PASS' if status == 'pass' else 'OVER BUDGET'}** — {sentence}", ""]
     out += [f"- **{k}**: {v}" for k, v in view.summary_facts(report)]
     out += ["", f"{view.metric_note(report)}; target numbers come from running each artifact in its "
-                "own runtime. Host latencies are host latencies: they say nothing about the device's speed.", ""]
+                "own runtime. Every latency says where it comes from: measured on a device, on the host "
+                "(which says nothing about the device's speed and decides no budget), or estimated for the "
+                "target's board from published measurements.", ""]
     out += ["## Budgets", "", table_md(view.budget_table(report)), ""]
     out += ["## Targets", "", table_md(view.target_table(report)), ""]
     out += ["## Stages", "", table_md(view.stage_table(report)), ""]
