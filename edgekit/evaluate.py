@@ -74,7 +74,7 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
         on = str(result.get("measured_on", ""))
         p50 = (result.get("latency_ms") or {}).get("p50")
         estimate = result.get("latency_estimate_ms")
-        if not on.startswith("host-") and p50 is not None:
+        if on and not on.startswith(("host", "emulated")) and p50 is not None:  # a host or an emulator is no device
             basis = "measured"
             if p50 > budget.latency_ms:
                 violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms (measured on {on})")
