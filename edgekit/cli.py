@@ -147,7 +147,8 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
     over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
     if over and rec.convert.check_budget and not no_budget:
         for line in over:
-            click.echo(f"over budget: {line}", err=True)
+            gate = ": quality: " in line  # the quality gate fails like a budget
+            click.echo(f"{'below the quality gate' if gate else 'over budget'}: {line}", err=True)
         ctx.exit(6)
 
 

@@ -167,7 +167,9 @@ class Run:
             steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
                               lambda p=profile: self._evaluate(p, eval_npz), target=profile.name))
             evals.append(ev)
-        steps.append(Step("report", "report", evals, None, lambda: self._report(evals)))
+        # the quality gate is the report step's only setting (None keeps older runs' fingerprints)
+        gate = r.quality.model_dump(mode="json") if r.quality is not None else None
+        steps.append(Step("report", "report", evals, gate, lambda: self._report(evals)))
         return steps
 
     def target_names(self) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 from .._io import write_json, write_text
 from .html import render_html
 from .markdown import render_markdown
-from .view import budget_checks, latency_source
+from .view import apply_quality_gate, budget_checks, latency_source, quality_gate
 
 __all__ = ["SCHEMA", "build_report", "load_report", "render_html", "render_markdown", "write_reports"]
 
@@ -62,7 +62,22 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
                 row[extra] = m[extra]
         stages.append(row)
     teacher_size = next((s["size_bytes"] for s in stages if s["name"] == "teacher"), None)
+    task = getattr(recipe.task, "value", recipe.task)
+    quality = getattr(recipe, "quality", None)
+    teacher = next((s for s in stages if s["name"] == "teacher"), None)
     for t in targets:
+        if quality is not None:
+            t["quality"] = quality_gate(task, teacher, t, quality.max_accuracy_drop)
+            for v in t.get("variants", []):
+                v["quality"] = quality_gate(task, teacher, v, quality.max_accuracy_drop)
+            apply_quality_gate(t, t["quality"])
+        elif isinstance(t.get("budget"), dict) and "max_accuracy_drop" in t["budget"]:  # a gate since removed
+            b = t["budget"]
+            b.pop("max_accuracy_drop")
+            b["violations"] = [v for v in b.get("violations", []) if not v.startswith("quality:")]
+            b["unchecked"] = [u for u in b.get("unchecked", []) if not u.startswith("quality:")]
+            b["ok"] = not b["violations"]
+            t.pop("quality", None)
         size = t.get("size_bytes")
         t["compression_vs_teacher"] = round(teacher_size / size, 2) if teacher_size and size else None
         if isinstance(t.get("budget"), dict):
@@ -72,7 +87,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             v["latency_source"] = latency_source(v)
     data = manifest.data
     return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
-            "task": getattr(recipe.task, "value", recipe.task),
+            "task": task,
+            "quality": quality.model_dump(mode="json") if quality is not None else None,
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
             "features": features,
             "reference_for_agreement": reference,

@@ -106,6 +106,16 @@ def fmt_delta(v, digits: int = 3) -> str:
     return f"+{_sig(v, digits)}" if v > 0 else f"−{_sig(-v, digits)}"
 
 
+def fmt_drop(v, unit: str) -> str:
+    """A loss of quality against the teacher in the quality gate's unit, one decimal: ``10.8 pt``
+    (accuracy or ROC-AUC points), ``3.2 %`` (MAE increase in percent of the teacher's); a gain
+    reads as a negative loss: ``−0.3 pt``."""
+    if v is None:
+        return DASH
+    text = f"{abs(v):.1f} {unit}"
+    return f"−{text}" if v < 0 and round(abs(v), 1) != 0 else text
+
+
 def fmt_ratio(v) -> str:
     """A compression ratio: ``38.3×``."""
     return DASH if v is None else f"{v:.1f}×"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from .fmt import (DASH, fmt_bytes, fmt_delta, fmt_int, fmt_latency, fmt_latency_pcts, fmt_ms, fmt_ms_unit, fmt_pct,
+from .fmt import (DASH, fmt_bytes, fmt_delta, fmt_drop, fmt_int, fmt_latency, fmt_latency_pcts, fmt_ms, fmt_ms_unit, fmt_pct,
                   fmt_points, fmt_ratio, fmt_seconds, fmt_share, fmt_text)
 
-BUDGET_NAME = {"flash": "flash", "ram": "RAM", "latency": "latency"}
+BUDGET_NAME = {"flash": "flash", "ram": "RAM", "latency": "latency", "quality": "quality"}
 STATUS_WORD = {"pass": "pass", "fail": "FAIL", "unchecked": "unchecked", "none": "no budget"}
 
 
@@ -115,8 +115,51 @@ def metric_note(report: dict) -> str:
 # ----------------------------------------------------------------------------- budget
 
 
-_VIOLATION_PREFIX = {"flash": "flash:", "ram": "ram:", "latency": "latency:"}
-_UNCHECKED_PREFIX = {"flash": "flash_bytes:", "ram": "ram_bytes:", "latency": "latency_ms:"}
+_VIOLATION_PREFIX = {"flash": "flash:", "ram": "ram:", "latency": "latency:", "quality": "quality:"}
+_UNCHECKED_PREFIX = {"flash": "flash_bytes:", "ram": "ram_bytes:", "latency": "latency_ms:", "quality": "quality:"}
+
+
+# ----------------------------------------------------------------------------- the quality gate
+
+
+QUALITY_UNIT = {"classification": "pt", "anomaly": "pt", "regression": "%"}
+
+
+def quality_gate(task: str, teacher: dict | None, entry: dict, max_drop: float) -> dict[str, Any]:
+    """How much of the teacher's quality ``entry`` (a target or variant) lost, against ``max_drop``.
+
+    The loss is in points of the task's main metric: accuracy percentage points
+    (classification), ROC-AUC points ×100 (anomaly), or the MAE increase in percent of the
+    teacher's MAE (regression: relative, so one gate reads the same for any label scale).
+    ``ok`` is None when either metric was not measured. ``report.json`` stores it as
+    ``quality`` on every target and variant when the recipe has a ``quality:`` gate.
+    """
+    m = MAIN_METRICS[task]
+    t, v = (m.value(teacher) if teacher else None), m.value(entry)
+    drop = None
+    if None not in (t, v):
+        if task == "regression":
+            drop = (v - t) / t * 100 if t else None
+        else:
+            drop = (t - v) * 100
+    unit = QUALITY_UNIT[task]
+    return {"metric": m.label, "teacher": t, "value": v, "drop": None if drop is None else round(drop, 4),
+            "max_drop": max_drop, "unit": unit, "ok": None if drop is None else drop <= max_drop + 1e-9}
+
+
+def apply_quality_gate(target: dict, gate: dict) -> None:
+    """Record the gate's verdict in ``target['budget']`` like a budget's: a ``quality:`` violation
+    (the target's ``ok`` turns false: exit 6) or an unchecked note; idempotent."""
+    b = target.setdefault("budget", {"violations": [], "unchecked": [], "ok": True})
+    b["max_accuracy_drop"] = gate["max_drop"]
+    b["violations"] = [v for v in b.get("violations", []) if not v.startswith("quality:")]
+    b["unchecked"] = [u for u in b.get("unchecked", []) if not u.startswith("quality:")]
+    if gate["ok"] is False:
+        b["violations"].append(f"quality: {gate['metric']} lost {fmt_drop(gate['drop'], gate['unit'])} against the "
+                               f"teacher > max_accuracy_drop {fmt_drop(gate['max_drop'], gate['unit'])}")
+    elif gate["ok"] is None:
+        b["unchecked"].append(f"quality: {gate['metric']} of the target or the teacher not measured")
+    b["ok"] = not b["violations"]
 
 
 def latency_source(entry: dict) -> dict[str, Any]:
@@ -189,6 +232,10 @@ def budget_checks(target: dict) -> list[dict[str, Any]]:
              target.get("arena_bytes") if mcu else target.get("rss_growth_bytes"), "bytes", None),
             ("latency", f"p50 on {target.get('measured_on') or 'nothing'}", b.get("latency_ms"), lat.get("p50"), "ms",
              src["label"])]
+    gate = target.get("quality") or {}
+    if b.get("max_accuracy_drop") is not None:
+        rows.append(("quality", f"{gate.get('metric', 'main metric')} lost against the teacher",
+                     b["max_accuracy_drop"], gate.get("drop"), gate.get("unit", "pt"), None))
     estimated = b.get("latency_basis") == "estimate"
     if estimated:  # checked against the calibrated estimate, not a host time
         board = (target.get("estimate_basis") or {}).get("board") or "a calibrated board"
@@ -209,7 +256,7 @@ def budget_checks(target: dict) -> list[dict[str, Any]]:
             status = "unchecked" if unchecked else "pass"
             if unchecked:
                 note = unchecked[0].split(":", 1)[1].strip()
-        share = float(f"{measured / limit:.6g}") if limit and measured is not None else None
+        share = float(f"{measured / limit:.6g}") if limit and measured is not None and name != "quality" else None
         check = {"budget": name, "what": what, "unit": unit, "measured": measured, "limit": limit,
                  "share": share, "status": status, "note": note}
         if name == "latency":
@@ -235,6 +282,8 @@ def _checks(target: dict) -> list[dict]:
 def _amount(v, unit: str, source: str | None = None) -> str:
     if unit == "bytes":
         return fmt_bytes(v)
+    if unit in ("pt", "%"):
+        return fmt_drop(v, unit)
     return fmt_latency(v, source) if source else fmt_ms_unit(v)
 
 
@@ -244,6 +293,10 @@ def check_text(c: dict) -> str:
         return DASH
     if c["measured"] is None:
         return f"not measured, limit {_amount(c['limit'], c['unit'])}"
+    if c["budget"] == "quality":  # "lost 10.8 pt of at most 1.0 pt, 9.8 pt over"
+        text = f"lost {_amount(c['measured'], c['unit'])} of at most {_amount(c['limit'], c['unit'])}"
+        diff = c["limit"] - c["measured"]
+        return f"{text}, {_amount(abs(diff), c['unit'])} {'left' if diff >= 0 else 'over'}"
     text = (f"{_amount(c['measured'], c['unit'], c.get('source'))} of {_amount(c['limit'], c['unit'])} = "
             f"{fmt_share(c['share'])}")
     if c["status"] == "unchecked":
@@ -290,23 +343,28 @@ def budget_bar_rows(target: dict) -> list[dict[str, Any]]:
 
 
 def budget_table(report: dict) -> Table:
-    """Per target: flash, RAM and latency against their budgets, the verdict, and why unchecked."""
+    """Per target: flash, RAM and latency against their budgets (and the quality gate, when the
+    recipe has one), the verdict, and why unchecked."""
     rows, status, keys, words = [], [], [], []
+    gated = any((t.get("budget") or {}).get("max_accuracy_drop") is not None for t in report["targets"])
+    cols = ("flash", "ram", "latency", "quality") if gated else ("flash", "ram", "latency")
     for t in report["targets"]:
         checks = {c["budget"]: c for c in _checks(t)}
+        checks.setdefault("quality", {"budget": "quality", "status": "none", "limit": None, "measured": None})
         notes = ([f"RAM = {checks['ram']['what']}"] if checks["ram"]["status"] != "none" else [])
         notes += [f"{BUDGET_NAME[n]} unchecked: {c['note']}" for n, c in checks.items() if c["status"] == "unchecked"]
         est = latency_source(t)["estimate"]
         if est is not None and est.get("no_band") and checks["latency"].get("estimated"):
             notes.append(f"latency estimated ({est['board'] or est['calibration_set']}); {est['no_band']}")
         ok = (t.get("budget") or {}).get("ok")
-        rows.append((t["name"], *(check_text(checks[n]) for n in ("flash", "ram", "latency")),
+        rows.append((t["name"], *(check_text(checks[n]) for n in cols),
                      DASH if ok is None else target_verdict_word(t), "; ".join(notes) or DASH))
-        status.append((None, *(checks[n]["status"] for n in ("flash", "ram", "latency")), None, None))
-        words.append((None, *(check_word(checks[n]) for n in ("flash", "ram", "latency")), None, None))
+        status.append((None, *(checks[n]["status"] for n in cols), None, None))
+        words.append((None, *(check_word(checks[n]) for n in cols), None, None))
         keys.append(t["name"])
-    return Table("budgets", ("target", "flash", "RAM", "latency (p50)", "verdict", "notes"), tuple(rows),
-                 (False,) * 6, tuple(keys), tuple(status), words=tuple(words))
+    header = ("target", "flash", "RAM", "latency (p50)", *(("quality vs teacher",) if gated else ()), "verdict", "notes")
+    return Table("budgets", header, tuple(rows), (False,) * len(header), tuple(keys), tuple(status),
+                 words=tuple(words))
 
 
 def target_verdict_word(target: dict) -> str:
