@@ -34,7 +34,7 @@ targets: [mobile, cortex-m4]
 evaluate: {warmup: 1, runs: 3, samples: 150}
 """
 
-VARIANTS = {"keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
+VARIANTS = {"keras_teacher", "keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
             "tflite_fp16:mobile", "onnx:mobile", "tflm_int8:cortex-m4"}
 INT8 = ("keras_qat", "tflite_int8:mobile", "tflm_int8:cortex-m4")
 

@@ -89,3 +89,27 @@ def test_quality_gate_units_per_task():
     a = view.quality_gate("anomaly", teacher, target, 1.0)
     assert a["drop"] == pytest.approx(5.0) and a["ok"] is False
     assert view.quality_gate("classification", teacher, {"accuracy": None}, 1.0)["ok"] is None
+
+
+def test_eval_compare_shows_the_loss_of_every_stage(finished_run, tmp_path):
+    """``edgekit eval RUN --compare``: the teacher and the student are rows beside the reference float
+    stage (pruned), QAT and the files, each with its change against the teacher."""
+    from conftest import copy_run
+
+    run = copy_run(finished_run, tmp_path)
+    res = CliRunner().invoke(main, ["eval", str(run.out), "--compare", "--json", "--threshold", "0"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    rows = [r["name"] for r in result["variants"]]
+    assert rows[:4] == ["keras_teacher", "keras_student", "keras_float", "keras_qat"], rows
+    by = {r["name"]: r for r in result["variants"]}
+    assert by["keras_float"]["stage"] == "pruned" and by["keras_teacher"]["vs_teacher_points"] == 0.0
+    teacher = by["keras_teacher"]["accuracy"]
+    for r in result["variants"]:
+        assert r["vs_teacher_points"] == pytest.approx((r["accuracy"] - teacher) * 100, abs=1e-3)
+    stages = {s["name"]: s for s in run.report["stages"]}
+    for st in ("teacher", "student"):  # the same Keras models on eval.npz's samples (all 360 here)
+        assert by[f"keras_{st}"]["accuracy"] == pytest.approx(stages[st]["accuracy"], abs=1e-6)
+    md = CliRunner().invoke(main, ["eval", str(run.out), "--compare", "--threshold", "0"]).stdout
+    assert "| vs teacher |" in md and "| keras_teacher |" in md
