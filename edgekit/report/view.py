@@ -293,7 +293,7 @@ def check_text(c: dict) -> str:
         return DASH
     if c["measured"] is None:
         return f"not measured, limit {_amount(c['limit'], c['unit'])}"
-    if c["budget"] == "quality":  # "lost 10.8 pt of at most 1.0 pt, 9.8 pt over"
+    if c.get("budget") == "quality":  # "lost 10.8 pt of at most 1.0 pt, 9.8 pt over"
         text = f"lost {_amount(c['measured'], c['unit'])} of at most {_amount(c['limit'], c['unit'])}"
         diff = c["limit"] - c["measured"]
         return f"{text}, {_amount(abs(diff), c['unit'])} {'left' if diff >= 0 else 'over'}"
