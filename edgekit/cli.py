@@ -712,18 +712,22 @@ def recipes():
 def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     """Check recipe FILES; one line per problem, exit 2 if any is invalid.
 
+    Beyond the schema (keys, types, ranges, duplicate keys, target profiles) it checks what is
+    knowable without training: the data file or folder exists, zoo model names, and that each
+    model's input rank fits the data's (read from the data's shape only).
+
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
     from .errors import RecipeError
-    from .recipe import load_recipe
+    from .recipe import check_inputs, load_recipe
 
     results = []
     for f in files:
         try:
-            load_recipe(f)
-            results.append({"file": str(f), "ok": True, "errors": []})
+            problems = check_inputs(load_recipe(f), f)
+            results.append({"file": str(f), "ok": not problems, "errors": problems})
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
     if as_json:
