@@ -26,7 +26,7 @@ from typing import Any
 
 from .errors import ConversionError
 
-__all__ = ["FEATURES", "OP_CLASSES", "OpCost", "model_features", "op_costs", "summary"]
+__all__ = ["FEATURES", "OP_CLASSES", "OpCost", "io_quantization", "model_features", "op_costs", "summary"]
 
 # op class of each TFLite builtin op (schema names); any other op is "other" (bytes only)
 _CLASS_OF: dict[str, str] = {}
@@ -285,3 +285,28 @@ def summary(costs: Sequence[OpCost]) -> dict[str, Any]:
         "op_kinds": sorted({c.op for c in costs}),
         "max_tensor_bytes": max((c.max_tensor_bytes for c in costs), default=0),
     }
+
+
+def io_quantization(model: bytes | bytearray | memoryview | os.PathLike | str) -> dict[str, Any]:
+    """Type, shape, scale and zero point of the first input and output tensor (subgraph 0):
+    ``{"input": {"dtype", "shape", "scale", "zero_point"}, "output": {...}}``; scale and zero
+    point are None for a tensor without (per-tensor) quantization. Raises
+    :class:`ConversionError` for bytes that are not a TFLite flatbuffer."""
+    data, what = _read_model(model)
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ConversionError(f"{what} is not a valid TFLite flatbuffer")
+    fb, _, type_names = _schema()
+    root = fb.Model.GetRootAsModel(data, 0)
+    sg = root.Subgraphs(0)
+
+    def one(index: int) -> dict[str, Any]:
+        t = sg.Tensors(index)
+        q = t.Quantization()
+        scale = zero = None
+        if q is not None and q.ScaleLength() == 1:
+            scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
+        return {"dtype": type_names.get(t.Type(), "UNKNOWN").lower(),
+                "shape": [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
+                "scale": scale, "zero_point": zero}
+
+    return {"input": one(int(sg.Inputs(0))), "output": one(int(sg.Outputs(0)))}

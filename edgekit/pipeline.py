@@ -286,7 +286,7 @@ class Run:
 
         targets = [self._with_device_measurement(self.manifest.entry(e)["metrics"]["result"]) for e in evals]
         report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage,
-                              features=self.data.reduction_info())
+                              features=self.data.reduction_info(), run_dir=self.out)
         return write_reports(self.out, report), {"report": report}
 
     def _train(self, name: str, cfg, src: str):

@@ -35,7 +35,7 @@ _STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "schem
 
 
 def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str,
-                 features: dict | None = None) -> dict[str, Any]:
+                 features: dict | None = None, run_dir: Path | None = None) -> dict[str, Any]:
     """Assemble the report from the recipe, the dataset summary, the manifest and target results.
 
     ``task`` is the recipe's; every stage carries ``metrics`` (the task's metrics on the test
@@ -44,7 +44,9 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
     before and after, variance kept), or null. Adds to each target its
     ``compression_vs_teacher`` and ``budget.checks`` (measured amount, limit, share of the
     budget and verdict per budget, see :func:`view.budget_checks`). The pruned stage keeps its
-    ``per_layer`` sparsity. Every target and variant gets ``latency_source`` (where its latencies
+    ``per_layer`` sparsity. With ``run_dir``, every target gets ``ship`` (the files to put on the
+    device with their sha256, what they need, the recommended artifact: :func:`ship.ship_plan`)
+    and the report a top-level ``ship`` (target name -> recommended artifact). Every target and variant gets ``latency_source`` (where its latencies
     come from, :func:`view.latency_source`).
     """
     stages = []
@@ -86,7 +88,7 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
         for v in t.get("variants", []):
             v["latency_source"] = latency_source(v)
     data = manifest.data
-    return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
+    report = {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
             "task": task,
             "quality": quality.model_dump(mode="json") if quality is not None else None,
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
@@ -95,6 +97,14 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             "stages": stages, "targets": targets,
             "versions": data.get("versions"), "git_commit": data.get("git_commit"),
             "created": data.get("created"), "recipe_sha256": data.get("recipe_sha256")}
+    if run_dir is not None:
+        from .ship import ship_plan
+
+        plans = ship_plan(report, run_dir, max_accuracy_drop=quality.max_accuracy_drop if quality else None)
+        for t in targets:
+            t["ship"] = plans[t["name"]]
+        report["ship"] = {name: p["recommended"] for name, p in plans.items()}
+    return report
 
 
 def write_reports(out_dir: Path, report: dict) -> list[Path]:

@@ -227,9 +227,17 @@ def render_html(report: dict) -> str:
     parts.append('<section><h2>Targets</h2>' + table_html(view.target_table(report))
                  + f'<p class="note">{agreement} Arena: the tensor '
                    "arena measured in the TFLite Micro interpreter.</p></section>")
+    ship = view.ship_table(report)
+    if ship is not None:
+        notes = "".join(f'<p class="note">{_e(n)}</p>' for n in view.ship_notes(report))
+        parts.append('<section id="ship"><h2>What to ship</h2>' + table_html(ship) + notes
+                     + '<h3 style="margin-top:12px">Every file, with its sha256</h3>'
+                     + table_html(view.ship_files_table(report)) + "</section>")
     parts.append('<section><h2>Stages</h2>' + table_html(view.stage_table(report))
                  + '<p class="note">Size: the stage exported to TFLite (raw and gzip, so the effect of pruning on '
-                   "compressed size is visible).</p></section>")
+                   "compressed size is visible)."
+                 + (f" Flash: {_e(view.pruning_flash_note(report))}." if view.pruning_flash_note(report) else "")
+                 + "</p></section>")
     metrics = view.metrics_table(report)
     if metrics is not None:
         parts.append('<section><h2>Task metrics</h2>' + table_html(metrics)

@@ -643,7 +643,27 @@ def sparsity_facts(report: dict) -> list[tuple[str, str]]:
              ("all weights", fmt_pct(p.get("sparsity_overall")))]
     if "qat" in stages:
         facts.append(("after QAT", fmt_pct(stages["qat"].get("sparsity"))))
+    note = pruning_flash_note(report)
+    if note:
+        facts.append(("flash", note))
     return facts
+
+
+def pruning_flash_note(report: dict) -> str | None:
+    """What pruning did to the file: zeros are stored densely, so the pruned TFLite file is as large
+    as the unpruned one and only the gzip size shrinks (None without a pruned stage)."""
+    stages = {s["name"]: s for s in report["stages"]}
+    pruned = next((s for s in report["stages"] if s.get("per_layer") or s.get("target_sparsity") is not None), None)
+    if pruned is None:
+        return None
+    before = next((stages[n] for n in ("student", "teacher") if n in stages and n != pruned["name"]), None)
+    text = ("pruning stores its zeros densely: the file does not shrink, only its compressed (gzip) size does, "
+            "and a device runs the dense model")
+    if before and None not in (before.get("size_bytes"), pruned.get("size_bytes")):
+        text += (f" ({pruned['name']} {fmt_bytes(pruned['size_bytes'])}, {before['name']} "
+                 f"{fmt_bytes(before['size_bytes'])}; gzip {fmt_bytes(before.get('gzip_bytes'))} → "
+                 f"{fmt_bytes(pruned.get('gzip_bytes'))})")
+    return text
 
 
 def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
@@ -665,3 +685,70 @@ def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
                    f"{sum(map(sum, m))} test samples flagged at score ≥ {fmt_text(got.get('threshold'))}: "
                    f"precision {fmt_pct(got.get('precision'))}, recall {fmt_pct(got.get('recall'))}")
     return caption, m, labels
+
+
+# ----------------------------------------------------------------------------- what to ship
+
+
+def _io_text(io: dict | None) -> str:
+    """``int8 [1, 8, 8, 1], scale 0.00392, zero point −128`` or ``float32 [1, 10]``."""
+    if not io:
+        return DASH
+    shape = "[" + ", ".join("?" if d is None else str(d) for d in io.get("shape") or []) + "]"
+    text = f"{io.get('dtype')} {shape}"
+    if io.get("scale") is not None:
+        text += f", scale {fmt_text(float(io['scale']))}, zero point {io.get('zero_point')}"
+    return text
+
+
+def ship_table(report: dict) -> Table | None:
+    """Per target, its recommended artifact (the smallest that passes the budgets and the quality
+    gate; budgets that could not be checked are named beside it) and what it needs: runtime, arena, input and output dtype/scale/zero point; None for a
+    report without ``ship`` (written before it existed)."""
+    rows, keys = [], []
+    for t in report["targets"]:
+        plan = t.get("ship")
+        if plan is None:
+            return None
+        rec = plan["recommended"]
+        art = next((a for a in plan["artifacts"] if rec and a["format"] == rec["format"]), None)
+        if art is None:
+            rows.append((t["name"], f"none: {plan['why_none']}", DASH, DASH, DASH, DASH, DASH))
+        else:
+            unchecked = [BUDGET_NAME[c["budget"]] for c in _checks(t) if c["status"] == "unchecked"]
+            rows.append((t["name"], f"{art['format']} ({fmt_bytes(art['size_bytes'])})"
+                         + (f"; {', '.join(unchecked)} unchecked" if unchecked else ""),
+                         ", ".join(rec["files"]) or DASH,
+                         f"{art['needs']}; measured with {art['runtime']} {art.get('runtime_version') or ''}".rstrip(),
+                         fmt_bytes(art.get("arena_bytes")), _io_text(art.get("input")), _io_text(art.get("output"))))
+        keys.append(t["name"])
+    return Table("ship", ("target", "recommended", "files to put on the device", "needs", "arena", "input", "output"),
+                 tuple(rows), (False, False, False, False, True, False, False), tuple(keys))
+
+
+def ship_files_table(report: dict) -> Table | None:
+    """Every file of every artifact with its size and sha256, and whether the artifact passes."""
+    rows, keys = [], []
+    for t in report["targets"]:
+        plan = t.get("ship")
+        if plan is None:
+            return None
+        for a in plan["artifacts"]:
+            verdict = "passes" if a["passes"] else "fails " + ", ".join(a["fails"])
+            for f in a["files"]:
+                rows.append((t["name"], f"{a['format']} ({verdict})", f["path"], fmt_bytes(f["bytes"]), f["sha256"],
+                             f["role"]))
+                keys.append(t["name"])
+    return Table("ship-files", ("target", "artifact", "file", "size", "sha256", "what it is"), tuple(rows),
+                 (False, False, False, True, False, False), tuple(keys))
+
+
+def ship_notes(report: dict) -> list[str]:
+    """Sentences under the ship tables: the MCU flash note, where the preprocessing constants are."""
+    notes = []
+    if any(t.get("kind") == "mcu" for t in report["targets"]):
+        notes.append("Microcontrollers: the " + next(t["ship"]["flash_note"] for t in report["targets"]
+                                                     if t.get("kind") == "mcu" and t.get("ship")) +
+                     ". model_data.h carries the input and output scale and zero point and the preprocessing "
+                     "constants, so firmware can quantize a raw input without reading preprocess.json.")
+    return notes
