@@ -544,7 +544,8 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
 
     The estimate comes from the model's MACs and bytes (read from the file, no TensorFlow) and
     per-board coefficients fitted on published latencies measured on the target's board; it
-    states its sources and the leave-one-out error of the fit. A target whose board has no
+    states its sources and the leave-one-out error of the fit (where the fit has points enough
+    for one), and flags a model outside what the board's calibration set was fitted on. A target whose board has no
     published measurement gets no estimate ("latency_estimate_ms": null) and the reason.
 
     \b
@@ -575,11 +576,20 @@ def _render_estimate(r: dict, *, per_op: bool) -> str:
         lines.insert(0, f"{r['target']}: no estimate: {r['reason']}")
     else:
         fit = b["fit"]
-        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated "
+        flagged = r.get("estimate_in_range") is False
+        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated"
+                        f"{' OUTSIDE its calibration range, no verdict' if flagged else ''} "
                         f"({b['core']} @ {b['target_clock_mhz']:g} MHz, {b['kernels']}"
                         f"{'' if b['runtime'] == b['kernels'] else ', ' + b['runtime']})")
-        lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
-                     f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
+        if flagged:
+            lines.append(f"out of range: {r['estimate_range_reason']}")
+        if fit.get("loo_meaningful") is False:
+            lines.append(f"expected error: none stated: {fit['loo_note']}")
+        else:
+            lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
+                         f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
+        lines.append(f"error band: ±{fit['band']['pct']} % (90 %)" if fit.get("band") else
+                     f"error band: none ({fit.get('band_note') or 'not supported by held-out points'})")
         lines.append(f"calibrated on: {b['board']} ({b['calibration_set']})")
         lines += [f"  source: {s}" for s in b["sources"]]
         m = r["calibration_match"]

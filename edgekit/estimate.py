@@ -431,19 +431,20 @@ def out_of_range(summary: dict[str, Any], rng: dict[str, Any]) -> list[str]:
     for f in FEATURES:
         lo, hi = rng[f]
         v = summary["features"][f]
-        if v < lo / k or v > hi * k:
-            why.append(f"{names[f]} {v:,} {'below' if v < lo / k else 'above'} the calibration models' "
-                       f"{lo:,}–{hi:,} (×{k:g} margin)")
+        if v < lo / k:
+            why.append(f"{names[f]} {v:,} below {math.ceil(lo / k):,} (1/{k:g} of the smallest calibration model's)")
+        elif v > hi * k:
+            why.append(f"{names[f]} {v:,} above {math.floor(hi * k):,} ({k:g}× the largest calibration model's)")
     if rng.get("max_tensor_bytes") and summary.get("max_tensor_bytes", 0) > rng["max_tensor_bytes"][1] * k:
-        why.append(f"largest tensor {summary['max_tensor_bytes']:,} B above the calibration models' "
-                   f"{rng['max_tensor_bytes'][1]:,} B (×{k:g} margin)")
+        why.append(f"largest tensor {summary['max_tensor_bytes']:,} B above {rng['max_tensor_bytes'][1] * k:,.0f} B "
+                   f"({k:g}× the calibration models')")
     if rng.get("op_kinds") is not None:
         from .opcosts import _CLASS_OF
 
         new = sorted(op for op in summary.get("op_kinds", []) if op not in rng["op_kinds"]
                      and _CLASS_OF.get(op, "other") not in _UNPRICED)
         if new:
-            why.append(f"op kinds none of the calibration models runs: {', '.join(new)}")
+            why.append(f"ops no calibration model runs: {', '.join(new)}")
     return why
 
 

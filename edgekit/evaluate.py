@@ -94,10 +94,9 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
             if p50 > budget.latency_ms:
                 violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms (measured on {on})")
         elif estimate is not None and result.get("estimate_in_range") is False:
-            board = (result.get("estimate_basis") or {}).get("board", "a calibrated board")
-            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device; the estimate for {board} "
-                             f"lies outside its calibration range ({result.get('estimate_range_reason')}), so it "
-                             "gives no verdict")
+            cal = (result.get("estimate_basis") or {}).get("calibration_set") or "its calibration set"
+            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device; the estimate lies outside "
+                             f"the range of {cal} ({result.get('estimate_range_reason')}), so it gives no verdict")
         elif estimate is not None:
             basis = "estimate"
             board = (result.get("estimate_basis") or {}).get("board", "a calibrated board")

@@ -326,7 +326,8 @@ def test_range_check_names_every_reason():
     outside = {"features": {"macs_gemm": 499, "bytes_activations": 401}, "max_tensor_bytes": 101,
                "op_kinds": ["CONV_2D", "MAX_POOL_2D"]}
     why = estimate.out_of_range(outside, rng)
-    assert len(why) == 4 and "MAX_POOL_2D" in why[3] and "below" in why[0] and "above" in why[1]
+    assert len(why) == 4 and "MAX_POOL_2D" in why[3] and "below 500" in why[0] and "above 400" in why[1]
+    assert "above 100 B" in why[2]
 
 
 def test_error_band_is_stated_only_where_held_out_points_support_it():

@@ -352,6 +352,8 @@ def budget_table(report: dict) -> Table:
         checks = {c["budget"]: c for c in _checks(t)}
         checks.setdefault("quality", {"budget": "quality", "status": "none", "limit": None, "measured": None})
         notes = ([f"RAM = {checks['ram']['what']}"] if checks["ram"]["status"] != "none" else [])
+        if t.get("kind") == "mcu" and checks["flash"]["status"] != "none":
+            notes.insert(0, "flash = the model array alone, not the TFLite Micro runtime")
         notes += [f"{BUDGET_NAME[n]} unchecked: {c['note']}" for n, c in checks.items() if c["status"] == "unchecked"]
         est = latency_source(t)["estimate"]
         if est is not None and est.get("no_band") and checks["latency"].get("estimated"):
@@ -431,7 +433,7 @@ def target_table(report: dict) -> Table:
     return Table("targets", ("target", "format", "runtime", "size", "gzip", "arena", m.label,
                              "agrees w/ float" if classify else "mean |Δ| vs float",
                              "latency, measured", "latency on the board, estimated"), tuple(rows),
-                 (False, False, False, True, True, True, True, True, True, True),
+                 (False, False, False, True, True, True, True, True, False, False),  # latency cells wrap
                  tuple(keys), variant=tuple(variant))
 
 
