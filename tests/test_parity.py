@@ -111,7 +111,7 @@ def test_writes_compare_json_atomically(run_dir, result):
 
 def test_render_is_a_table_with_every_variant(result):
     text = render_compare(result)
-    assert "| variant | runtime | accuracy | agreement |" in text
+    assert "| variant | runtime | accuracy | vs teacher | agreement |" in text
     for name in VARIANTS:
         assert f"| {name} |" in text
     assert ("PASS" in text) == result["ok"]
