@@ -113,3 +113,22 @@ def test_eval_compare_shows_the_loss_of_every_stage(finished_run, tmp_path):
         assert by[f"keras_{st}"]["accuracy"] == pytest.approx(stages[st]["accuracy"], abs=1e-6)
     md = CliRunner().invoke(main, ["eval", str(run.out), "--compare", "--threshold", "0"]).stdout
     assert "| vs teacher |" in md and "| keras_teacher |" in md
+
+
+def test_a_resumed_old_run_gets_the_estimate_range_check(finished_run, tmp_path):
+    """An eval result written before estimates knew their range (no ``estimate_in_range``) is checked
+    when the report is rebuilt: the tiny model lies outside cortex-m4's set, so no latency verdict."""
+    from conftest import copy_run
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    run = copy_run(finished_run, tmp_path)
+    m4 = next(t for t in run.report["targets"] if t["name"] == "cortex-m4")
+    old = {k: v for k, v in m4.items() if k not in ("estimate_in_range", "estimate_range_reason", "budget")}
+    old["budget"] = {**m4["budget"], "latency_basis": "estimate",
+                     "unchecked": [u for u in m4["budget"]["unchecked"] if not u.startswith("latency_ms")]}
+    r = Run(load_recipe(run.recipe_path), run.recipe_path, run.out, resume=True)
+    new = r._with_estimate_range(old)
+    assert new["estimate_in_range"] is False and new["budget"]["latency_basis"] is None
+    assert any(u.startswith("latency_ms") for u in new["budget"]["unchecked"])
+    assert r._with_estimate_range(m4) is m4  # a current result is left as it is
