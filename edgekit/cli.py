@@ -252,6 +252,9 @@ class _Progress(_Bars):
             self._cached.append(name)
             return
         self._flush_cached()
+        if status == "interrupted":
+            self.say(f"  {name:<{self.label_width}} interrupted in an earlier run (killed or crashed): not finished")
+            return
         if status == "running":
             self._started[name] = time.perf_counter()
             return
@@ -283,6 +286,10 @@ def _run_dir_recipe(run_dir: Path, recipe: Path | None):
 
     manifest = Manifest.load(run_dir)
     if manifest is None:
+        why = Manifest.problem(run_dir)
+        if why is not None:
+            raise EdgekitError(f"{run_dir}: not a usable run directory: manifest.json {why}; start over with "
+                               "edgekit run RECIPE --out RUN_DIR --force")
         raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
     if recipe is None:
         original = Path(manifest.data.get("recipe_path", ""))
@@ -500,6 +507,8 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
     """
     from ._io import write_text
 
+    if out_file is not None:
+        _check_html_out(out_file)
     if len(run_dirs) == 1:
         run_dir = run_dirs[0]
         rec, path = _run_dir_recipe(run_dir, recipe)
@@ -528,6 +537,21 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
         write_text(out_file, render_compare_html(result))
         if not ctx.obj.get("quiet"):
             click.echo(f"comparison: {out_file}", err=True)
+
+
+def _check_html_out(path: Path) -> None:
+    """``report --out FILE`` overwrites only an HTML page edgekit wrote (or creates FILE)."""
+    from .errors import RecipeError
+
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise RecipeError(f"--out {path}: not a regular file; edgekit overwrites only an HTML page it wrote")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
+        raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
+                          "(choose another file)")
 
 
 @main.command("estimate")

@@ -532,3 +532,33 @@ def fit_reduction(cfg: FeaturesConfig, x_train: np.ndarray, y_train: np.ndarray,
     log.info("features: %s %d -> %d inputs, variance kept %.4f", cfg.reduce, d, k, kept)
     return {"kind": cfg.reduce, "components": k, "kernel": kernel.astype("float32"), "bias": bias.astype("float32"),
             "input_size": d, "variance_kept": round(kept, 6)}
+
+
+def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
+    """sha256 of what a file source holds (``npz:``/``csv:`` the file's bytes; ``images:`` every
+    file under the folder: its relative name, size and bytes, in sorted order), so a run's
+    fingerprint changes when the data does though its path does not. None for sources that are
+    not files (bundled or generated: their content is fixed by edgekit's version). Reads each
+    byte once; raises :class:`DataError` when the file or folder is missing."""
+    import hashlib
+
+    kind, _, arg = cfg.source.partition(":")
+    if kind not in ("npz", "csv", "images") or not arg:
+        return None
+    path = _resolve(arg, base)
+    h = hashlib.sha256(kind.encode())
+    if kind == "images":
+        if not path.is_dir():
+            raise DataError(f"{path}: image folder not found (data.source {cfg.source})")
+        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    else:
+        if not path.is_file():
+            raise DataError(f"{path}: data file not found (data.source {cfg.source})")
+        files = [path]
+    for p in files:
+        rel = "" if p == path else p.relative_to(path).as_posix()
+        h.update(f"\0{rel}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

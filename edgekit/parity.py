@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._io import write_text
 from .errors import DataError, EdgekitError
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ def _tflite_float_variant(model, x: np.ndarray, tmp_dir: Path, stage: str) -> _O
                  HOST_TFLITE_RUNTIME, quantized=False)
     try:
         path = tmp_dir / "model_float32.tflite"
-        path.write_bytes(to_tflite(model, mode="float32"))
+        write_text(path, to_tflite(model, mode="float32"), root=tmp_dir)
         v.extra["size_bytes"] = path.stat().st_size
         v.outputs = _predict(path, x, HOST_TFLITE_RUNTIME)
     except Exception as exc:  # noqa: BLE001
