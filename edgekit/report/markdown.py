@@ -48,10 +48,10 @@ def render_markdown(report: dict) -> str:
     ship = view.ship_table(report)
     if ship is not None:
         out += ["## What to ship", "", table_md(ship), ""]
-        out += [*view.ship_notes(report), "", table_md(view.ship_files_table(report)), ""]
+        out += [*map(md_text, view.ship_notes(report)), "", table_md(view.ship_files_table(report)), ""]
     out += ["## Stages", "", table_md(view.stage_table(report)), ""]
     if view.pruning_flash_note(report):
-        out += [f"Flash: {view.pruning_flash_note(report)}.", ""]
+        out += [f"Flash: {md_text(view.pruning_flash_note(report))}.", ""]
     metrics = view.metrics_table(report)
     if metrics is not None:
         out += ["## Task metrics", "", table_md(metrics), ""]
