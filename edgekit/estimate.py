@@ -150,6 +150,12 @@ class CalibrationSet(_Strict):
     note: str | None = None
     measurements: Annotated[list[Measurement], Field(min_length=1)]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What a set stands for: (board, runtime, kernels); the board is the text before the first
+        comma (the rest says which submission). One runtime on one board is one set."""
+        return self.board.split(",")[0].strip(), self.runtime, self.kernels
+
 
 class CalibrationModel(_Strict):
     """A model measured in some calibration set: how it is built and its fit features."""
@@ -179,7 +185,12 @@ class Calibration(_Strict):
         if tuple(self.features) != FEATURES:
             problems.append(f"features {self.features} differ from this edgekit's {list(FEATURES)}: "
                             "run python tools/bench_estimate.py --update-features")
+        seen: dict[tuple, str] = {}
         for name, s in self.sets.items():
+            if s.key in seen:
+                problems.append(f"sets.{name}: the same board and runtime {s.key} as sets.{seen[s.key]}; "
+                                "merge their measurements into one set")
+            seen.setdefault(s.key, name)
             for i, m in enumerate(s.measurements):
                 if m.model not in self.models:
                     problems.append(f"sets.{name}.measurements.{i}.model: {m.model!r} is not in models")

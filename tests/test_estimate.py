@@ -223,6 +223,23 @@ def test_unknown_calibration_set(hand_model):
         estimate.estimate_model(hand_model[0], p)
 
 
+def test_calibration_sets_are_keyed_by_board_and_runtime(tmp_path):
+    cal = estimate.load_calibration()
+    keys = [s.key for s in cal.sets.values()]
+    assert len(keys) == len(set(keys))
+    # the same board with two runtimes is two sets: Nucleo-L4R5ZI with TFLite Micro, X-CUBE-AI, microTVM
+    nucleo = {s.runtime for s in cal.sets.values() if s.key[0].startswith("ST Nucleo-L4R5ZI")}
+    assert {"tflite_micro", "x-cube-ai", "microtvm"} <= nucleo
+    text = estimate.CALIBRATION_PATH.read_text()
+    # the EK-RA6M4 set (TFLite Micro, CMSIS-NN) renamed to the Nucleo board of the TFLM 2.3.1 set
+    dup = text.replace("  ek-ra6m4-tflm-cmsis-nn:\n    board: Renesas EK-RA6M4 (R7FA6M4AF3CFB), MLPerf Tiny v0.7",
+                       "  ek-ra6m4-tflm-cmsis-nn:\n    board: ST Nucleo-L4R5ZI (STM32L4R5ZI), another submission", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(dup)
+    with pytest.raises(RecipeError, match="the same board and runtime"):
+        estimate.load_calibration(path)
+
+
 def test_malformed_calibration_file(tmp_path):
     bad = tmp_path / "cal.yaml"
     bad.write_text("schema: x\nfeatures: [macs_gemm, bytes_activations]\nsets:\n  b:\n    board: b\n"
