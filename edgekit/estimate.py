@@ -6,8 +6,8 @@ halves:
 
 * an **op-level cost model** read from the ``.tflite`` flatbuffer alone (no TensorFlow): for
   every operator its MACs (convolutions, depthwise convolutions, fully connected, batch matmul,
-  transposed convolutions) and its memory traffic (bytes read and written), see
-  :func:`op_costs`;
+  transposed convolutions) and its memory traffic (bytes read and written), in
+  :mod:`edgekit.opcosts` (re-exported here as :func:`op_costs`);
 * **per-board coefficients**, fitted by non-negative least squares on *published measured*
   latencies of known models on real boards (MLPerf Tiny results, the XNNPACK Raspberry Pi
   table): cycles per MAC of the GEMM-like ops (convolutions, fully connected) and cycles per
@@ -21,6 +21,11 @@ Why two coefficients and not one per op class: a calibration set holds two to fo
 models, and a per-class fit on so few points memorizes them (its leave-one-out error is worse).
 :func:`op_costs` still reports every op's class, MACs and bytes, and ``per_op`` in the estimate
 splits the total by the fitted coefficients.
+
+Each set also stores what it was fitted on (:func:`validity_range`): a model outside it gets
+its estimate flagged (``estimate_in_range: false``) and no budget verdict. A fixed per-op and
+per-invoke cost joins the fit only where a set has points enough to identify it. An error band
+is stated only where pooled held-out points support it (:func:`error_band`).
 
 A target profile names the calibration set that was measured on its board (``calibration:`` in
 ``targets/*.yaml``) beside its ``core``, ``clock_mhz`` and ``kernels``. A profile without one gets
