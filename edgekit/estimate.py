@@ -60,7 +60,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConversionError, RecipeError
+from .errors import ConversionError, RecipeError  # noqa: F401 - ConversionError: raised by op_costs, documented here
 
 __all__ = [
     "CALIBRATION_PATH",
