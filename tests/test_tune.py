@@ -57,6 +57,13 @@ def test_space_and_trial_recipes():
     r = trial_recipe(base, {"width": 0.5, "prune": "0.3", "scheme": "qat-int8"})
     assert (r.prune.structure, r.prune.target_sparsity, r.qat) == (None, 0.3, base.qat)
     assert r.teacher == base.teacher and r.data == base.data and r.seed == base.seed  # the teacher is shared
+    assert "channels-0.5" in mcu.prunings                                         # structured pruning
+    r = trial_recipe(base, {"width": 1.0, "prune": "channels-0.5", "scheme": "qat-int8"})
+    assert (r.prune.structure, r.prune.target_sparsity, r.qat) == ("channels", 0.5, base.qat)
+    assert base_params(trial_recipe(base, {"width": 1.0, "prune": "channels-0.3", "scheme": "ptq-int8"}))["prune"] \
+        == "channels-0.3"
+    r = trial_recipe(r, {"width": 1.0, "prune": "2:4", "scheme": "qat-int8"})     # and back to m:n
+    assert (r.prune.structure, r.prune.target_sparsity) == ("2:4", 0.5)
 
 
 def test_tuned_base_makes_paths_absolute(tmp_path):
