@@ -156,3 +156,49 @@ def test_nothing_to_prune_is_one_clear_error(digits, tmp_path):
     cfg = PruneConfig(structure="channels", target_sparsity=0.5, epochs=1, skip_layers=["first"])
     with pytest.raises(StageError, match="no layer has channels that can be removed"):
         structured.run(model, digits, cfg, seed=0, out_dir=tmp_path)
+
+
+CHANNELS_RECIPE = """
+name: channels
+seed: 1
+data: {source: digits}
+teacher: {model: cnn_tiny, epochs: 2, batch_size: 32, learning_rate: 0.01}
+student: {model: cnn_tiny, epochs: 2, batch_size: 32, learning_rate: 0.01}
+prune: {structure: channels, target_sparsity: 0.5, epochs: 1, batch_size: 32}
+qat: {epochs: 1, batch_size: 32}
+targets: [cortex-m4]
+evaluate: {warmup: 1, runs: 3}
+"""
+
+
+@pytest.fixture(scope="module")
+def channels_run(tmp_path_factory):
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("channels_run")
+    recipe_path = folder / "channels.yaml"
+    recipe_path.write_text(CHANNELS_RECIPE)
+    return folder / "run", Run(load_recipe(recipe_path), recipe_path, folder / "run").execute()
+
+
+def test_pipeline_reports_channels_and_a_smaller_file(channels_run):
+    from edgekit.report import view
+
+    out, report = channels_run
+    stages = {s["name"]: s for s in report["stages"]}
+    pruned = stages["pruned"]
+    assert pruned["structure"]["kind"] == "channels" and pruned["channels_removed"] == 0.5
+    assert list(pruned["structure"]["kept"].values()) == [[12, 24]]   # first and last layers skipped
+    assert pruned["params"] < stages["student"]["params"]
+    assert pruned["size_bytes"] < stages["student"]["size_bytes"]      # the file itself shrinks
+    assert stages["qat"]["scheme"] == "default_8bit"                   # dense: nothing to preserve
+    assert stages["qat"]["params"] == pruned["params"]
+    note = view.pruning_flash_note(report)
+    assert note.startswith("structured pruning removed 50") and "the file shrank" in note
+    md = (out / "report.md").read_text()
+    assert "### Channels kept (pruned)" in md and "| 12 | 24 |" in md and "the file shrank" in md
+    html = (out / "report.html").read_text()
+    assert 'id="channels-kept"' in html
+    target = report["targets"][0]
+    assert target["size_bytes"] > 0 and target["arena_bytes"] > 0      # measured in tflite-micro
