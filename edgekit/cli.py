@@ -384,6 +384,8 @@ def _launch(rec, recipe: Path, *, workers: int | None, ps: int | None, cluster_f
         return Launch(recipe, cluster=load_cluster(cluster_file), task=me, max_restarts=max_restarts)
     if workers is None:
         return None
+    if rec.teacher is None:
+        raise click.UsageError("--workers trains the teacher, and this recipe has teacher: null")
     if ps is None and rec.teacher.strategy.value == "parameter_server":
         log.info("teacher.strategy is parameter_server: one parameter server (--ps 1)")
         ps = 1

@@ -22,7 +22,7 @@ from .errors import EdgekitError, StageError
 from ._io import run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
-from .recipe import Recipe, load_target, resolved_yaml
+from .recipe import Recipe, load_target, resolved_yaml, with_model_paths
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ class Run:
     def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, *, resume: bool = False,
                  force: bool = False, progress: ProgressFn | None = None,
                  on_stage: Callable[[str, str], None] | None = None, lock_wait_s: float = 0.0):
-        self.recipe, self.recipe_path, self.out = recipe, Path(recipe_path), Path(out_dir)
+        self.recipe_path, self.out = Path(recipe_path), Path(out_dir)
+        self.recipe = with_model_paths(recipe, self.recipe_path.parent)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
         if self.out.exists() and not self.out.is_dir():
@@ -143,12 +144,15 @@ class Run:
     def plan(self) -> list[Step]:
         """The steps of this recipe in order, each with the step(s) whose output it consumes."""
         r = self.recipe
-        steps = [Step("teacher", "teacher", [], r.teacher.model_dump(mode="json"), self._train_teacher)]
-        prev, float_stage = "teacher", "teacher"
+        steps, prev, float_stage = [], None, None
+        if r.teacher is not None:
+            steps.append(Step("teacher", "teacher", [], self._model_config(r.teacher), self._train_teacher))
+            prev, float_stage = "teacher", "teacher"
         for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 continue
-            steps.append(Step(name, name, [prev], cfg.model_dump(mode="json"),
+            conf = self._model_config(cfg) if name == "student" else cfg.model_dump(mode="json")
+            steps.append(Step(name, name, [prev] if prev else [], conf,
                               lambda n=name, c=cfg, s=float_stage: self._train(n, c, s)))
             prev = name
             if name != "qat":
@@ -221,7 +225,7 @@ class Run:
 
             preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
                           reduction=self.data.reduction)
-        for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
+        for name, cfg in (("teacher", r.teacher), ("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped")
                 self.on_stage(name, "skipped")
@@ -253,6 +257,17 @@ class Run:
                     report = metrics.get("report")
             fps[step.name] = fp
         return report
+
+    def _model_config(self, cfg) -> dict:
+        """A training stage's config for its fingerprint: with the sha256 of a given model file or
+        builder file, so a changed file is taken again on ``--resume``."""
+        from .model_source import classify, sha256_of
+
+        conf = cfg.model_dump(mode="json")
+        ref = classify(cfg.model)
+        if ref.kind != "zoo":
+            conf["source_sha256"] = sha256_of(ref.path)
+        return conf
 
     def _train_teacher(self):
         from . import train
@@ -291,7 +306,7 @@ class Run:
         from . import distill, prune, quantize
 
         out = self.out / "stages" / name
-        model = self._model(src)
+        model = self._model(src) if src is not None else None
         seed = self.recipe.seed
         if name == "student":
             res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)

@@ -58,7 +58,8 @@ from typing import Any, Callable
 
 from ._io import run_lock, write_json, write_text
 from .errors import BudgetError, EdgekitError, RecipeError
-from .recipe import TARGETS_DIR, Recipe, absolute_source, find_target, load_recipe, load_target, resolved_yaml
+from .recipe import (TARGETS_DIR, Recipe, absolute_source, find_target, load_recipe, load_target, resolved_yaml,
+                     with_model_paths)
 from .report.tune import SCHEME_TEXT
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,10 @@ def tuned_base(recipe: Recipe, recipe_dir: Path, target: str) -> Recipe:
     """The recipe a study tunes: one target, the data and target paths made absolute (trial
     recipes live in ``trials/<n>/``, not beside the original), and no from-scratch student
     baseline (``student.baseline``: it would double every trial's distillation)."""
-    d = recipe.model_dump(mode="json")
+    if recipe.teacher is None or recipe.student is None:
+        raise RecipeError("edgekit tune searches students distilled from a teacher; the recipe needs both "
+                          "teacher and student (not null)")
+    d = with_model_paths(recipe, recipe_dir).model_dump(mode="json")
     d["data"]["source"] = absolute_source(d["data"]["source"], recipe_dir)
     path = find_target(target, base=recipe_dir)
     d["targets"] = [path.stem if path.parent.resolve() == TARGETS_DIR.resolve() else str(path.resolve())]
