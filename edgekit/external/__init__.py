@@ -33,4 +33,18 @@ from __future__ import annotations
 
 from .model import GivenModel, check_fits, inspect_model
 
-__all__ = ["GivenModel", "check_fits", "inspect_model"]
+
+def __getattr__(name: str):
+    # GivenSource and take_given import edgekit.convert (TensorFlow, lazily); load them on use
+    if name == "GivenSource":
+        from .source import GivenSource
+
+        return GivenSource
+    if name == "take_given":
+        from .stage import take_given
+
+        return take_given
+    raise AttributeError(name)
+
+
+__all__ = ["GivenModel", "GivenSource", "check_fits", "inspect_model", "take_given"]
