@@ -191,8 +191,10 @@ def check_fits(model: GivenModel, input_shape: tuple[int, ...], *, num_classes: 
     if not fits:
         hint = ""
         if len(got) == len(want) >= 2 and tuple(got[1:]) + (got[0],) == want:
-            hint = (" (the model is channels-first, the data channels-last: export it channels-last, e.g. "
+            hint = (" (the model is channels-first, the data channels-last: export it channels-last, e.g. with "
                     "onnx2tf or litert-torch's to_channel_last_io, or store the data channels-first)")
+        elif len(got) == len(want) >= 2 and (got[-1],) + tuple(got[:-1]) == want:
+            hint = " (the model is channels-last, the data channels-first: store the data channels-last)"
         raise RecipeError(f"{model.path}: the model takes inputs of shape {_fmt(got)}, the data has samples of shape "
                           f"{_fmt(want)}{hint}")
     out = int(np.prod([d for d in model.output_shape if d is not None])) if model.output_shape else 1
