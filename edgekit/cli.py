@@ -3,7 +3,7 @@
 Config-only commands (``recipes``, ``targets``, ``models``, ``datasets``) import no TensorFlow.
 Errors become one line on stderr and the exit code of their :mod:`edgekit.errors` class;
 ``--debug`` shows the traceback. Exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 data,
-4 stage, 5 conversion, 6 budget, 7 device, 130 interrupted.
+4 stage, 5 conversion, 6 budget, 7 device, or a given model that cannot be opened, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -689,19 +689,24 @@ def recipes():
 def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     """Check recipe FILES; one line per problem, exit 2 if any is invalid.
 
+    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
+    has it opened in a child process, without training, and its input and output shapes checked
+    against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
+
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import RecipeError
+    from .errors import EdgekitError
     from .recipe import load_recipe
 
     results = []
     for f in files:
         try:
-            load_recipe(f)
+            rec = load_recipe(f)
+            _validate_models(rec, f)
             results.append({"file": str(f), "ok": True, "errors": []})
-        except RecipeError as exc:
+        except EdgekitError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
     if as_json:
         click.echo(json.dumps(results, indent=2))
@@ -713,6 +718,45 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
                 click.echo(e, err=True)
     if not all(r["ok"] for r in results):
         ctx.exit(2)
+
+
+def _validate_models(rec, path: Path) -> None:
+    """Open the recipe's given models (files, SavedModels, builders) in a child process and check
+    them against its data; raises the first problem, prefixed with the recipe's file."""
+    import tempfile
+
+    from .errors import EdgekitError
+    from .model_source import classify
+    from .recipe import with_model_paths
+
+    rec = with_model_paths(rec, path.parent)
+    given = [(k, getattr(rec, k)) for k in ("teacher", "student")
+             if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
+                                                                                         "builder")]
+    converted = [(k, classify(getattr(rec, k).model)) for k in ("teacher", "student")
+                 if getattr(rec, k) is not None and classify(getattr(rec, k).model).converted]
+    if not given and not converted:
+        return
+    import numpy as np
+
+    from .data import load_for_recipe
+    from .user_model import SAMPLE_ROWS, check_fits, open_in_child
+
+    try:
+        data = load_for_recipe(rec, base=path.parent)
+        sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+            for key, cfg in given:
+                info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
+                                     num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
+                check_fits(info, data, what=f"{key}.model")
+        if converted:
+            from .external.stage import check_given
+
+            for key, ref in converted:
+                check_given(ref.path, ref.kind, data)  # a float .tflite/.onnx: read in this process, TF-free
+    except EdgekitError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 @recipes.command("show")

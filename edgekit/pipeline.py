@@ -59,6 +59,7 @@ class Run:
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
+        self._infos: dict[str, dict] = {}
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
@@ -82,7 +83,7 @@ class Run:
             self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
-            for sub in ("stages", "targets", "eval"):
+            for sub in ("stages", "targets", "eval", "sources"):
                 shutil.rmtree(self.out / sub, ignore_errors=True)
             (self.out / "manifest.json").unlink(missing_ok=True)
         if self.manifest is None:
@@ -97,11 +98,110 @@ class Run:
 
     @property
     def data(self):
+        """The recipe's dataset; without the channel axis of size 1 when a given model takes
+        ``(features,)`` inputs (checked against every given model's input and output shapes)."""
         if self._data is None:
             from .data import load_for_recipe
+            from .user_model import check_fits, squeeze_data
 
-            self._data = load_for_recipe(self.recipe, base=self.recipe_path.parent)
+            raw = load_for_recipe(self.recipe, base=self.recipe_path.parent)
+            self._data = raw
+            for stage in ("teacher", "student"):
+                info = self._source_info(stage)
+                if info is not None and check_fits(info, raw, what=f"{stage}.model") == "squeeze":
+                    self._data = squeeze_data(raw)
+            if self.given is not None:  # a float .tflite/.onnx taking (features,): the same squeeze
+                from ._keras3 import ShapeMismatch, shape_fit
+                from .external import inspect_model
+
+                try:
+                    if shape_fit(inspect_model(self.given.path, self.given.kind).input_shape,
+                                 raw.input_shape) == "squeeze":
+                        self._data = squeeze_data(raw)
+                except ShapeMismatch:
+                    pass  # the student stage names the mismatch (external.check_fits)
         return self._data
+
+    def _given(self, stage: str):
+        """The ModelRef of ``stage``'s model when it is a given Keras model (file or SavedModel)."""
+        from .model_source import classify
+
+        cfg = getattr(self.recipe, stage)
+        if cfg is None:
+            return None
+        ref = classify(cfg.model)
+        return ref if ref.kind in ("keras", "savedmodel") else None  # a float .tflite/.onnx: see given
+
+    def _source_info(self, stage: str) -> dict | None:
+        """What opening ``stage``'s given model found (see :func:`edgekit.user_model.open_in_child`),
+        opened once per file content into ``sources/<stage>.keras`` (a tf_keras copy; the user's
+        file is only read)."""
+        ref = self._given(stage)
+        if ref is None:
+            return None
+        if stage not in self._infos:
+            import numpy as np
+
+            from .model_source import sha256_of
+            from .user_model import SAMPLE_ROWS, open_in_child
+
+            folder = self.out / "sources"
+            model_path, info_path = folder / f"{stage}.keras", folder / f"{stage}.json"
+            sha = sha256_of(ref.path)
+            info = None
+            if info_path.is_file() and model_path.is_file():
+                try:
+                    info = json.loads(info_path.read_text())
+                except ValueError:
+                    info = None
+                if not isinstance(info, dict) or info.get("sha256") != sha or info.get("path") != str(ref.path):
+                    info = None
+            if info is None:
+                raw = self._data
+                sample = np.concatenate([raw.x_val, raw.x_test, raw.x_train])[:SAMPLE_ROWS]
+                cfg = getattr(self.recipe, stage)
+                info = open_in_child(cfg.model, model_path, sample=sample, input_shape=raw.input_shape,
+                                     num_outputs=raw.num_classes, width=cfg.width, what=f"{stage}.model")
+                write_json(info_path, info)
+            self._infos[stage] = info
+        return self._infos[stage]
+
+    def _given_model(self, stage: str):
+        """The tf_keras copy of ``stage``'s given model (a final softmax made linear: logits)."""
+        from .fitting import load_model
+        from .user_model import strip_softmax
+
+        self.data  # opens the given models  # noqa: B018
+        model = load_model(self.out / "sources" / f"{stage}.keras")
+        if self.data.task == "classification":
+            model, stripped = strip_softmax(model)
+            if stripped:
+                log.info("%s.model ends in softmax: made linear (edgekit works on logits; same argmax)", stage)
+                self._infos[stage]["softmax_removed"] = True
+        return model
+
+    def given_models(self) -> dict:
+        """``{stage: tf_keras model}`` of the recipe's given models (for the preflight)."""
+        return {stage: self._given_model(stage) for stage in ("teacher", "student") if self._given(stage)}
+
+    def _adopt(self, stage: str, cfg, teacher=None):
+        """A given model as ``stage``'s result: as it is (``epochs: 0``), or fine-tuned for
+        ``epochs`` because the recipe says so; its source (kind, path, sha256) is recorded."""
+        from .fitting import finish_stage
+        from .user_model import fine_tune
+
+        model = self._given_model(stage)
+        info = self._infos[stage]
+        epochs = fine_tune(model, self.data, cfg, seed=self.recipe.seed, progress=self.progress, stage=stage,
+                           teacher=teacher) if cfg.epochs > 0 else 0
+        source = {k: info.get(k) for k in ("kind", "path", "sha256", "format", "keras_version")}
+        if info.get("converted_from_keras3"):
+            source["rebuilt_from_keras3"] = {"max_abs_diff": info.get("max_abs_diff")}
+        if info.get("softmax_removed"):
+            source["softmax_removed"] = True
+        metrics = {"source": source, "epochs_run": epochs, "used_as_given": epochs == 0}
+        res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
+        return self._stage_files(stage), res.metrics
 
     def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]], *,
                force: bool = False) -> tuple[dict, bool]:
@@ -233,7 +333,8 @@ class Run:
             from . import preflight
 
             preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-                          reduction=self.data.reduction)
+                          reduction=self.data.reduction, given=self.given_models(),
+                          targets=[load_target(t, base=self.recipe_path.parent) for t in r.targets])
         for name, cfg in (("teacher", r.teacher), ("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped", reason=self._skip_reason(name))
@@ -316,6 +417,9 @@ class Run:
     def _train_teacher(self):
         from . import train
 
+        if self._given("teacher") is not None:
+            return self._adopt("teacher", self.recipe.teacher)
+
         res = train.run(self.data, self.recipe.teacher, seed=self.recipe.seed,
                         out_dir=self.out / "stages" / "teacher", progress=self.progress)
         return self._stage_files("teacher"), res.metrics
@@ -352,6 +456,8 @@ class Run:
         out = self.out / "stages" / name
         model = self._model(src) if src is not None else None
         seed = self.recipe.seed
+        if name == "student" and self._given("student") is not None:
+            return self._adopt("student", cfg, teacher=model)
         if name == "student":
             res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "pruned":

@@ -347,3 +347,15 @@ def test_pytorch_model_through_litert_torch(tmp_path):
     assert m4["arena_bytes"] > 0 and m4["runtime"]["name"] == "tflite_micro"
     for t in (rpi, m4):
         assert t["accuracy"] >= stage["accuracy"] - 0.05
+
+
+def test_recipes_validate_opens_a_given_float_model(tiny_models, tmp_path):
+    shutil.copyfile(tiny_models.onnx, tmp_path / "net.onnx")
+    good = _recipe(tmp_path, "net.onnx", ["rpi4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(good.read_text().replace("{source: digits}", "{source: mnist1d}"))
+    res = CliRunner().invoke(main, ["recipes", "validate", str(good), str(bad)])
+    assert res.exit_code == 2
+    assert f"{good}: ok" in res.output
+    assert f"{bad}: {(tmp_path / 'net.onnx').resolve()}: the model takes inputs of shape (8, 8, 1)" in res.output
+    assert not (tmp_path / "run").exists()

@@ -28,6 +28,22 @@ def given_files(out_dir: Path, kind: str) -> tuple[Path, Path | None]:
     return out_dir / f"model.{kind}", (out_dir / "model.tflite" if kind == "onnx" else None)
 
 
+def check_given(path: Path, kind: str, data) -> None:
+    """Check, without converting anything, that the float model at ``path`` loads and fits
+    ``data`` (its input without the channel axis of size 1 when the model takes ``(features,)``).
+    Raises :class:`RecipeError` naming the file (``edgekit recipes validate`` calls this)."""
+    from .._keras3 import ShapeMismatch, shape_fit
+
+    given = inspect_model(Path(path), kind)
+    shape = tuple(data.input_shape)
+    try:
+        if shape_fit(given.input_shape, shape) == "squeeze":
+            shape = shape[:-1]
+    except ShapeMismatch:
+        pass  # check_fits says both shapes
+    check_fits(given, shape, num_classes=data.num_classes, task=data.task)
+
+
 def take_given(path: Path, kind: str, data, *, out_dir: Path, needs_tflite: bool) -> tuple[list[Path], dict[str, Any]]:
     """Take the float model at ``path`` as the run's student. Returns the files written into
     ``out_dir`` (the copy, the onnx2tf .tflite when ``needs_tflite``, ``metrics.json``) and the
