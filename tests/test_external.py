@@ -359,3 +359,50 @@ def test_recipes_validate_opens_a_given_float_model(tiny_models, tmp_path):
     assert f"{good}: ok" in res.output
     assert f"{bad}: {(tmp_path / 'net.onnx').resolve()}: the model takes inputs of shape (8, 8, 1)" in res.output
     assert not (tmp_path / "run").exists()
+
+
+def _conv1d_float_tflite():
+    """An untrained Keras Conv1D model (the TFLite converter writes EXPAND_DIMS for it) as float TFLite."""
+    from edgekit._tf import keras, tf
+
+    k = keras()
+    tf().random.set_seed(0)
+    model = k.Sequential([k.layers.Input((40, 1)), k.layers.Conv1D(4, 5, activation="relu"),
+                          k.layers.Flatten(), k.layers.Dense(3)])
+    return tf().lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def test_conv1d_tflite_is_quantized_fully_integer(tmp_path):
+    from edgekit.convert import check_integer_only, tensor_types
+    from edgekit.external import inspect_model
+    from edgekit.external.quantize import quantize_tflite, reshape_for_expand_dims
+
+    blob = _conv1d_float_tflite()
+    assert "EXPAND_DIMS" in tensor_types(blob)["ops"]
+    rewritten, n = reshape_for_expand_dims(blob)
+    assert n == 1 and "EXPAND_DIMS" not in tensor_types(rewritten)["ops"]
+    (tmp_path / "a.tflite").write_bytes(blob)
+    (tmp_path / "b.tflite").write_bytes(rewritten)
+    x = np.random.default_rng(0).normal(size=(16, 40, 1)).astype(np.float32)
+    a, b = inspect_model(tmp_path / "a.tflite"), inspect_model(tmp_path / "b.tflite")
+    assert np.array_equal(a.predict(x), b.predict(x))  # the same computation
+    q = quantize_tflite(blob, "full-int8", signature=a.signature, signature_input=a.signature_input,
+                        calibration=[x[i:i + 1] for i in range(len(x))])
+    assert check_integer_only(q, require_int_io=True)["float_ops"] == []  # litert-quantizer alone left EXPAND_DIMS float
+
+
+def test_calibration_ranges_cover_every_sample(tiny_models):
+    """The int8 input range holds the largest calibration sample (min/max over all samples, not
+    litert-quantizer's moving average of per-sample ranges, which lands near a typical sample's)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.external import inspect_model
+    from edgekit.external.quantize import quantize_tflite
+
+    g = inspect_model(tiny_models.float_tflite)
+    samples = [tiny_models.x_test[i:i + 1] for i in range(40)]
+    samples[7] = samples[7] * 4.0  # one sample with four times the range of the others
+    q = quantize_tflite(g.path.read_bytes(), "full-int8", signature=g.signature, signature_input=g.signature_input,
+                        calibration=samples)
+    scale, zero = Interpreter(model_content=q).get_input_details()[0]["quantization"]
+    assert (127 - zero) * scale >= float(samples[7].max()) * 0.99

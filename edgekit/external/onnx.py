@@ -120,13 +120,26 @@ def to_float_tflite(onnx_path: Path, out_path: Path, *, input_name: str, keep_in
             raise ConversionError(f"onnx2tf did not finish in {timeout_s:.0f} s") from None
         made = out_dir / "model_float32.tflite"
         if proc.returncode != 0 or not made.is_file():
-            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-            errors = [ln for ln in lines if "error" in ln.lower()]
-            last = (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
-            raise ConversionError(f"onnx2tf could not convert {onnx_path.name} to TFLite: {last[:400]}")
+            raise ConversionError(f"onnx2tf could not convert {onnx_path.name} to TFLite: "
+                                  f"{_onnx2tf_reason(proc.stdout + proc.stderr, proc.returncode)[:500]}")
         from .._io import write_text
 
         return write_text(out_path, made.read_bytes())
+
+
+def _onnx2tf_reason(output: str, returncode: int) -> str:
+    """The exception onnx2tf died of (``ValueError: ...`` and the line after it, where TensorFlow
+    says what did not fit), else its last line that mentions an error, else the exit code."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in output.splitlines()]
+    lines = [ln for ln in lines if ln]
+    for i in range(len(lines) - 1, -1, -1):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception): ", lines[i]):
+            nxt = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith(("File ", "Traceback")) else ""
+            return f"{lines[i]} {nxt}".strip()
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or [f"exit code {returncode}"])[-1]
 
 
 def argmax_agreement(a: np.ndarray, b: np.ndarray, task: str) -> float:
