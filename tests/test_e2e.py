@@ -17,7 +17,12 @@ def test_quickstart_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", "recipes/quickstart.yaml", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "report:" in proc.stderr
+    assert "report:" in proc.stderr and "report.html" in proc.stderr
+    # issue 26: the default output is edgekit's own and fits on one screen
+    from test_console import noise_lines
+
+    assert noise_lines(proc.stderr) == [], proc.stderr
+    assert len(proc.stderr.splitlines()) <= 30, proc.stderr
     report = json.loads((out / "report.json").read_text())
     stages = {s["name"]: s for s in report["stages"]}
     targets = {t["kind"]: t for t in report["targets"]}
