@@ -542,6 +542,7 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
               help="Run directory (default: runs/<model name>).")
 @click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default="classification",
               show_default=True, help="What the model predicts.")
+@click.option("--label", default=None, metavar="COLUMN", help="Label column of a csv: source (default: label).")
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Training epochs: 0 (default) takes a trained model as it is; a builder FILE.py:FUNCTION is "
                    "trained (default 10).")
@@ -551,8 +552,8 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
 @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
 @click.pass_context
 @_handle_errors
-def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | None, task: str, epochs: int | None,
-             resume: bool, force: bool, as_json: bool, no_budget: bool):
+def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | None, task: str, label: str | None,
+             epochs: int | None, resume: bool, force: bool, as_json: bool, no_budget: bool):
     """Compress a model file for devices: quantize, convert and measure it per target.
 
     MODEL is a float .tflite or .onnx, a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION.
@@ -569,7 +570,7 @@ def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | N
 
     out = out or comp.default_out(model)
     path = comp.write_recipe(model, data=data, targets=list(targets), out=out, task=task, epochs=epochs,
-                             resume=resume, force=force)
+                             label=label, resume=resume, force=force)
     if not (ctx.obj.get("quiet") or as_json):
         click.echo(f"recipe: {path} (edit it and rerun: edgekit run {path} --out {out} --resume)", err=True)
     _execute(ctx, load_recipe(path), path, out, resume=resume, force=force, until=None, only=None,

@@ -70,7 +70,7 @@ def data_source(value: str, base: Path) -> str:
 
 
 def make_recipe(model: str, *, data: str, targets: list[str], task: str = "classification",
-                epochs: int | None = None, base: Path | None = None) -> dict:
+                epochs: int | None = None, label: str | None = None, base: Path | None = None) -> dict:
     """The recipe (a dict) that compresses ``model`` for ``targets`` on ``data``; paths absolute,
     resolved against ``base`` (default: the working directory). Raises :class:`RecipeError`
     naming the argument for a model that is not there, an unknown data source or target."""
@@ -105,7 +105,7 @@ def make_recipe(model: str, *, data: str, targets: list[str], task: str = "class
     return {
         "name": _name(f"compress-{stem}"),
         "task": task,
-        "data": {"source": data_source(data, base)},
+        "data": {"source": data_source(data, base), **({"label": label} if label else {})},
         "teacher": None,
         "student": {"model": model_abs, "epochs": epochs},
         "prune": None,
@@ -116,7 +116,7 @@ def make_recipe(model: str, *, data: str, targets: list[str], task: str = "class
 
 
 def write_recipe(model: str, *, data: str, targets: list[str], out: Path, task: str = "classification",
-                 epochs: int | None = None, resume: bool = False, force: bool = False,
+                 epochs: int | None = None, label: str | None = None, resume: bool = False, force: bool = False,
                  base: Path | None = None) -> Path:
     """Write the recipe of :func:`make_recipe` to ``out/recipe.yaml`` and return its path.
 
@@ -124,7 +124,7 @@ def write_recipe(model: str, *, data: str, targets: list[str], out: Path, task: 
     with ``resume`` it must equal what these arguments make (else :class:`RecipeError`: it was
     edited, so ``edgekit run`` it instead); otherwise its presence is an error.
     """
-    recipe = make_recipe(model, data=data, targets=targets, task=task, epochs=epochs, base=base)
+    recipe = make_recipe(model, data=data, targets=targets, task=task, epochs=epochs, label=label, base=base)
     text = ("# Written by `edgekit compress`; edit it and rerun with:\n"
             f"#   edgekit run {out / RECIPE_FILE} --out {out} --resume\n"
             + yaml.safe_dump(recipe, sort_keys=False))

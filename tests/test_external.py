@@ -406,3 +406,20 @@ def test_calibration_ranges_cover_every_sample(tiny_models):
                         calibration=samples)
     scale, zero = Interpreter(model_content=q).get_input_details()[0]["quantization"]
     assert (127 - zero) * scale >= float(samples[7].max()) * 0.99
+
+
+def test_compress_recipe_by_model_kind(tmp_path):
+    from edgekit.compress import BUILDER_EPOCHS, make_recipe
+
+    (tmp_path / "m.keras").write_bytes(b"")
+    (tmp_path / "nets.py").write_text("def build(shape, n, width):\n    pass\n")
+    (tmp_path / "t.csv").write_text("a,y\n1,0\n")
+    keras = make_recipe("m.keras", data="t.csv", label="y", targets=["rpi4"], base=tmp_path)
+    assert keras["student"] == {"model": f"keras:{(tmp_path / 'm.keras').resolve()}", "epochs": 0}
+    assert keras["data"] == {"source": f"csv:{(tmp_path / 't.csv').resolve()}", "label": "y"}
+    builder = make_recipe("nets.py:build", data="digits", targets=["cortex-m4"], base=tmp_path)
+    assert builder["student"]["epochs"] == BUILDER_EPOCHS and builder["teacher"] is None
+    with pytest.raises(RecipeError, match="a zoo name is an untrained architecture"):
+        make_recipe("cnn_tiny", data="digits", targets=["rpi4"], base=tmp_path)
+    with pytest.raises(RecipeError, match="--epochs 0: nets.py:build is a builder"):
+        make_recipe("nets.py:build", data="digits", targets=["rpi4"], epochs=0, base=tmp_path)
