@@ -72,7 +72,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
             "features": features,
             "reference_for_agreement": reference,
-            "source": data.get("source"),
+            # the given model file (kind, path, sha256): the run's, else the last stage that took one
+            "source": data.get("source") or next((s["source"] for s in reversed(stages) if s.get("source")), None),
             "stages": stages, "targets": targets,
             "versions": data.get("versions"), "git_commit": data.get("git_commit"),
             "created": data.get("created"), "recipe_sha256": data.get("recipe_sha256")}
