@@ -251,6 +251,9 @@ class _Progress(_Bars):
             self._cached.append(name)
             return
         self._flush_cached()
+        if status == "interrupted":
+            self.say(f"  {name:<{self.label_width}} interrupted in an earlier run (killed or crashed): not finished")
+            return
         if status == "running":
             self._started[name] = time.perf_counter()
             return
@@ -282,6 +285,10 @@ def _run_dir_recipe(run_dir: Path, recipe: Path | None):
 
     manifest = Manifest.load(run_dir)
     if manifest is None:
+        why = Manifest.problem(run_dir)
+        if why is not None:
+            raise EdgekitError(f"{run_dir}: not a usable run directory: manifest.json {why}; start over with "
+                               "edgekit run RECIPE --out RUN_DIR --force")
         raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
     if recipe is None:
         original = Path(manifest.data.get("recipe_path", ""))
@@ -501,6 +508,8 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
     """
     from ._io import write_text
 
+    if out_file is not None:
+        _check_html_out(out_file)
     if len(run_dirs) == 1:
         run_dir = run_dirs[0]
         rec, path = _run_dir_recipe(run_dir, recipe)
@@ -575,6 +584,21 @@ def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | N
         click.echo(f"recipe: {path} (edit it and rerun: edgekit run {path} --out {out} --resume)", err=True)
     _execute(ctx, load_recipe(path), path, out, resume=resume, force=force, until=None, only=None,
              as_json=as_json, no_budget=no_budget)
+
+
+def _check_html_out(path: Path) -> None:
+    """``report --out FILE`` overwrites only an HTML page edgekit wrote (or creates FILE)."""
+    from .errors import RecipeError
+
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise RecipeError(f"--out {path}: not a regular file; edgekit overwrites only an HTML page it wrote")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
+        raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
+                          "(choose another file)")
 
 
 @main.command("estimate")
@@ -759,6 +783,10 @@ def recipes():
 def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     """Check recipe FILES; one line per problem, exit 2 if any is invalid.
 
+    Beyond the schema (keys, types, ranges, duplicate keys, target profiles) it checks what is
+    knowable without training: the data file or folder exists, zoo model names, and that each
+    model's input rank fits the data's (read from the data's shape only).
+
     A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
     has it opened in a child process, without training, and its input and output shapes checked
     against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
@@ -767,16 +795,21 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import EdgekitError
-    from .recipe import load_recipe
+    from .errors import EdgekitError, RecipeError
+    from .recipe import check_inputs, load_recipe
 
     results = []
     for f in files:
         try:
             rec = load_recipe(f)
-            _validate_models(rec, f)
-            results.append({"file": str(f), "ok": True, "errors": []})
-        except EdgekitError as exc:
+            problems = check_inputs(rec, f)
+            if not problems:
+                try:
+                    _validate_models(rec, f)
+                except EdgekitError as exc:
+                    problems = str(exc).splitlines()
+            results.append({"file": str(f), "ok": not problems, "errors": problems})
+        except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
     if as_json:
         click.echo(json.dumps(results, indent=2))

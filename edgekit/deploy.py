@@ -125,7 +125,7 @@ class Plan:
         d = remote_dir or self.remote_dir
         py = python or self.python
         q = shlex.quote
-        run = (f"env PYTHON={q(py)} sh run.sh --out result.json {' '.join(self.evaluator_args)} "
+        run = (f"env PYTHON={q(py)} sh run.sh --out result.json {' '.join(map(q, self.evaluator_args))} "
                f"--measured-on {q(measured_on)}")
         if use_timeout:
             run = f"timeout -k {KILL_AFTER_S} {_seconds(self.timeout_s)} {run}"
@@ -165,9 +165,14 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
     ``target`` is a profile name or path; without it the run's only Pi bundle is used. Raises
     :class:`EdgekitError` when the run has no such bundle or the target is not a Pi.
     """
+    from .manifest import Manifest
     from .recipe import TargetKind, load_target
 
     run_dir = Path(run_dir)
+    if Manifest.load(run_dir) is None:
+        why = Manifest.problem(run_dir) or "no manifest.json"
+        raise EdgekitError(f"{run_dir}: not an edgekit run directory ({why}); deploy writes only into a run that "
+                           "edgekit made")
     bundles = sorted(p.parent.parent.name for p in (run_dir / "targets").glob("*/bundle/run.sh"))
     if target is None:
         if len(bundles) != 1:
@@ -191,9 +196,14 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
     remote_dir = remote_dir or f"/tmp/edgekit-{name}-{secrets.token_hex(4)}"
     if posixpath.normpath(remote_dir) in ("/", ".", "..", "~") or "\n" in remote_dir:
         raise EdgekitError(f"--remote-dir {remote_dir!r}: give a new folder, e.g. /tmp/edgekit-run")
-    host_eval = _read_json(run_dir / "eval" / f"{profile.name}.json") or {}
-    args = ("--warmup", str(host_eval.get("warmup_runs", 10)), "--runs", str(host_eval.get("timed_runs", 100)),
-            "--threads", str(host_eval.get("num_threads") or 1))
+    host_json = run_dir / "eval" / f"{profile.name}.json"
+    host_eval = _read_json(host_json) or {}
+    if not isinstance(host_eval, dict):
+        raise EdgekitError(f"{host_json}: expected a JSON object (the evaluator's output); rerun "
+                           f"`edgekit eval {run_dir} --target {profile.name}`")
+    args = ("--warmup", _count(host_eval, "warmup_runs", 10, 0, host_json),
+            "--runs", _count(host_eval, "timed_runs", 100, 1, host_json),
+            "--threads", _count(host_eval, "num_threads", 1, 1, host_json))
     reqs = tuple(ln.strip() for ln in (bundle / "requirements.txt").read_text().splitlines()
                  if ln.strip() and not ln.lstrip().startswith("#")) if (bundle / "requirements.txt").is_file() else ()
     return Plan(run_dir, profile.name, profile, Destination.parse(host, port), files, remote_dir, python,
@@ -667,6 +677,21 @@ def _deploy(plan: Plan, *, key: Path | None, known_hosts: Path | None, accept_ne
     return result
 
 
+def summary_line(target: str, result: dict[str, Any]) -> str:
+    """One line for a device measurement: the task's main metric (accuracy, MAE or ROC-AUC, "n/a"
+    when the evaluator could not measure it), p50 latency and the budget verdict."""
+    from .report.fmt import fmt_num as num
+
+    lat = (result.get("latency_ms") or {}).get("p50") if isinstance(result.get("latency_ms"), dict) else None
+    metrics = result.get("metrics") if isinstance(result.get("metrics"), dict) else {}
+    found = {k: result.get(k) if result.get(k) is not None else metrics.get(k) for k in ("accuracy", "mae", "roc_auc")}
+    metric = next(((k, v) for k, v in found.items() if v is not None), ("accuracy", None))
+    budget = result.get("budget") or {}
+    return (f"{target} on {result.get('measured_on')} ({(result.get('device') or {}).get('machine')}): "
+            f"{metric[0]} {num(metric[1], '.4f')}, p50 {num(lat, '.3f')} ms, budget "
+            f"{'ok' if budget.get('ok') else 'OVER'}")
+
+
 # The evaluator's keys that describe the artifact or the bundle rather than a measurement: the
 # report keeps its own values ("format" is "tflite-int8" there, "model" the target's file name).
 _NOT_MERGED = ("model", "format", "target", "model_sha256", "device")
@@ -703,6 +728,18 @@ def _cleanup(ssh: Session, remote_dir: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+def _count(values: dict, key: str, default: int, lowest: int, path: Path) -> str:
+    """``values[key]`` (``default`` when absent or null) as the text of an integer in
+    [lowest, 10**7]; anything else (a string, a float, a bool) raises :class:`EdgekitError`: it is
+    passed to a command on the device and must be nothing but a number."""
+    v = values.get(key)
+    v = default if v is None else v
+    if isinstance(v, bool) or not isinstance(v, int) or not lowest <= v <= 10**7:
+        raise EdgekitError(f"{path}: {key} is {v!r}, expected an integer from {lowest} to {10**7}; rerun "
+                           "`edgekit eval` for this target to measure it again")
+    return str(v)
 
 
 def _parent(folder: str) -> str:
@@ -798,10 +835,7 @@ def build_command(handle_errors: Callable) -> click.Command:
         if as_json:
             click.echo(json.dumps(result, indent=2))
         elif not obj.get("quiet"):
-            lat = (result.get("latency_ms") or {}).get("p50")
-            click.echo(f"{plan.target} on {result['measured_on']} ({result['device']['machine']}): accuracy "
-                       f"{result['accuracy']:.4f}, p50 {lat if lat is None else f'{lat:.3f}'} ms, budget "
-                       f"{'ok' if budget['ok'] else 'OVER'}")
+            click.echo(summary_line(plan.target, result))
             click.echo(f"wrote {plan.device_json()}; updated {plan.run_dir / 'report.json'} and report.md")
         if budget["violations"] and not no_budget:
             for v in budget["violations"]:

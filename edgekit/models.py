@@ -87,8 +87,10 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
                               f"(K, 1) vectors: use a model of rank 2 (mlp_tiny, conv1d_*, ...)")
         body_shape = (int(reduction["components"]), 1)
     elif len(input_shape) != rank:
+        fits = sorted(n for n, (_, r, _) in _MODELS.items() if r == len(input_shape))
         raise RecipeError(f"model {name!r} takes inputs of rank {rank} (without batch), "
-                          f"the dataset has shape {tuple(input_shape)}")
+                          f"the dataset has shape {tuple(input_shape)}; zoo models for it: "
+                          f"{', '.join(fits) or 'none'} (or your own: model: FILE.py:FUNCTION or a saved model)")
     else:
         body_shape = tuple(input_shape)
     from ._tf import keras, tf

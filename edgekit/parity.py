@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._io import write_text
 from .errors import DataError, EdgekitError
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def _tflite_float_variant(model, x: np.ndarray, tmp_dir: Path, stage: str) -> _O
                  HOST_TFLITE_RUNTIME, quantized=False)
     try:
         path = tmp_dir / "model_float32.tflite"
-        path.write_bytes(to_tflite(model, mode="float32"))
+        write_text(path, to_tflite(model, mode="float32"), root=tmp_dir)
         v.extra["size_bytes"] = path.stat().st_size
         v.outputs = _predict(path, x, HOST_TFLITE_RUNTIME)
     except Exception as exc:  # noqa: BLE001
@@ -311,7 +312,8 @@ def _arena_bytes(run_dir: Path, artifact: dict) -> int:
 def _predict(path: Path, x: np.ndarray, runtime: str) -> np.ndarray:
     from .ondevice import evaluate as ev
 
-    return ev.predict_outputs(str(path), x, runtime=runtime).reshape(len(x), -1)
+    # probe: load and run once in a child first, so a corrupt file is an error, not a crash of edgekit
+    return ev.predict_outputs(str(path), x, runtime=runtime, probe=True).reshape(len(x), -1)
 
 
 def _predict_micro(path: Path, x: np.ndarray, y: np.ndarray, arena_bytes: int,

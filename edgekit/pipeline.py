@@ -13,13 +13,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import EdgekitError, StageError
-from ._io import run_lock
+from ._io import check_out_dir, remove, run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
 from .recipe import Recipe, load_target, resolved_yaml, with_model_paths
@@ -27,6 +26,9 @@ from .recipe import Recipe, load_target, resolved_yaml, with_model_paths
 log = logging.getLogger(__name__)
 
 TRAIN_STAGES = ("teacher", "student", "pruned", "qat")
+# what a run writes in its directory: all that --force removes (the lock file stays)
+RUN_OUTPUTS = ("stages", "targets", "eval", "sources", "report.json", "report.md", "report.html",
+               "recipe.resolved.yaml", "manifest.json")
 ALL_STAGES = (*TRAIN_STAGES, "convert", "eval", "report")
 
 
@@ -52,8 +54,7 @@ class Run:
         self.recipe = with_model_paths(recipe, self.recipe_path.parent)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
-        if self.out.exists() and not self.out.is_dir():
-            raise EdgekitError(f"{self.out}: exists and is not a directory; choose another --out")
+        check_out_dir(self.out, above=[self.recipe_path.resolve().parent])
         existing = Manifest.load(self.out)
         self._check_existing(existing)
         self.manifest = None if force else existing
@@ -63,9 +64,10 @@ class Run:
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
-        if existing is None and (self.out / "manifest.json").exists() and not self.force:
-            raise EdgekitError(f"{self.out}/manifest.json is unreadable or not an edgekit manifest; "
-                               "pass --force to start over")
+        problem = Manifest.problem(self.out) if existing is None else None
+        if problem is not None and not self.force:
+            raise EdgekitError(f"{self.out / 'manifest.json'} is unreadable or not an edgekit manifest ({problem}); "
+                               "pass --force to start over (it removes only what edgekit wrote there)")
         if existing is not None and not (self.resume or self.force):
             raise EdgekitError(f"{self.out} already holds a run; pass --resume to continue it "
                                "or --force to start over")
@@ -83,14 +85,20 @@ class Run:
             self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
-            for sub in ("stages", "targets", "eval", "sources"):
-                shutil.rmtree(self.out / sub, ignore_errors=True)
-            (self.out / "manifest.json").unlink(missing_ok=True)
+            check_out_dir(self.out, above=[self.recipe_path.resolve().parent])  # again, under the lock
+            for name in RUN_OUTPUTS:
+                remove(self.out / name, root=self.out)
+        if self.manifest is not None:
+            for name in self.manifest.mark_interrupted():
+                log.warning("%s: stage %s was interrupted in an earlier run (its process was killed or crashed); "
+                            "it is not finished and is redone", self.out, name)
+                self.on_stage(name, "interrupted")
         if self.manifest is None:
             self.manifest = Manifest.new(self.out, recipe_name=self.recipe.name,
                                          recipe_sha256=recipe_sha, seed=self.recipe.seed)
         self.manifest.refresh(recipe_sha256=recipe_sha)
         self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
+        self.manifest.save()  # the folder is an edgekit run from now on, even when the first stage fails
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
         self.force, self.resume = False, True  # a second execute() of this object continues, it does not wipe again
 
@@ -202,6 +210,14 @@ class Run:
         metrics = {"source": source, "epochs_run": epochs, "used_as_given": epochs == 0}
         res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
         return self._stage_files(stage), res.metrics
+
+    def data_digest(self) -> str | None:
+        """sha256 of the data source's files (None for generated sources), hashed once per run."""
+        if not hasattr(self, "_data_digest"):
+            from .data import source_digest
+
+            self._data_digest = source_digest(self.recipe.data, base=self.recipe_path.parent)
+        return self._data_digest
 
     def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]], *,
                force: bool = False) -> tuple[dict, bool]:
@@ -343,6 +359,9 @@ class Run:
         if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
             base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
                                r.features.model_dump(mode="json") if r.features else None)
+        digest = self.data_digest()
+        if digest is not None:  # a file source: its content counts, not only its name
+            base = fingerprint(base, {"data_sha256": digest})
         fps: dict[str, str] = {}
         report = None
         stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)
@@ -356,8 +375,11 @@ class Run:
             fp = fingerprint(step.name, inputs, step.config)
             if only is not None and group < stop:
                 if not self.manifest.is_current(step.name, fp):
-                    raise EdgekitError(f"--only {only}: earlier step {step.name!r} is not finished or out of "
-                                       "date; run without --only (or with --resume) first")
+                    e = self.manifest.entry(step.name) or {}
+                    how = ("was interrupted (its process was killed or crashed)"
+                           if str(e.get("error", "")).startswith("interrupted") else "is not finished or out of date")
+                    raise EdgekitError(f"--only {only}: earlier step {step.name!r} {how}; run without --only "
+                                       "(or with --resume) first")
             else:
                 # with --target the shared eval-data step is redone only when it is out of date
                 # (rewriting it would put every other target's conversion out of date)
@@ -396,7 +418,7 @@ class Run:
         from .external.stage import take_given
 
         ref = self.given
-        shutil.rmtree(self.out / "stages" / "student", ignore_errors=True)  # edgekit's own copy of a past take
+        remove(self.out / "stages" / "student", root=self.out)  # edgekit's own copy of a past take
         files, metrics = take_given(ref.path, ref.kind, self.data, out_dir=self.out / "stages" / "student",
                                     needs_tflite=self._given_needs_tflite())
         self.manifest.data["source"] = metrics["source"]
@@ -474,7 +496,7 @@ class Run:
         from .convert import convert_target
 
         folder = self.out / "targets" / profile.name
-        shutil.rmtree(folder, ignore_errors=True)
+        remove(folder, root=self.out)
         if self.given is not None:
             from .external import GivenSource, inspect_model
             from .external.stage import given_files

@@ -106,13 +106,18 @@ def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: di
     else:
         model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
                              reduction=reduction)
+    problems: list = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
+    from .model_source import classify
+
+    if (given and stage in given) or classify(compressed).kind == "builder":  # zoo models are known to convert
+        problems += check_targets(model, targets)
     if recipe.prune is not None:
         from .prune import layers_to_prune
 
-        layers_to_prune(model, recipe.prune.skip_layers)  # a skip list that leaves nothing fails now
-    problems = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
-    if given and stage in given:  # zoo models are known to convert
-        problems += check_targets(model, targets)
+        try:
+            layers_to_prune(model, recipe.prune.skip_layers)  # a skip list that leaves nothing fails now
+        except StageError as exc:
+            problems.append(str(exc))
     if problems:
         listing = "; ".join(str(p) for p in problems)
         raise StageError(f"preflight: model {compressed!r}: {listing}")

@@ -56,7 +56,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import run_lock, write_json, write_text
+from ._io import check_out_dir, guard, remove, run_lock, write_json, write_text
 from .errors import BudgetError, EdgekitError, RecipeError
 from .recipe import (TARGETS_DIR, Recipe, absolute_source, find_target, load_recipe, load_target, resolved_yaml,
                      with_model_paths)
@@ -261,6 +261,7 @@ def prepare_trial_dir(trial_dir: Path, teacher_dir: Path, recipe: Recipe, *, hea
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
         if f.is_file() and not (dst / f.name).exists():
+            guard(dst / f.name, trial_dir)
             try:
                 os.link(f, dst / f.name)
             except OSError:
@@ -442,8 +443,8 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
     base = tuned_base(user, recipe_path.parent, target)
     space = space or space_for(base, profile.kind.value)
     jobs = jobs or default_jobs()
-    if out.exists() and not out.is_dir():
-        raise EdgekitError(f"{out}: exists and is not a directory; choose another --out")
+    check_out_dir(out, markers=("study.db", "base.yaml", "tune.json"), what="edgekit tune study",
+                  above=[recipe_path.resolve().parent])
     started = time.perf_counter()
     with run_lock(out, busy_hint="another edgekit tune is running there; wait for it or choose another --out"):
         db = out / "study.db"
@@ -612,8 +613,10 @@ class _Ctx:
         trial_dir = trials_dir / str(trial.number)
         retry_of = trial.user_attrs.get("retry_of")
         if retry_of is not None and (trials_dir / str(retry_of)).is_dir() and not trial_dir.exists():
+            guard(trials_dir / str(retry_of), self.out)
+            guard(trial_dir, self.out)
             (trials_dir / str(retry_of)).rename(trial_dir)  # continue its finished stages
-            (trial_dir / "worker.json").unlink(missing_ok=True)
+            remove(trial_dir / "worker.json", root=self.out)
         header = (f"# edgekit tune: trial {trial.number} of study {self.study.study_name!r}: width {params['width']:g}, "
                   f"prune {params['prune']}, {SCHEME_TEXT[params['scheme']]}\n")
         prepare_trial_dir(trial_dir, self.out / "teacher", recipe, header=header)

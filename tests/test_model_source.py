@@ -121,6 +121,8 @@ def test_given_models_are_accepted(folder):
     assert r.teacher.model == "m.keras" and r.student is None
     r = load_recipe(_recipe(folder, "teacher: null\nstudent: {model: f.tflite, epochs: 0}\nprune: null\nqat: null\n"))
     assert r.teacher is None
+    r = load_recipe(_recipe(folder, "teacher: null\nstudent: {model: sm, epochs: 0}\n"))  # a SavedModel folder
+    assert r.student.model == "sm"
     r = load_recipe(_recipe(folder, "teacher: {model: my_models.py:build, epochs: 2}\n"))
     moved = with_model_paths(r, folder)
     assert moved.teacher.model == f"py:{(folder / 'my_models.py').resolve()}:build"

@@ -287,3 +287,119 @@ def test_every_format_reaches_rpi4_and_cortex_m4(tmp_path):
         m4 = r["targets"]["cortex-m4"]
         assert m4["format"] == "tflite-full-int8" and isinstance(m4["arena_bytes"], int) and m4["arena_bytes"] > 0
         assert m4["accuracy"] > 0.5 and r["targets"]["rpi4"]["accuracy"] > 0.5
+
+
+# ----------------------------------------------------------------------------- bring your own data
+
+
+def _skewed_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
+    """12 features, 3 classes, feature 0 100x larger than the rest (the issue's CSV): the classes
+    live in the 11 small features, which int8 inputs scaled for feature 0 cannot resolve."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, rows)
+    x = rng.normal(size=(rows, 12)) + 0.7 * np.eye(3)[y] @ rng.normal(size=(3, 12))
+    x[:, 0] = 100 * rng.normal(size=rows)
+    lines = [",".join([f"f{i}" for i in range(12)] + ["label"])]
+    lines += [",".join([f"{v:.6f}" for v in row] + [str(c)]) for row, c in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_normalize_auto_standardizes_tables_only(tmp_path, byom):
+    from edgekit.data import load_dataset, load_for_recipe
+    from edgekit.recipe import DataConfig
+
+    _skewed_csv(tmp_path / "t.csv")
+    table = load_dataset(DataConfig(source="csv:t.csv"), base=tmp_path)
+    assert table.normalization["kind"] == "zscore"
+    assert np.allclose(table.x_train.mean(0), 0, atol=1e-4) and np.allclose(table.x_train.std(0), 1, atol=1e-3)
+    assert load_dataset(DataConfig(source="csv:t.csv", normalize="none"), base=tmp_path).normalization is None
+    assert load_dataset(DataConfig(source="npz:digits.npz"), base=byom).normalization is None  # images
+    assert load_dataset(DataConfig(source="digits")).normalization is None
+    # a given trained model saw the data as it is: auto leaves it alone
+    rec = load_recipe(recipe(byom, "given_auto", "teacher: null\nstudent: {model: tk.keras, epochs: 0}\n"))
+    assert load_for_recipe(rec, base=byom).normalization is None
+
+
+def test_rank_error_lists_the_zoo_models_that_fit():
+    from edgekit.models import create_model
+
+    with pytest.raises(RecipeError) as info:
+        create_model("cnn_tiny", input_shape=(12, 1), num_classes=3)
+    assert "zoo models for it: " in str(info.value) and "mlp_tiny" in str(info.value)
+    assert "cnn_small" not in str(info.value).split("zoo models for it: ")[1]
+
+
+def test_skip_layers_error_says_the_fix(byom):
+    from edgekit._tf import keras
+    from edgekit.prune import layers_to_prune
+
+    model = keras().models.load_model(byom / "tk.keras", compile=False)  # one conv, one dense
+    with pytest.raises(StageError) as info:
+        layers_to_prune(model, ["first", "last"])
+    assert "set prune.skip_layers: [last]" in str(info.value) and "prune: null" in str(info.value)
+
+
+@pytest.mark.slow
+def test_normalize_auto_keeps_int8_accuracy_on_a_skewed_csv(tmp_path):
+    """The issue's CSV: with normalize none the int8 model lost points; auto (the default) keeps them."""
+    from edgekit.pipeline import Run
+
+    _skewed_csv(tmp_path / "t.csv")
+    acc = {}
+    for norm in ("none", "auto"):
+        path = tmp_path / f"{norm}.yaml"
+        path.write_text(f"name: n{norm}\ndata: {{source: 'csv:t.csv', normalize: {norm}}}\n"
+                        "teacher: {model: mlp_small, epochs: 30, batch_size: 32}\n"
+                        "student: {model: mlp_tiny, epochs: 30, batch_size: 32}\nprune: null\nqat: null\n"
+                        "targets: [cortex-m4]\nevaluate: {runs: 3, warmup: 1}\n")
+        report = Run(load_recipe(path), path, tmp_path / norm).execute()
+        acc[norm] = report["targets"][0]["accuracy"]
+    print("int8 cortex-m4 accuracy by data.normalize:", acc)
+    assert acc["auto"] >= acc["none"] + 0.05, acc
+
+
+def test_fine_tuning_a_given_model_changes_the_copy_only(byom):
+    """epochs > 0 on a given model fine-tunes the loaded copy (the recipe says so); the file stays."""
+    from edgekit._tf import keras
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig, TeacherConfig
+    from edgekit.user_model import fine_tune
+
+    before = sha(byom / "tk.keras")
+    model = keras().models.load_model(byom / "tk.keras", compile=False)
+    weights = [w.copy() for w in model.get_weights()]
+    data = load_dataset(DataConfig(source="npz:digits.npz"), base=byom)
+    epochs = fine_tune(model, data, TeacherConfig(model="tk.keras", epochs=1, learning_rate=0.01), seed=0)
+    assert epochs == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert sha(byom / "tk.keras") == before
+
+
+def test_preflight_names_ops_a_microcontroller_cannot_run():
+    from edgekit import preflight
+    from edgekit._tf import keras
+    from edgekit.recipe import load_target
+
+    k = keras()
+    model = k.Sequential([k.Input((16,)), k.layers.Dense(8, activation="gelu"), k.layers.Dense(3)])
+    problems = preflight.check_targets(model, [load_target("cortex-m4"), load_target("rpi4")])
+    assert [(p.layer, p.stage) for p in problems] == [("GELU", "target cortex-m4 (TFLite Micro)")]
+    assert preflight.check_targets(model, [load_target("rpi4")]) == []
+
+
+def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
+    """A file that is no Keras model: `edgekit run` says so in one line, exit 7, before any stage."""
+    (tmp_path / "digits.npz").write_bytes((byom / "digits.npz").read_bytes())
+    (tmp_path / "junk.keras").write_bytes(b"not a model at all")
+    path = recipe(tmp_path, "junk", "teacher: {model: junk.keras, epochs: 0}\nstudent: null\nprune: null\nqat: null\n"
+                                    "targets: [rpi4]\n")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", str(path), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 7, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "junk.keras: not a Keras model file" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = tmp_path / "run" / "manifest.json"
+    if manifest.exists():
+        assert all(e.get("status") != "running" for e in json.loads(manifest.read_text())["stages"].values())
