@@ -128,6 +128,11 @@ def write_recipe(model: str, *, data: str, targets: list[str], out: Path, task: 
     text = ("# Written by `edgekit compress`; edit it and rerun with:\n"
             f"#   edgekit run {out / RECIPE_FILE} --out {out} --resume\n"
             + yaml.safe_dump(recipe, sort_keys=False))
+    from ._io import check_out_dir
+
+    # the --out policy of edgekit run (a new or empty folder, or one of edgekit's), checked before
+    # the recipe is written into it
+    check_out_dir(Path(out), allow=[RECIPE_FILE])
     path = Path(out) / RECIPE_FILE
     if path.exists() and not force:
         if not resume:
@@ -143,8 +148,6 @@ def write_recipe(model: str, *, data: str, targets: list[str], out: Path, task: 
         return path
     from ._io import write_text
 
-    if Path(out).exists() and not Path(out).is_dir():
-        raise RecipeError(f"--out {out}: exists and is not a directory")
     write_text(path, text)
     log.info("compress: wrote %s", path)
     return path

@@ -54,13 +54,19 @@ class Run:
         self.recipe = with_model_paths(recipe, self.recipe_path.parent)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
-        check_out_dir(self.out, above=[self.recipe_path.resolve().parent])
+        check_out_dir(self.out, above=[self.recipe_path.resolve().parent], allow=self._own_recipe())
         existing = Manifest.load(self.out)
         self._check_existing(existing)
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
         self._infos: dict[str, dict] = {}
+
+    def _own_recipe(self) -> list[str]:
+        """The recipe's file name when it lies in the run directory itself (``edgekit compress``
+        writes ``OUT/recipe.yaml``, then runs it there): it does not make ``--out`` a foreign folder."""
+        inside = self.recipe_path.resolve().parent == self.out.resolve()
+        return [self.recipe_path.name] if inside else []
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
@@ -85,7 +91,8 @@ class Run:
             self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
-            check_out_dir(self.out, above=[self.recipe_path.resolve().parent])  # again, under the lock
+            check_out_dir(self.out, above=[self.recipe_path.resolve().parent],  # again, under the lock
+                          allow=self._own_recipe())
             for name in RUN_OUTPUTS:
                 remove(self.out / name, root=self.out)
         if self.manifest is not None:

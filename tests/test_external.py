@@ -423,3 +423,13 @@ def test_compress_recipe_by_model_kind(tmp_path):
         make_recipe("cnn_tiny", data="digits", targets=["rpi4"], base=tmp_path)
     with pytest.raises(RecipeError, match="--epochs 0: nets.py:build is a builder"):
         make_recipe("nets.py:build", data="digits", targets=["rpi4"], epochs=0, base=tmp_path)
+
+
+def test_compress_keeps_out_of_foreign_folders(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(tiny_models.float_tflite, tmp_path / "m.tflite")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("my notes")
+    res = CliRunner().invoke(main, ["compress", "m.tflite", "--data", "digits", "--target", "rpi4", "--out", "mine"])
+    assert res.exit_code == 2 and "--out mine: the folder is not empty and holds no edgekit run" in res.output
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
