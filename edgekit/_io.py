@@ -13,7 +13,8 @@ with :class:`~edgekit.errors.EdgekitError`. The run directory is given as ``root
 :func:`run_lock` (which every command that writes a run holds), taken from the lock.
 :func:`check_out_dir` is the ``--out`` policy: a folder that is absent, empty or holds what
 edgekit writes there, never ``/``, the home folder, the edgekit checkout, or a folder above the
-working directory, the checkout or the recipe.
+working directory, the checkout or the recipe; :func:`check_page_out` is the one of a single page
+(``report --out FILE``).
 """
 
 from __future__ import annotations
@@ -220,3 +221,21 @@ def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), wha
                           f"({' or '.join(markers)}); edgekit writes only into a new or empty folder, or one of "
                           f"its own (--force included): choose another {flag}")
     return False
+
+
+def check_page_out(path: Path) -> None:
+    """The ``report --out FILE`` policy: FILE is absent (created) or an HTML page edgekit wrote
+    (overwritten); anything else (another file, a folder, a symlink) raises
+    :class:`~edgekit.errors.RecipeError` with one line."""
+    from .errors import RecipeError
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise RecipeError(f"--out {path}: not a regular file; edgekit overwrites only an HTML page it wrote")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
+        raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
+                          "(choose another file)")

@@ -140,6 +140,28 @@ class Manifest:
         write_json(self.path, self.data)
 
 
+def run_recipe(run_dir: Path, recipe: Path | None = None):
+    """The recipe of a run directory and the path it was loaded from: ``recipe`` when given,
+    else the one the run was started with (its file when it still exists, else the run's
+    ``recipe.resolved.yaml``). Raises :class:`~edgekit.errors.EdgekitError` naming the problem
+    for a folder that is not a usable run directory."""
+    from .errors import EdgekitError
+    from .recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    manifest = Manifest.load(run_dir)
+    if manifest is None:
+        why = Manifest.problem(run_dir)
+        if why is not None:
+            raise EdgekitError(f"{run_dir}: not a usable run directory: manifest.json {why}; start over with "
+                               "edgekit run RECIPE --out RUN_DIR --force")
+        raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
+    if recipe is None:
+        original = Path(manifest.data.get("recipe_path", ""))
+        recipe = original if original.is_file() else run_dir / "recipe.resolved.yaml"
+    return load_recipe(recipe), recipe
+
+
 def _read(out_dir: Path) -> tuple[dict | None, str | None]:
     """(data, None) for a usable manifest, (None, why) for an unusable one, (None, None) for none."""
     path = out_dir / "manifest.json"

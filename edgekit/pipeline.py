@@ -17,19 +17,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import EdgekitError, StageError
+from .errors import EdgekitError, RecipeError, StageError
 from ._io import check_out_dir, remove, run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
 from .recipe import Recipe, load_target, resolved_yaml, with_model_paths
+from .stages import ALL_STAGES, TRAIN_STAGES  # noqa: F401 - TRAIN_STAGES: part of this module's API
 
 log = logging.getLogger(__name__)
 
-TRAIN_STAGES = ("teacher", "student", "pruned", "qat")
 # what a run writes in its directory: all that --force removes (the lock file stays)
 RUN_OUTPUTS = ("stages", "targets", "eval", "sources", "report.json", "report.md", "report.html",
                "recipe.resolved.yaml", "manifest.json")
-ALL_STAGES = (*TRAIN_STAGES, "convert", "eval", "report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,15 +311,20 @@ class Run:
 
     def select_targets(self, targets: Sequence[str]) -> set[str]:
         """Profile names for ``targets`` (profile names, or the recipe's own entries); raises
-        :class:`EdgekitError` naming the recipe's targets for one that is not in the recipe."""
+        :class:`RecipeError` (exit 2) naming the recipe's targets, and the closest one, for a
+        target that is not in the recipe. The one check of ``--target`` (the CLI has no other)."""
+        import difflib
+
         names = self.target_names()
         by_entry = dict(zip(self.recipe.targets, names))
         chosen = set()
         for t in targets:
             name = t if t in names else by_entry.get(t)
             if name is None:
-                raise EdgekitError(f"--target {t}: not a target of recipe {self.recipe.name!r} "
-                                   f"(its targets: {', '.join(names)})")
+                close = difflib.get_close_matches(t, names, n=1)
+                raise RecipeError(f"--target {t}: not a target of recipe {self.recipe.name!r} "
+                                  f"(its targets: {', '.join(names)})"
+                                  + (f"; did you mean {close[0]!r}?" if close else ""))
             chosen.add(name)
         return chosen
 

@@ -650,13 +650,13 @@ def test_deploy_summary_line_with_missing_metrics(case, result, fragments):
 
 
 def test_run_summary_with_missing_metrics(finished_run):
-    from edgekit.cli import _summary
+    from edgekit.ui import run_summary
 
     report = json.loads(json.dumps(finished_run.report))
     report["task"] = "regression"
     for entry in report["stages"] + report["targets"]:
         entry.update(accuracy=None, mae=None, size_bytes=None, sparsity=None, arena_bytes=None, latency_ms=None)
-    text = _summary(report)     # a dash where nothing was measured, no exception
+    text = run_summary(report)    # a dash where nothing was measured, no exception
     assert "MAE" in text and all(t["name"] in text for t in report["targets"]) and "–" in text
 
 

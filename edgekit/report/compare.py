@@ -1,7 +1,7 @@
 """Several runs side by side, from their ``report.json`` files only (no TensorFlow, no rerun).
 
 :func:`compare_runs` loads the reports and returns a JSON-ready dict (schema
-``edgekit.compare/1``): per run its recipe, dataset, commit and verdict; per stage and per
+``edgekit.runs-compare/1``): per run its recipe, dataset, commit and verdict; per stage and per
 target the numbers of every run (``null`` where a run lacks it). The renderers lay it out as
 Markdown (stdout of ``edgekit report A B``) or as one self-contained HTML page (``--out``).
 The first run is the baseline: other runs' cells also show the change against it.
@@ -23,7 +23,7 @@ from .fmt import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_points, fmt_text
 from .html import page, table_html
 from .markdown import md_text, table_md
 
-SCHEMA = "edgekit.compare/1"
+SCHEMA = "edgekit.runs-compare/1"
 
 
 def _labels(paths: list[Path]) -> list[str]:
