@@ -149,7 +149,8 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
     over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
     if over and rec.convert.check_budget and not no_budget:
         for line in over:
-            click.echo(f"over budget: {line}", err=True)
+            gate = ": quality: " in line  # the quality gate fails like a budget
+            click.echo(f"{'below the quality gate' if gate else 'over budget'}: {line}", err=True)
         ctx.exit(6)
 
 
@@ -459,7 +460,8 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
 
     The estimate comes from the model's MACs and bytes (read from the file, no TensorFlow) and
     per-board coefficients fitted on published latencies measured on the target's board; it
-    states its sources and the leave-one-out error of the fit. A target whose board has no
+    states its sources and the leave-one-out error of the fit (where the fit has points enough
+    for one), and flags a model outside what the board's calibration set was fitted on. A target whose board has no
     published measurement gets no estimate ("latency_estimate_ms": null) and the reason.
 
     \b

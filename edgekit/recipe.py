@@ -215,6 +215,20 @@ class ConvertConfig(_Strict):
                             "post-training from the float model, needs qat: null)")
 
 
+class QualityConfig(_Strict):
+    """The quality gate: how much of the teacher's quality a deployed model may lose.
+
+    Checked per target, on the artifact as measured in its own runtime, against the teacher's
+    metric on the same test split; a target that loses more fails like one over budget (exit 6).
+    """
+
+    max_accuracy_drop: Annotated[float, Field(ge=-100.0, le=100.0)] = Field(
+        description="most points of the task's main metric a target may lose against the teacher: "
+                    "classification: accuracy in percentage points (1.0 = one point); anomaly: ROC-AUC "
+                    "points (1.0 = 0.01 ROC-AUC); regression: the MAE increase in percent of the teacher's MAE "
+                    "(1.0 = 1 % higher MAE). Negative: the target must beat the teacher by that much")
+
+
 class Recipe(_Strict):
     """A whole run: data, teacher, student, pruning, QAT, targets and evaluation."""
 
@@ -237,6 +251,8 @@ class Recipe(_Strict):
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     targets: list[str] = Field(default_factory=lambda: ["mobile"], description="target profiles by name or path")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    quality: QualityConfig | None = Field(
+        None, description="null: no quality gate; else {max_accuracy_drop: POINTS} against the teacher, per target")
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 

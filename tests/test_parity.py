@@ -34,7 +34,7 @@ targets: [mobile, cortex-m4]
 evaluate: {warmup: 1, runs: 3, samples: 150}
 """
 
-VARIANTS = {"keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
+VARIANTS = {"keras_teacher", "keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
             "tflite_fp16:mobile", "onnx:mobile", "tflm_int8:cortex-m4"}
 INT8 = ("keras_qat", "tflite_int8:mobile", "tflm_int8:cortex-m4")
 
@@ -111,7 +111,7 @@ def test_writes_compare_json_atomically(run_dir, result):
 
 def test_render_is_a_table_with_every_variant(result):
     text = render_compare(result)
-    assert "| variant | runtime | accuracy | agreement |" in text
+    assert "| variant | runtime | accuracy | vs teacher | agreement |" in text
     for name in VARIANTS:
         assert f"| {name} |" in text
     assert ("PASS" in text) == result["ok"]
