@@ -430,3 +430,19 @@ def test_digits_tight_mcu_budget_found_within_two_points_and_best_yaml_reproduce
               f"acc {r['accuracy']} {r['pruned_reason'] or ''}")
     assert target["size_bytes"] == best["flash_bytes"] and target["arena_bytes"] == best["arena_bytes"]
     assert abs(target["accuracy"] - best["accuracy"]) <= REPRODUCE_ACCURACY_TOLERANCE
+
+
+def test_early_verdict_bounds_a_channel_pruning_by_the_smaller_model():
+    """channels-0.5 builds a smaller model: its bounds, not the unpruned student's, decide."""
+    from edgekit.models import create_model
+    from edgekit.tune import early_verdict, footprint_bounds
+
+    base = tuned_base(load_recipe(QUICKSTART), QUICKSTART.parent, "cortex-m4")
+    wide = create_model("cnn_tiny", input_shape=(8, 8, 1), num_classes=10, width=3.0, seed=0)
+    full = footprint_bounds(wide)["flash_lower_bytes"]
+    params = {"width": 3.0, "prune": "channels-0.5", "scheme": "qat-int8"}
+    bounds, reason = early_verdict(wide, params, trial_recipe(base, params), Budget(flash_bytes=full - 1))
+    assert bounds["flash_lower_bytes"] < full - 1 and reason is None   # fits once half the channels are gone
+    params = {"width": 3.0, "prune": "0.5", "scheme": "qat-int8"}      # magnitude: the file stays as large
+    _, reason = early_verdict(wide, params, trial_recipe(base, params), Budget(flash_bytes=full - 1))
+    assert reason.startswith("flash: the weights alone take")
