@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+# ----------------------------------------------------------------------------- tools a test needs
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> None:
+    """Skip the calling test when the tool ``name`` (a program on PATH, or ``missing`` given: why
+    it cannot be used) is not there; under ``CI=true`` fail instead, so a skip never hides a tool
+    that CI is supposed to install (.ci/run installs sshd, Chromium, g++ and arm-none-eabi)."""
+    if missing is None and shutil.which(name) is None:
+        missing = f"{name} not found on PATH"
+    if missing is None:
+        return
+    reason = f"{missing}{f' ({hint})' if hint else ''}"
+    if IN_CI:
+        pytest.fail(f"CI=true and a tool is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @dataclasses.dataclass(frozen=True)

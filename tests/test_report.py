@@ -239,10 +239,13 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; CI installs it)")
 def test_html_in_headless_chromium(tiny_run, tmp_path):
     """Open report.html from disk in Chromium: every figure has a size, no script or console error,
     the rendered tables hold report.json's numbers, and a screenshot is taken."""
+    from conftest import require_tool
+
+    require_tool("chromium", missing=None if CHROMIUM else "chromium not found",
+                 hint="apt-get install chromium; CI installs it")
     out, report = tiny_run
     shot = tmp_path / "report.png"
     profile = tempfile.mkdtemp(prefix="chromium-profile-")

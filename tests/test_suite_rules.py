@@ -1,0 +1,18 @@
+"""Rules the test suite keeps for itself: under CI=true a missing tool fails instead of skipping."""
+
+from __future__ import annotations
+
+import pytest
+
+import conftest
+from conftest import require_tool
+
+
+@pytest.mark.parametrize("in_ci, outcome", [(False, pytest.skip.Exception), (True, pytest.fail.Exception)])
+def test_a_missing_tool_skips_locally_and_fails_in_ci(monkeypatch, in_ci, outcome):
+    monkeypatch.setattr(conftest, "IN_CI", in_ci)
+    with pytest.raises(outcome, match="no-such-tool-edgekit not found on PATH"):
+        require_tool("no-such-tool-edgekit")
+    with pytest.raises(outcome, match=r"sshd broken \(install it\)"):
+        require_tool("sh", missing="sshd broken", hint="install it")   # a reason beats PATH
+    require_tool("sh")  # present: nothing happens
