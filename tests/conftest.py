@@ -11,9 +11,18 @@ import numpy as np
 import pytest
 
 
-# ----------------------------------------------------------------------------- tools a test needs
+# ----------------------------------------------------------------------------- CI, hypothesis, tools
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+# Property-based tests take their example counts from a profile, not from their own
+# @settings: few locally (a fast default suite), many in CI. HYPOTHESIS_PROFILE=ci runs CI's
+# counts here. A test's @settings may set deadline and health checks, not max_examples.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", max_examples=100, deadline=None)
+_hypothesis_settings.register_profile("ci", max_examples=1000, deadline=None, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "default"))
 
 
 def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> None:

@@ -26,11 +26,13 @@ def test_report_shape(tiny_run):
     assert [s["name"] for s in report["stages"]] == ["teacher", "student", "pruned", "qat"]
     kinds = {t["kind"]: t for t in report["targets"]}
     assert set(kinds) == {"mobile", "rpi", "mcu"}
+    qat = next(s for s in report["stages"] if s["name"] == "qat")
     for t in report["targets"]:
-        assert 0.0 <= t["accuracy"] <= 1.0
+        assert t["accuracy"] >= qat["accuracy"] - 0.05, t["name"]  # int8 of the QAT model: about its accuracy
         assert t["size_bytes"] == (out / "targets" / t["name"] / t["file"]).stat().st_size
         assert t["latency_ms"]["p50"] > 0
-        assert t["budget"]["ok"] in (True, False)
+        assert t["budget"]["ok"] is (not t["budget"]["violations"])
+        assert t["budget"]["ok"], t["budget"]["violations"]  # a tiny digits CNN fits every built-in board
     assert kinds["mcu"]["arena_bytes"] > 0
     assert kinds["mcu"]["input"]["dtype"] == "int8"
     assert {v["format"] for v in kinds["mobile"]["variants"]} == {"tflite-fp16", "onnx"}

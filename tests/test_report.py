@@ -348,6 +348,7 @@ def test_report_command_rerenders_one_run(tiny_run, tmp_path):
     (out / "report.html").unlink()
     copy_to = tmp_path / "copy.html"
     res = CliRunner().invoke(main, ["--quiet", "report", str(out), "--out", str(copy_to)], catch_exceptions=False)
-    assert res.exit_code in (0, 6), res.output
+    assert all(t["budget"]["ok"] for t in report["targets"])  # the tiny run fits every board: exit 0
+    assert res.exit_code == 0, res.output
     assert (out / "report.html").read_text() == copy_to.read_text()
     assert json.loads((out / "report.json").read_text())["targets"] == report["targets"]

@@ -71,7 +71,7 @@ def test_distill_with_baseline(teacher, data, tmp_path):
     cfg = StudentConfig(model="cnn_tiny", epochs=3, batch_size=32, learning_rate=0.01)
     res = distill.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path, baseline=True)
     assert 0.5 < res.metrics["accuracy"] <= 1.0
-    assert 0.0 <= res.metrics["baseline_accuracy"] <= 1.0
+    assert res.metrics["baseline_accuracy"] > 0.5  # the same student trained from scratch: a real model too
     assert res.metrics["distillation_gain"] == pytest.approx(
         res.metrics["accuracy"] - res.metrics["baseline_accuracy"], abs=1e-6)
 
