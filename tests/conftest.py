@@ -171,3 +171,55 @@ def copy_run(run: FinishedRun, dest: Path) -> FinishedRun:
     out = dest / "run"
     shutil.copytree(run.out, out)
     return FinishedRun(recipe_path, out, run.report)
+
+
+# ----------------------------------------------------------------------------- the model zoo, converted once
+
+# The MLPerf Tiny models at their reference input shapes (name -> (input shape, classes)); every
+# other zoo model at a small shape of its rank.
+ZOO_REFERENCE_SHAPES = {
+    "resnet8": ((32, 32, 3), 10),
+    "ds_cnn": ((49, 10, 1), 12),
+    "mobilenet_v1_025": ((96, 96, 3), 2),
+    "fc_autoencoder": ((640, 1), 1),
+}
+ZOO_SMALL_SHAPES = {3: (8, 8, 1), 2: (40, 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooModel:
+    name: str
+    input_shape: tuple
+    classes: int
+    full_int8: Path        # int8 in and out, from 8 seeded random samples
+    x: np.ndarray          # those samples
+
+
+def zoo_shape(name: str) -> tuple[tuple, int]:
+    from edgekit.models import model_rank
+
+    return ZOO_REFERENCE_SHAPES.get(name) or (ZOO_SMALL_SHAPES[model_rank(name)], 10)
+
+
+@pytest.fixture(scope="session")
+def zoo_int8(tmp_path_factory) -> dict[str, ZooModel]:
+    """Every zoo model (seed 0, width 1) converted to full int8 once per session (test_models runs
+    each in TFLite Micro, test_estimate estimates the MLPerf ones at their reference shapes)."""
+    from edgekit.convert import to_tflite
+    from edgekit.models import create_model, list_models
+
+    out = tmp_path_factory.mktemp("zoo")
+    zoo = {}
+    for name in sorted(list_models()):
+        shape, classes = zoo_shape(name)
+        model = create_model(name, input_shape=shape, num_classes=classes, seed=0)
+        x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+
+        def rep(x=x):
+            for i in range(len(x)):
+                yield [x[i : i + 1]]
+
+        path = out / f"{name}.tflite"
+        path.write_bytes(to_tflite(model, mode="full-int8", rep=rep))
+        zoo[name] = ZooModel(name, shape, classes, path, x)
+    return zoo

@@ -64,16 +64,10 @@ def hand_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def mlperf_models(tmp_path_factory) -> dict[str, Path]:
-    from edgekit.models import create_model
-
-    out = tmp_path_factory.mktemp("mlperf")
-    paths = {}
-    for name, (shape, classes) in MLPERF.items():
-        model = create_model(name, input_shape=shape, num_classes=classes, seed=0)
-        paths[name] = out / f"{name}.tflite"
-        paths[name].write_bytes(_convert(model, shape))
-    return paths
+def mlperf_models(zoo_int8) -> dict[str, Path]:
+    """The four MLPerf Tiny zoo models at their reference shapes, full int8 (the session's zoo)."""
+    assert {name: (zoo_int8[name].input_shape, zoo_int8[name].classes) for name in MLPERF} == MLPERF
+    return {name: zoo_int8[name].full_int8 for name in MLPERF}
 
 
 # ------------------------------------------------------------------------------- cost model

@@ -8,6 +8,8 @@ test_convert.py and test_deploy.py; the README's Troubleshooting table lists the
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -189,6 +191,37 @@ def test_evaluator_bad_input(tmp_path, tiny_models, case, build, code, fragment)
     assert fragment in proc.stderr
 
 
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EFBIG], ids=["ENOSPC", "EFBIG"])
+def test_a_full_disk_in_a_stage_is_one_line_and_resume_finishes(finished_run, tmp_path, monkeypatch, err):
+    """In process, on a copy of the session's finished run: the report stage's write fails as a
+    full disk (or a file-size limit) makes it fail; one line, exit 1, the manifest names the
+    failed stage, the finished ones are kept, and the same command without the fault finishes.
+    The real file-size limit on a real run is the slow test below."""
+    import edgekit.report as rep
+    from conftest import copy_run
+
+    run = copy_run(finished_run, tmp_path)
+    before = json.loads((run.out / "manifest.json").read_text())["stages"]
+
+    def full(out, report):
+        raise OSError(err, os.strerror(err), str(out / "report.html"))
+
+    monkeypatch.setattr(rep, "write_reports", full)
+    res = CliRunner().invoke(main, ["--quiet", "report", str(run.out)])
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0] == (f"error: {run.out / 'report.html'}: {os.strerror(err)}; "
+                                            "finished stages are kept"), lines
+    after = json.loads((run.out / "manifest.json").read_text())["stages"]
+    assert after["report"]["status"] == "failed"
+    assert {k: v for k, v in after.items() if k != "report"} == {k: v for k, v in before.items() if k != "report"}
+    monkeypatch.undo()
+    res = CliRunner().invoke(main, ["--quiet", "report", str(run.out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run.out / "manifest.json").read_text())["stages"]["report"]["status"] == "done"
+
+
+@pytest.mark.slow
 def test_no_space_left_is_one_line_and_keeps_finished_stages(tmp_path):
     """A file-size limit (RLIMIT_FSIZE) makes the first large write fail: one line, exit 1,
     the manifest says which stage failed, and a resume without the limit finishes."""
@@ -202,6 +235,12 @@ def test_no_space_left_is_one_line_and_keeps_finished_stages(tmp_path):
     assert len(lines) == 1 and "File too large" in lines[0], proc.stderr[-2000:]
     assert "finished stages are kept" in lines[0]
     assert "Traceback" not in proc.stderr
+    stages = json.loads((tmp_path / "o" / "manifest.json").read_text())["stages"]
+    assert "failed" in {e["status"] for e in stages.values()}, stages
+    resumed = subprocess.run([sys.executable, "-m", "edgekit.cli", "-q", "run", str(recipe), "--out",
+                              str(tmp_path / "o"), "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (tmp_path / "o" / "report.json").is_file()
 
 
 def test_recipe_paths_follow_symlinks_only_inside_the_recipe_folder(tmp_path, monkeypatch):
