@@ -40,7 +40,8 @@ def test_quickstart_end_to_end(tmp_path):
     mcu = targets["mcu"]
     assert mcu["arena_bytes"] > 0
     ratio = teacher["size_bytes"] / mcu["size_bytes"]
-    print(f"\nquickstart: cortex-m4 {ratio:.0f}x smaller than the teacher ({teacher['size_bytes']} B -> "
+    print(f"\nquickstart: student {stages['student']['params']:,} params; "
+          f"cortex-m4 {ratio:.0f}x smaller than the teacher ({teacher['size_bytes']} B -> "
           f"{mcu['size_bytes']} B), accuracy {100 * (mcu['accuracy'] - teacher['accuracy']):+.1f} points "
           f"({teacher['accuracy']:.4f} -> {mcu['accuracy']:.4f})")
     assert ratio >= MIN_SIZE_RATIO

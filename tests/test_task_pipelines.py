@@ -160,9 +160,13 @@ def test_compare_refuses_tasks_other_than_classification(anomaly_run):
 
 
 def _cli_run(recipe: str, out) -> dict:
+    import time
+
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", recipe, "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\n{recipe}: {(time.perf_counter() - start) / 60:.1f} min")
     return json.loads((out / "report.json").read_text())
 
 
