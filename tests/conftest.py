@@ -24,6 +24,17 @@ _hypothesis_settings.register_profile("default", max_examples=100, deadline=None
 _hypothesis_settings.register_profile("ci", max_examples=1000, deadline=None, print_blob=True)
 _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "default"))
 
+# TFLite Micro arena searches are cached by the sha256 of the model bytes for this session (and
+# its subprocesses), so a model measured once is not searched again (edgekit.mcu.measure_arena).
+# Set EDGEKIT_ARENA_CACHE yourself (e.g. to .cache/arena) to keep the cache between sessions.
+if not os.environ.get("EDGEKIT_ARENA_CACHE"):
+    import atexit
+    import tempfile
+
+    _ARENA_CACHE = tempfile.mkdtemp(prefix="edgekit-test-arena-cache-")
+    os.environ["EDGEKIT_ARENA_CACHE"] = _ARENA_CACHE
+    atexit.register(shutil.rmtree, _ARENA_CACHE, True)
+
 
 def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> None:
     """Skip the calling test when the tool ``name`` (a program on PATH, or ``missing`` given: why

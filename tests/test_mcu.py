@@ -294,6 +294,32 @@ def test_measured_arena_runs_and_a_much_smaller_one_fails(tiny_models, arena):
     assert small.error
 
 
+def test_arena_measurement_is_cached_by_model_bytes(tiny_models, tmp_path, monkeypatch):
+    """With $EDGEKIT_ARENA_CACHE set, the same bytes (at any path) are not searched again; other
+    bytes or other search settings are, and without the variable nothing is cached."""
+    monkeypatch.setenv(mcu.ARENA_CACHE_ENV, str(tmp_path / "cache"))
+    first = mcu.measure_arena(tiny_models.full_int8_tflite)
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert re.fullmatch(r"arena-[0-9a-f]{64}\.json", entry.name)
+
+    def searched(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(mcu, "try_arena", searched)
+    same = tmp_path / "same.tflite"
+    same.write_bytes(tiny_models.full_int8_tflite.read_bytes())
+    assert mcu.measure_arena(same) == first
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(same, margin_bytes=first.margin_bytes + 16)
+    other = tmp_path / "other.tflite"
+    other.write_bytes(tiny_models.int8_tflite.read_bytes())
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(other)
+    monkeypatch.delenv(mcu.ARENA_CACHE_ENV)
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(same)
+
+
 def test_a_tiny_arena_crash_is_reported_not_raised(tiny_models):
     trial = mcu.try_arena(tiny_models.full_int8_tflite, 16, timeout_s=30)
     assert not trial.ok and trial.returncode not in (0, None) and trial.error
