@@ -172,6 +172,59 @@ def finished_run(tmp_path_factory) -> FinishedRun:
     return FinishedRun(recipe_path, out, report)
 
 
+# The bank's other tasks: regression (PCA folded into the first layer, mobile and rpi4) and anomaly
+# detection (an autoencoder on cortex-m4), each run once per session. Read-only, like finished_run.
+TINY_REGRESSION = """
+name: tiny-regression
+seed: 0
+task: regression
+data: {source: fermentation, normalize: zscore}
+features: {reduce: pca, components: 12}
+teacher: {model: mlp_small, epochs: 3, batch_size: 64, learning_rate: 0.003}
+student: {model: mlp_small, width: 0.25, epochs: 3, batch_size: 64, learning_rate: 0.003, alpha: 0.5, baseline: true}
+prune: {target_sparsity: 0.5, epochs: 2, batch_size: 64}
+qat: {epochs: 1, batch_size: 64}
+targets: [mobile, rpi4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+TINY_ANOMALY = """
+name: tiny-anomaly
+seed: 0
+task: anomaly
+data: {source: machine-anomaly, val_split: 0.15, normalize: minmax}
+teacher: {model: fc_autoencoder, width: 0.25, epochs: 4, batch_size: 32}
+student: {model: fc_autoencoder, width: 0.25, epochs: 2, batch_size: 32, alpha: 0.5}
+prune: null
+qat: null
+targets: [cortex-m4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+
+def _bank_run(tmp_path_factory, text: str, name: str) -> tuple[Path, dict]:
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp(name)
+    recipe = folder / f"{name}.yaml"
+    recipe.write_text(text)
+    report = Run(load_recipe(recipe), recipe, folder / "run").execute()
+    return folder / "run", report
+
+
+@pytest.fixture(scope="session")
+def regression_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, report) of TINY_REGRESSION; its recipe is ``run.parent / "regression.yaml"``."""
+    return _bank_run(tmp_path_factory, TINY_REGRESSION, "regression")
+
+
+@pytest.fixture(scope="session")
+def anomaly_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, report) of TINY_ANOMALY; its recipe is ``run.parent / "anomaly.yaml"``."""
+    return _bank_run(tmp_path_factory, TINY_ANOMALY, "anomaly")
+
+
 def copy_run(run: FinishedRun, dest: Path) -> FinishedRun:
     """A private copy of a finished run (its recipe file beside it), for tests that change it."""
     import shutil

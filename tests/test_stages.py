@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.data import load_dataset
-from edgekit.recipe import DataConfig, PruneConfig, QatConfig, StudentConfig, TeacherConfig
+from edgekit.recipe import DataConfig, PruneConfig, QatConfig, StudentConfig
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,14 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, data):
-    from edgekit import train
+def teacher(finished_run):
+    """The teacher the session's finished run trained with train.run (cnn_tiny, 4 epochs on
+    digits): its model file and metrics. Read-only; the stage tests below start from it."""
+    import types
 
-    cfg = TeacherConfig(model="cnn_tiny", epochs=6, batch_size=32, learning_rate=0.01)
-    return train.run(data, cfg, seed=0, out_dir=tmp_path_factory.mktemp("teacher"))
+    folder = finished_run.out / "stages" / "teacher"
+    return types.SimpleNamespace(model_path=folder / "model.keras",
+                                 metrics=json.loads((folder / "metrics.json").read_text()))
 
 
 def test_dataset_split_is_seeded_and_stratified(data):
@@ -35,13 +38,14 @@ def test_dataset_split_is_seeded_and_stratified(data):
     assert counts.min() >= 30  # stratified: every class present in the test split
 
 
-def test_teacher_trains_and_saves(teacher):
+def test_teacher_trains_and_saves(teacher, finished_run):
     m = teacher.metrics
     assert m["replicas"] == 1 and m["strategy"] == "OneDeviceStrategy"
     assert m["accuracy"] > 0.85
     assert teacher.model_path.is_file()
-    saved = json.loads((teacher.model_path.parent / "metrics.json").read_text())
-    assert saved["accuracy"] == m["accuracy"] and saved["config"]["model"] == "cnn_tiny"
+    assert m["config"]["model"] == "cnn_tiny" and m["epochs_run"] == m["config"]["epochs"] == 4
+    stage = next(s for s in finished_run.report["stages"] if s["name"] == "teacher")
+    assert stage["accuracy"] == m["accuracy"]  # the report shows what the stage measured
 
 
 def test_distillation_loss_matches_formula():
@@ -154,7 +158,7 @@ def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
         from edgekit.data import load_dataset
         from edgekit.recipe import DataConfig, TeacherConfig
         d = load_dataset(DataConfig(source="digits"), seed=0)
-        r = train.run(d, TeacherConfig(model="cnn_tiny", epochs=3, learning_rate=0.01,
+        r = train.run(d, TeacherConfig(model="cnn_tiny", epochs=2, learning_rate=0.01,
                                                    strategy="auto"), seed=0,
                       out_dir=__import__("pathlib").Path({str(tmp_path)!r}))
         print(json.dumps(r.metrics))
