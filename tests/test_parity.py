@@ -163,3 +163,17 @@ def test_cli_eval_compare(run_dir):
     res = runner.invoke(main, ["eval", str(run_dir), "--compare", "--threshold", "1.01"], catch_exceptions=False)
     assert res.exit_code == 1
     assert "tflm_int8:cortex-m4" in res.output
+
+
+def test_reference_is_the_last_float_stage_the_run_has(tmp_path):
+    """Without pruning the reference is the student (the run above has pruning): the stage
+    eval.npz's ``ref`` came from, else the first of pruned > student > teacher that exists."""
+    from edgekit.parity import _float_stage
+
+    for stage in ("teacher", "student"):
+        (tmp_path / "stages" / stage).mkdir(parents=True)
+        (tmp_path / "stages" / stage / "model.keras").write_bytes(b"")
+    assert _float_stage(tmp_path, {"stages": {}}, {}) == "student"
+    assert _float_stage(tmp_path, {"stages": {}}, {"student": "failed"}) == "teacher"
+    named = {"stages": {"eval-data": {"metrics": {"reference": "teacher"}}}}
+    assert _float_stage(tmp_path, named, {}) == "teacher"
