@@ -73,9 +73,14 @@ def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
     Example:
       edgekit run recipes/quickstart.yaml --out runs/quickstart
     """
-    ctx.obj = {"debug": debug, "quiet": quiet, "lock_wait_s": lock_wait_s}
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .console import Console, level_from_env
+
+    # -q / -v on this command, else the level of the edgekit process that started this one
+    verbosity = -1 if quiet else verbose if verbose else level_from_env()
+    console = Console(verbosity).start()
+    ctx.call_on_close(console.close)
+    ctx.obj = {"debug": debug, "quiet": verbosity < 0, "verbosity": verbosity, "console": console,
+               "lock_wait_s": lock_wait_s}
 
 
 # ----------------------------------------------------------------------------- run
@@ -117,9 +122,16 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
 
     quiet = ctx.obj.get("quiet") or as_json
     with _Progress(enabled=not quiet) as prog:
-        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=prog.stage,
+        def on_stage(name: str, status: str) -> None:
+            _attach_log(ctx, out, "run")  # the first stage event comes after the manifest is written
+            prog.stage(name, status)
+
+        r = Run(rec, recipe, out, resume=resume, force=force, progress=prog.epoch, on_stage=on_stage,
                 lock_wait_s=ctx.obj.get("lock_wait_s", 0.0))
-        report = r.execute(until=until, only=only, targets=targets or None)
+        try:
+            report = r.execute(until=until, only=only, targets=targets or None)
+        finally:
+            logfile = _attach_log(ctx, out, "run")
     stopped = until or only
     if as_json and report is not None:
         click.echo(json.dumps(report, indent=2))
@@ -128,7 +140,10 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
             click.echo(f"stopped after {stopped}; artifacts in {out}", err=True)
         else:
             click.echo(_summary(report), err=True)
-            click.echo(f"report: {out / 'report.html'} (and report.md, report.json)", err=True)
+            click.echo(f"report: {out / 'report.html'}", err=True)
+            click.echo(f"        {out / 'report.md'}", err=True)
+        if logfile is not None:
+            click.echo(f"log:    {logfile}", err=True)
     over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
     if over and rec.convert.check_budget and not no_budget:
         for line in over:
@@ -136,31 +151,43 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
         ctx.exit(6)
 
 
+def _attach_log(ctx, run_dir: Path, command: str) -> Path | None:
+    """Move this command's log (native and library output) into ``run_dir/logs/``; its path.
+
+    Only into a directory that edgekit's manifest marks as a run (never into a folder that a
+    refused or failed command would otherwise leave non-empty). None: the log stays where it is.
+    """
+    console = (ctx.find_root().obj or {}).get("console")
+    if console is None or not (Path(run_dir) / "manifest.json").is_file():
+        return None
+    return console.attach(run_dir, command)
+
+
 def _summary(report: dict) -> str:
-    from .report.view import main_metric
+    """The closing table of a run: per target its size, main metric, latency with its source, verdict."""
+    from .report.fmt import fmt_bytes, fmt_ms_unit
+    from .report.view import latency_shown, main_metric, terminal_verdict
 
     m = main_metric(report)  # accuracy, MAE or ROC-AUC
-    short = {"accuracy": "acc", "mae": "MAE", "roc_auc": "AUC"}[m.key]
-
-    def value(entry: dict) -> str:
-        v = m.value(entry)
-        return "  -   " if v is None else f"{v:.4f}"
-
-    lines = []
-    for s in report["stages"]:
-        lines.append(f"  {s['name']:<8} {short} {value(s)}  size {s['size_bytes']:>8} B  "
-                     f"sparsity {s['sparsity']:.3f}")
+    rows = [("target", "format", "size", "arena", m.label, "latency p50", "verdict")]
     for t in report["targets"]:
-        lat = (t.get("latency_ms") or {}).get("p50")
-        ok = "ok" if t["budget"]["ok"] else "OVER BUDGET"
-        lines.append(f"  {t['name']:<10} {t['format']:<17} {short} {value(t)}  size {t['size_bytes']:>7} B  "
-                     f"p50 {lat:.3f} ms  arena {t.get('arena_bytes')}  budget {ok}")
-    return "\n".join(lines)
+        ms, source = latency_shown(t)
+        rows.append((t["name"], t["format"], fmt_bytes(t.get("size_bytes")), fmt_bytes(t.get("arena_bytes")),
+                     m.fmt(m.value(t)), f"{fmt_ms_unit(ms)} ({source})" if ms is not None else source,
+                     terminal_verdict(t)))
+    if len(rows) == 1:
+        return "no targets in this run"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 class _Bars:
-    """Rich progress bars on stderr (none when not ``enabled``): description, bar, done/total,
-    an info field and the time elapsed."""
+    """Progress on stderr (nothing when not ``enabled``).
+
+    On a terminal: live rich bars (description, bar, done/total, an info field, time elapsed)
+    with lines printed above them. Elsewhere (a pipe, a CI log): no bars, only the lines, so a
+    log holds each stage once instead of redrawn frames.
+    """
 
     label_width = 16
 
@@ -169,7 +196,7 @@ class _Bars:
         self._bar = None
 
     def __enter__(self):
-        if self.enabled:
+        if self.enabled and sys.stderr.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -183,26 +210,64 @@ class _Bars:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
+    def say(self, text: str) -> None:
+        """One line above the bars (or on its own without a terminal)."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            click.echo(text, err=True)
+
 
 class _Progress(_Bars):
-    """Progress bars for epochs and a line per stage."""
+    """A bar per training stage (epochs) on a terminal, and one line per stage when it ends."""
+
+    label_width = 18
+
+    _SHOWN = ("loss", "accuracy", "val_accuracy", "mae", "val_mae", "val_loss")
 
     def __init__(self, enabled: bool):
         super().__init__(enabled)
         self._tasks: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}
+        self._started: dict[str, float] = {}
+        self._cached: list[str] = []
+
+    def __exit__(self, *exc):
+        self._flush_cached()
+        super().__exit__(*exc)
+
+    def _flush_cached(self) -> None:
+        cached, self._cached = self._cached, []
+        if cached:
+            names = ", ".join(cached) if len(cached) <= 6 else f"{cached[0]} … {cached[-1]}"
+            self.say(f"  {len(cached)} stage{'s' if len(cached) != 1 else ''} up to date, reused ({names})")
 
     def stage(self, name: str, status: str) -> None:
-        if self._bar is None:
+        import time
+
+        if status == "cached":
+            self._cached.append(name)
             return
-        if status in ("cached", "skipped", "failed") or (status == "done" and name not in self._tasks):
-            self._bar.console.print(f"  {name}: {status}")
+        self._flush_cached()
+        if status == "running":
+            self._started[name] = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started.pop(name, time.perf_counter())
+        if status == "done" and name in self._tasks:
+            return  # its bar says it
+        detail = self._epochs.get(name, "")
+        timing = f" in {took:.1f} s" if status in ("done", "failed") else ""
+        self.say(f"  {name:<{self.label_width}} {status}{timing}{'  ' + detail if detail else ''}")
 
     def epoch(self, stage: str, done: int, total: int, logs: dict) -> None:
+        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in self._SHOWN)
+        self._epochs[stage] = f"epoch {done}/{total} {info}".rstrip()
         if self._bar is None:
             return
         if stage not in self._tasks:
             self._tasks[stage] = self._bar.add_task(stage, total=total, info="")
-        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_accuracy"))
         self._bar.update(self._tasks[stage], completed=done, info=info)
 
 
@@ -585,6 +650,10 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
             if as_json and (out / "tune.json").is_file():
                 click.echo(json.dumps(load_result(out), indent=2))
             raise
+        finally:
+            if (out / "study.db").is_file():
+                console = ctx.obj.get("console")
+                console and console.attach(out, "tune")
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif not ctx.obj.get("quiet"):
@@ -605,25 +674,25 @@ class _TuneProgress(_Bars):
         self._task = None
 
     def event(self, kind: str, info: dict) -> None:
-        if self._bar is None:
+        if not self.enabled:
             return
         from .report.tune import SCHEME_TEXT, verdict_word
 
         if kind == "teacher":
             acc = info.get("accuracy")
-            self._bar.console.print("  teacher: training (once for all trials)" if acc is None else
-                                    f"  teacher: accuracy {100 * acc:.2f} %")
-        elif kind == "start":
+            self.say("  teacher: training (once for all trials)" if acc is None else
+                     f"  teacher: accuracy {100 * acc:.2f} %")
+        elif kind == "start" and self._bar is not None:
             self._task = self._bar.add_task("trials", total=info["trials"], completed=info["done"],
                                             info=f"{info['jobs']} in parallel")
-        elif kind == "trial" and self._task is not None:
+        elif kind == "trial":
             p = info["params"]
             acc = "" if info.get("accuracy") is None else f" acc {100 * info['accuracy']:.2f} %"
             flash = "" if info.get("flash_bytes") is None else f" flash {info['flash_bytes']} B"
             arena = "" if info.get("arena_bytes") is None else f" arena {info['arena_bytes']} B"
-            self._bar.console.print(f"  #{info['number']} width {p['width']:g} prune {p['prune']} "
-                                    f"{SCHEME_TEXT[p['scheme']]}: {verdict_word(info)}{flash}{arena}{acc}")
-            if not info.get("interrupted") and info.get("duplicate_of") is None:  # those are not counted
+            self.say(f"  #{info['number']} width {p['width']:g} prune {p['prune']} "
+                     f"{SCHEME_TEXT[p['scheme']]}: {verdict_word(info)}{flash}{arena}{acc}")
+            if self._task is not None and not info.get("interrupted") and info.get("duplicate_of") is None:
                 self._bar.advance(self._task)
 
 
@@ -642,18 +711,22 @@ def recipes():
 def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     """Check recipe FILES; one line per problem, exit 2 if any is invalid.
 
+    Beyond the schema (keys, types, ranges, duplicate keys, target profiles) it checks what is
+    knowable without training: the data file or folder exists, zoo model names, and that each
+    model's input rank fits the data's (read from the data's shape only).
+
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
     from .errors import RecipeError
-    from .recipe import load_recipe
+    from .recipe import check_inputs, load_recipe
 
     results = []
     for f in files:
         try:
-            load_recipe(f)
-            results.append({"file": str(f), "ok": True, "errors": []})
+            problems = check_inputs(load_recipe(f), f)
+            results.append({"file": str(f), "ok": not problems, "errors": problems})
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
     if as_json:

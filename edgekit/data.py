@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +28,25 @@ from .errors import DataError
 from .recipe import DataConfig, FeaturesConfig, Task, recipe_relative
 
 log = logging.getLogger(__name__)
+
+MAX_CLASSES = 10_000
+"""Most classes a classification or anomaly dataset may have: labels must be 0..K-1, K <= this
+(checked before anything is allocated per class)."""
+
+MAX_ARRAY_BYTES = int(os.environ.get("EDGEKIT_MAX_ARRAY_BYTES", 4 << 30))
+"""Largest decompressed array (one ``.npz`` member, or all images of an ``images:`` folder as
+float32) edgekit loads: 4 GiB, or the ``EDGEKIT_MAX_ARRAY_BYTES`` environment variable. Sizes
+are read from the ``.npy`` headers / image headers before anything is decoded."""
+
+MAX_IMAGE_PIXELS = int(os.environ.get("EDGEKIT_MAX_IMAGE_PIXELS", 4096 * 4096))
+"""Largest image (width x height) an ``images:`` folder may hold: 4096x4096, or the
+``EDGEKIT_MAX_IMAGE_PIXELS`` environment variable. Larger ones are refused as possible
+decompression bombs before they are decoded."""
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                            ".ppm", ".pgm", ".pbm", ".pnm"})
+"""File suffixes an ``images:`` folder reads as images (case-insensitive); other files, and
+hidden ones (``.DS_Store``, ``._x.png``, ``.git/``), are skipped with a warning."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,22 +151,63 @@ def _resolve(path: str, base: Path | None) -> Path:
     return recipe_relative(path, base, "data.source")
 
 
-def _npz(path: Path, task: str = "classification"):
-    """``x``/``y``, or a given split ``x_train``/``y_train``/``x_test``/``y_test``; never unpickles."""
-    if not path.is_file():
-        raise DataError(f"{path}: dataset file not found")
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """``{name: (shape, dtype)}`` of every array in an ``.npz``, read from the ``.npy`` headers of
+    the zip members without loading (or decompressing) any data.
+
+    Raises :class:`DataError` for a file that is not a zip of ``.npy`` arrays, an object
+    (pickled) array, or an array above :data:`MAX_ARRAY_BYTES` decompressed.
+    """
+    import zipfile
+
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     try:
-        with np.load(path, allow_pickle=False) as f:
-            files = set(f.files)
-            if {"x_train", "y_train", "x_test", "y_test"} <= files:
-                arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
-            elif {"x", "y"} <= files:
-                arrays = [f["x"], f["y"]]
-            else:
-                raise DataError(f"{path}: expected arrays x, y (or x_train, y_train, x_test, y_test), "
-                                f"found {sorted(files)}")
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename[:-4]
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version in ((2, 0), (3, 0)):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                out[name] = (tuple(int(d) for d in shape), np.dtype(dtype))
     except DataError:
         raise
+    except Exception as exc:  # BadZipFile, bad .npy headers
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+    for name, (shape, dtype) in out.items():
+        if dtype.hasobject:
+            raise DataError(f"{path}: not a readable .npz file: array {name!r} holds Python objects ({dtype}), which would need "
+                            "unpickling; save numeric arrays (np.savez with numbers)")
+        size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if size > MAX_ARRAY_BYTES:
+            raise DataError(f"{path}: array {name!r} of shape {shape} ({dtype}) is {size} bytes decompressed, "
+                            f"above the limit of {MAX_ARRAY_BYTES} bytes (EDGEKIT_MAX_ARRAY_BYTES); "
+                            "use a smaller dataset or raise the limit")
+    return out
+
+
+def _npz(path: Path, task: str = "classification"):
+    """``x``/``y``, or a given split ``x_train``/``y_train``/``x_test``/``y_test``; never unpickles.
+    Array sizes are checked from their headers before loading (:func:`npz_headers`)."""
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")
+    files = set(npz_headers(path))
+    if {"x_train", "y_train", "x_test", "y_test"} <= files:
+        keys = ("x_train", "y_train", "x_test", "y_test")
+    elif {"x", "y"} <= files:
+        keys = ("x", "y")
+    else:
+        raise DataError(f"{path}: expected arrays x, y (or x_train, y_train, x_test, y_test), "
+                        f"found {sorted(files)}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = [f[k] for k in keys]
     except Exception as exc:  # zip/format/pickle-refused errors from numpy
         raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
     pairs = [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
@@ -161,7 +222,10 @@ def _csv(path: Path, label: str, task: str = "classification"):
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        if path.stat().st_size > MAX_ARRAY_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size} bytes is above the limit of {MAX_ARRAY_BYTES} bytes "
+                            "(EDGEKIT_MAX_ARRAY_BYTES); use a smaller dataset or raise the limit")
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a UTF-8 BOM is not part of a name
             rows = list(csv.reader(f))
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
@@ -170,6 +234,12 @@ def _csv(path: Path, label: str, task: str = "classification"):
     header = [h.strip() for h in rows[0]]
     if label not in header:
         raise DataError(f"{path}: no label column {label!r} (columns: {', '.join(header)}); set data.label")
+    if header.count(label) > 1:
+        raise DataError(f"{path}: the label column {label!r} appears {header.count(label)} times in the header; "
+                        "the other copies would leak the label into the features: rename or drop them")
+    if len(header) < 2:
+        raise DataError(f"{path}: only the label column {label!r}, no feature columns; add the features "
+                        "as more columns")
     li = header.index(label)
     feats, labels = [], []
     for n, row in enumerate(rows[1:], start=2):
@@ -182,28 +252,65 @@ def _csv(path: Path, label: str, task: str = "classification"):
             feats.append([float(v) for i, v in enumerate(row) if i != li])
         except ValueError as exc:
             raise DataError(f"{path}: line {n}: {exc}") from None
+    if not labels:
+        raise DataError(f"{path}: no data rows, only the header; add samples")
     return [_check_xy(path, np.asarray(feats, "float32"), np.asarray(labels), "", task)]
 
 
+def _hidden(p: Path) -> bool:
+    return p.name.startswith(".")
+
+
 def _images(folder: Path):
-    """One sub-folder per class (sorted names = class ids); every image the same size, RGB."""
+    """One sub-folder per class (sorted names = class ids); every image the same size, RGB.
+
+    Hidden entries (``.DS_Store``, ``._x.png``, ``.git/``) and files whose suffix is not an image
+    (:data:`IMAGE_SUFFIXES`) are skipped with a warning. Each image's size is read from its
+    header before it is decoded: above :data:`MAX_IMAGE_PIXELS`, or all images together above
+    :data:`MAX_ARRAY_BYTES` as float32, it is refused (a decompression bomb).
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    entries = sorted(folder.iterdir())
+    classes = [p for p in entries if p.is_dir() and not _hidden(p)]
+    skipped = [p.name for p in entries if p not in classes]
     if len(classes) < 2:
         raise DataError(f"{folder}: expected one sub-folder per class, found {len(classes)}")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{folder}: {len(classes)} class folders, more than the limit of {MAX_CLASSES} classes")
     from PIL import Image, UnidentifiedImageError
 
-    xs, ys, size = [], [], None
+    xs, ys, size, total = [], [], None, 0
     for cid, cdir in enumerate(classes):
-        files = sorted(p for p in cdir.iterdir() if p.is_file())
+        files = []
+        for p in sorted(cdir.iterdir()):
+            if _hidden(p) or not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+                skipped.append(f"{cdir.name}/{p.name}")
+            else:
+                files.append(p)
         if not files:
-            raise DataError(f"{cdir}: class {cdir.name!r} has no images")
+            raise DataError(f"{cdir}: class {cdir.name!r} has no images "
+                            f"(read: {', '.join(sorted(IMAGE_SUFFIXES))})")
         for p in files:
             try:
-                with Image.open(p) as im:
+                with Image.open(p) as im:  # lazy: reads the header only
+                    w, h = im.size
+                    if w * h > MAX_IMAGE_PIXELS:
+                        raise DataError(f"{p}: image is {w}x{h} = {w * h} pixels, above the limit of "
+                                        f"{MAX_IMAGE_PIXELS} (EDGEKIT_MAX_IMAGE_PIXELS); refused as a possible "
+                                        "decompression bomb: resize it")
+                    total += w * h * 3 * 4
+                    if total > MAX_ARRAY_BYTES:
+                        raise DataError(f"{folder}: the images add up to more than {MAX_ARRAY_BYTES} bytes as "
+                                        f"float32 (EDGEKIT_MAX_ARRAY_BYTES; at {p.name}); use fewer or smaller "
+                                        "images or raise the limit")
                     arr = np.asarray(im.convert("RGB"), dtype="float32") / 255.0
-            except (UnidentifiedImageError, OSError) as exc:
+            except DataError:
+                raise
+            except Image.DecompressionBombError as exc:
+                raise DataError(f"{p}: refused as a possible decompression bomb ({_one_line(exc)}); "
+                                "resize it") from None
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                 raise DataError(f"{p}: not a readable image ({_one_line(exc)})") from None
             if size is None:
                 size = arr.shape
@@ -211,6 +318,9 @@ def _images(folder: Path):
                 raise DataError(f"{p}: image is {arr.shape[1]}x{arr.shape[0]}, the others are {size[1]}x{size[0]}")
             xs.append(arr)
             ys.append(cid)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        log.warning("%s: skipped %d hidden or non-image entries (%s)", folder, len(skipped), shown)
     return [_check_xy(folder, np.stack(xs), np.asarray(ys), "")]
 
 
@@ -223,7 +333,16 @@ def _check_xy(where: Path | str, x: np.ndarray, y: np.ndarray, part: str, task: 
     tag = f" ({part} split)" if part else ""
     if x.dtype.kind not in "fiub":
         raise DataError(f"{where}{tag}: x must be numeric, found {x.dtype}")
-    x = x.astype("float32")
+    if x.ndim < 2:
+        raise DataError(f"{where}{tag}: x has shape {x.shape}; expected (samples, features...) with at least "
+                        "one feature per sample")
+    if len(x) == 0:
+        raise DataError(f"{where}{tag}: x holds no samples; add samples")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{where}{tag}: x has shape {x.shape}: zero features per sample; each sample needs "
+                        "at least one feature")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        x = x.astype("float32")
     if len(x) != len(y):
         raise DataError(f"{where}{tag}: x has {len(x)} samples but y has {len(y)}")
     if task == Task.regression.value:
@@ -244,6 +363,9 @@ def _check_xy(where: Path | str, x: np.ndarray, y: np.ndarray, part: str, task: 
         return x, y
     if len(y) and y.min() < 0:
         raise DataError(f"{where}{tag}: labels out of range: {int(y.min())} (labels must be 0..K-1)")
+    if len(y) and int(y.max()) >= MAX_CLASSES:
+        raise DataError(f"{where}{tag}: label {int(y.max())} is out of range: labels must be class indices "
+                        f"0..K-1 with at most {MAX_CLASSES} classes; renumber the classes 0, 1, 2, ...")
     if task == Task.anomaly.value and len(y) and y.max() > 1:
         raise DataError(f"{where}{tag}: task anomaly needs labels 0 (normal) and 1 (anomaly), found {int(y.max())}")
     return x, y.astype("int64")
@@ -306,8 +428,6 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         close = difflib.get_close_matches(src, list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"unknown dataset source {src!r}{hint} (known: {', '.join(list_sources())})")
-    from sklearn.model_selection import train_test_split
-
     all_y = np.concatenate([y for _, y in parts])
     if task == Task.regression.value:
         classes = 1
@@ -322,7 +442,8 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
             raise DataError(f"dataset {name!r} needs at least 2 classes, found {classes}")
         empty = [i for i, c in enumerate(counts) if c == 0]
         if empty and task == Task.classification.value:
-            raise DataError(f"dataset {name!r}: class(es) {empty} have no samples (labels must be 0..{classes - 1} "
+            shown = str(empty) if len(empty) <= 10 else f"[{', '.join(map(str, empty[:10]))}, ...] ({len(empty)} classes)"
+            raise DataError(f"dataset {name!r}: class(es) {shown} have no samples (labels must be 0..{classes - 1} "
                             "with every class present)")
 
     def stratify(y, share):
@@ -341,11 +462,9 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         x, y = parts[0]
         if len(x) < 10:
             raise DataError(f"dataset {name!r} has only {len(x)} samples")
-        x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=cfg.test_split, random_state=seed,
-                                                  stratify=stratify(y, cfg.test_split))
+        x_tr, x_te, y_tr, y_te = _split(name, "data.test_split", x, y, cfg.test_split, seed, stratify)
     if cfg.val_split > 0:
-        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_split, random_state=seed,
-                                                  stratify=stratify(y_tr, cfg.val_split))
+        x_tr, x_va, y_tr, y_va = _split(name, "data.val_split", x_tr, y_tr, cfg.val_split, seed, stratify)
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
     norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te)
@@ -356,6 +475,24 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
     reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
     return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction)
+
+
+def _split(name: str, key: str, x: np.ndarray, y: np.ndarray, share: float, seed: int, stratify):
+    """``train_test_split`` (stratified by ``stratify(y, share)``) that leaves both sides non-empty,
+    else a :class:`DataError` naming ``key``."""
+    import math
+
+    from sklearn.model_selection import train_test_split
+
+    held = math.ceil(share * len(y))
+    if held < 1 or len(y) - held < 1:
+        raise DataError(f"dataset {name!r}: {len(y)} samples are too few for {key} {share:g} (it would leave "
+                        f"{held} held out and {len(y) - held} to train on); add samples or change {key}")
+    try:
+        return train_test_split(x, y, test_size=share, random_state=seed, stratify=stratify(y, share))
+    except ValueError as exc:
+        raise DataError(f"dataset {name!r}: cannot split {len(y)} samples by {key} {share:g} "
+                        f"({_one_line(exc)}); add samples or change {key}") from None
 
 
 def load_for_recipe(recipe, *, base: Path | None = None) -> Dataset:

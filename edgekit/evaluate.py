@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,13 +27,17 @@ def run_evaluator(model: Path, data: Path, *, runtime: str, cfg: EvaluateConfig,
                   arena_bytes: int | None = None, timeout_s: float = 900) -> dict[str, Any]:
     """Run ``evaluate.py`` on ``model`` with ``data`` (eval.npz); returns its JSON.
 
-    Raises :class:`DeviceError` with the evaluator's last error line when it fails.
+    The evaluator runs with ``--no-probe``: it is already a child process, and a model that
+    crashes the runtime (a negative return code: killed by a signal) is reported here as
+    "model file X crashed the interpreter (signal N)".
+
+    Raises :class:`DeviceError` (exit 7) with the evaluator's last error line when it fails.
     """
     with tempfile.TemporaryDirectory(prefix="edgekit-eval-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(EVALUATOR), "--model", str(model), "--data", str(data),
                "--runtime", runtime, "--warmup", str(cfg.warmup), "--runs", str(cfg.runs),
-               "--threads", str(cfg.threads), "--out", str(out)]
+               "--threads", str(cfg.threads), "--out", str(out), "--no-probe"]
         if arena_bytes is not None:
             cmd += ["--arena-bytes", str(arena_bytes)]
         log.debug("running %s", " ".join(cmd))
@@ -40,6 +45,15 @@ def run_evaluator(model: Path, data: Path, *, runtime: str, cfg: EvaluateConfig,
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{model.name}: evaluator timed out after {timeout_s:.0f} s") from None
+        if proc.returncode < 0:
+            sig = -proc.returncode
+            try:
+                name = f" {signal.Signals(sig).name}"
+            except ValueError:
+                name = ""
+            raise DeviceError(f"model file {model} crashed the interpreter ({runtime}, signal {sig}{name}): the "
+                              "file is corrupt or not a model this runtime can run; re-create it (edgekit run "
+                              "--resume redoes the conversion when its files are gone)")
         if proc.returncode != 0 or not out.is_file():
             last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
             raise DeviceError(f"{model.name}: evaluator failed ({runtime}): {last}")

@@ -311,7 +311,8 @@ def _arena_bytes(run_dir: Path, artifact: dict) -> int:
 def _predict(path: Path, x: np.ndarray, runtime: str) -> np.ndarray:
     from .ondevice import evaluate as ev
 
-    return ev.predict_outputs(str(path), x, runtime=runtime).reshape(len(x), -1)
+    # probe: load and run once in a child first, so a corrupt file is an error, not a crash of edgekit
+    return ev.predict_outputs(str(path), x, runtime=runtime, probe=True).reshape(len(x), -1)
 
 
 def _predict_micro(path: Path, x: np.ndarray, y: np.ndarray, arena_bytes: int,

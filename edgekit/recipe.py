@@ -38,7 +38,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True, allow_inf_nan=False)
 
 
 class Strategy(str, enum.Enum):
@@ -68,7 +68,7 @@ FILE_SOURCES = ("npz", "csv", "images")  # data.source KIND:PATH, the path relat
 class EarlyStopping(_Strict):
     """Stop training when ``monitor`` has not improved for ``patience`` epochs (best weights kept)."""
 
-    patience: PositiveInt = Field(5, description="epochs without improvement before stopping")
+    patience: Annotated[int, Field(ge=1, le=10_000)] = Field(5, description="epochs without improvement before stopping")
     monitor: Literal["val_loss", "val_accuracy"] = Field("val_loss", description="metric watched")
 
 
@@ -80,8 +80,8 @@ class Training(_Strict):
     optimizer: Literal["adam", "rmsprop", "sgd"] = Field("adam", description="optimizer")
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(1e-3, description="initial learning rate")
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(0.9, description="momentum (sgd only)")
-    l1: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L1 kernel regularization")
-    l2: Annotated[float, Field(ge=0.0)] = Field(0.0, description="L2 kernel regularization")
+    l1: Annotated[float, Field(ge=0.0, le=10.0)] = Field(0.0, description="L1 kernel regularization")
+    l2: Annotated[float, Field(ge=0.0, le=10.0)] = Field(0.0, description="L2 kernel regularization")
     early_stopping: EarlyStopping | None = Field(None, description="early stopping, or null for none")
     width: Annotated[float, Field(gt=0.0, le=16.0)] = Field(
         1.0, description="width multiplier of the model's filters/units (a student can be a narrow teacher)")
@@ -141,7 +141,7 @@ class PruneConfig(_Strict):
     target_sparsity: Fraction = Field(0.6, description="share of zero weights in the pruned layers")
     epochs: Annotated[int, Field(ge=1, le=10_000)] = Field(5, description="fine-tuning epochs while pruning")
     schedule: Literal["polynomial", "constant"] = Field("polynomial", description="pruning schedule")
-    frequency: Annotated[int, Field(ge=1)] | None = Field(
+    frequency: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="steps between mask updates; null derives it from the schedule length")
     skip_layers: list[str] = Field(
         default_factory=lambda: ["first", "last"],
@@ -178,9 +178,10 @@ class QatConfig(_Strict):
 class EvaluateConfig(_Strict):
     """How targets are measured by the on-device evaluator."""
 
-    samples: Annotated[int, Field(ge=1)] | None = Field(None, description="test samples for accuracy; null = all")
-    warmup: Annotated[int, Field(ge=0)] = Field(10, description="untimed warm-up inferences")
-    runs: Annotated[int, Field(ge=1)] = Field(100, description="timed single-sample inferences")
+    samples: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        None, description="test samples for accuracy; null = all")
+    warmup: Annotated[int, Field(ge=0, le=100_000)] = Field(10, description="untimed warm-up inferences")
+    runs: Annotated[int, Field(ge=1, le=1_000_000)] = Field(100, description="timed single-sample inferences")
     threads: Annotated[int, Field(ge=1, le=256)] = Field(1, description="interpreter threads")
 
 
@@ -206,7 +207,8 @@ class Recipe(_Strict):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
         description="run name (letters, digits, . _ -)")
-    seed: Annotated[int, Field(ge=0)] = Field(0, description="seed for data split, init and shuffling")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
+        0, description="seed for data split, init and shuffling (numpy takes 0..2**32-1)")
     task: Task = Field(Task.classification, description="classification: logits, top-1 accuracy; regression: "
                        "one output, MSE, MAE/RMSE/R²; anomaly: an autoencoder trained on normal samples (label 0), "
                        "reconstruction error as score, ROC-AUC")
@@ -253,9 +255,9 @@ class TargetKind(str, enum.Enum):
 class Budget(_Strict):
     """What the device allows; null = not constrained."""
 
-    flash_bytes: Annotated[int, Field(ge=1)] | None = Field(None, description="model storage")
-    ram_bytes: Annotated[int, Field(ge=1)] | None = Field(None, description="working memory (arena or RSS)")
-    latency_ms: Annotated[float, Field(gt=0)] | None = Field(None, description="p50 latency on the device")
+    flash_bytes: Annotated[int, Field(ge=1, le=2**50)] | None = Field(None, description="model storage")
+    ram_bytes: Annotated[int, Field(ge=1, le=2**50)] | None = Field(None, description="working memory (arena or RSS)")
+    latency_ms: Annotated[float, Field(gt=0, le=1e9)] | None = Field(None, description="p50 latency on the device")
 
 
 class TargetProfile(_Strict):
@@ -271,7 +273,7 @@ class TargetProfile(_Strict):
     description: str = ""
     # for latency estimates (edgekit.estimate); all optional
     core: str | None = Field(None, description="CPU core, e.g. cortex-m4, cortex-a72")
-    clock_mhz: Annotated[float, Field(gt=0)] | None = Field(None, description="CPU clock of the board in MHz")
+    clock_mhz: Annotated[float, Field(gt=0, le=1e6)] | None = Field(None, description="CPU clock of the board in MHz")
     kernels: str | None = Field(None, description="kernel library the runtime uses, e.g. cmsis-nn, xnnpack")
     calibration: str | None = Field(
         None, description="calibration set (edgekit/data/latency_calibration.yaml) measured on this board; "
@@ -283,6 +285,71 @@ class TargetProfile(_Strict):
 
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_ALIASES = 100
+MAX_YAML_DEPTH = 50
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (same tags, same safety) that refuses a mapping with a key twice
+    instead of letting the last one win."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in with << may be overridden: not duplicates
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first.line + 1}); "
+                        "keep one of them", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside quotes and comments, by one pass over the characters:
+    checked before PyYAML's scanner, which slows down quadratically with flow nesting."""
+    depth = top = 0
+    quote = None
+    prev = "\n"
+    chars = iter(text)
+    for c in chars:
+        if quote:
+            if c == quote:
+                quote = None
+            elif c == "\\" and quote == '"':
+                next(chars, None)
+        elif c == "#" and prev in " \t\n":
+            for c in chars:  # noqa: B007 - skip the comment
+                if c == "\n":
+                    break
+        elif c in "'\"" and prev in " \t\n[{,:":
+            quote = c
+        elif c in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        prev = c
+    return top
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of flow/block collections, from the token stream (no recursion)."""
+    depth = top = 0
+    for tok in yaml.scan(text):
+        if isinstance(tok, (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken,
+                            yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken)):
+            depth += 1
+            top = max(top, depth)
+        elif isinstance(tok, (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken, yaml.BlockEndToken)):
+            depth -= 1
+    return top
 
 
 def _read_yaml(path: Path, what: str) -> Any:
@@ -294,11 +361,25 @@ def _read_yaml(path: Path, what: str) -> Any:
                           f"(limit {MAX_YAML_BYTES} bytes)")
     try:
         text = path.read_text(encoding="utf-8")
+        depth = _flow_depth(text)
+        if depth > MAX_YAML_DEPTH:
+            raise RecipeError(f"{path}: YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {what} "
+                              "is a few levels of keys")
         aliases = sum(isinstance(t, yaml.AliasToken) for t in yaml.scan(text))
         if aliases > MAX_YAML_ALIASES:
             raise RecipeError(f"{path}: {aliases} YAML aliases (limit {MAX_YAML_ALIASES}): refused as a "
                               "possible alias bomb; write the values out")
-        return yaml.safe_load(text)
+        depth = _depth(text)
+        if depth > MAX_YAML_DEPTH:
+            raise RecipeError(f"{path}: YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {what} "
+                              "is a few levels of keys")
+        loader = _UniqueKeyLoader(text)  # what yaml.safe_load does, with the duplicate-key check
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply to read (limit {MAX_YAML_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -414,6 +495,147 @@ def load_recipe(path: str | Path) -> Recipe:
         except RecipeError as exc:
             raise RecipeError(f"{path}: targets.{i}: {exc}") from None
     return recipe
+
+
+GENERATED_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "fermentation": (16, 3), "machine-anomaly": (640, 1)}
+"""Per-sample input shape of each generated source, known without generating it (a test checks)."""
+
+
+def _is_model_reference(value: str) -> bool:
+    """True when ``model:`` names something outside the zoo (a path, ``file.py:fn``): anything
+    holding ``/``, ``.`` or ``:``. Those are checked where outside models are opened, not here."""
+    return any(c in value for c in "/.:")
+
+
+def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | None, int | None, str] | None:
+    """(per-sample input shape as the data loader yields it, with its channel axis; number of
+    samples of a single (not given-split) npz, else None; what it was read from), from the
+    data's shape only: the ``.npy`` header inside an ``npz:`` file, a ``csv:`` header row, a
+    generated source's known shape; ``images:`` gives no shape (their rank is 3).
+    None when it cannot be told. Raises :class:`edgekit.errors.DataError` for an unreadable npz
+    and :class:`RecipeError` for a path escaping through a symlink."""
+    src = recipe.data.source
+    if src in GENERATED_SHAPES:
+        return GENERATED_SHAPES[src], None, f"data.source {src}"
+    kind, _, arg = src.partition(":")
+    if kind == "images":
+        return None, None, f"data.source {src} (height x width x 3)"
+    where = recipe_relative(arg, base, "data.source")
+    if kind == "csv":
+        import csv
+
+        with open(where, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        return (max(len(header) - 1, 0), 1), None, f"data.source {src} (one row of features per sample)"
+    if kind == "npz":
+        from .data import npz_headers
+
+        heads = npz_headers(where)
+        shape = (heads.get("x_train") or heads.get("x") or (None,))[0]
+        if not shape:
+            return None
+        per_sample = tuple(shape[1:]) + ((1,) if len(shape) == 2 else ())
+        samples = None if "x_train" in heads else shape[0]  # a given split: its own checks at load
+        return per_sample, samples, f"data.source {src} (x per sample {per_sample})"
+    return None
+
+
+def _rank_of(recipe: Recipe, shape: tuple[tuple[int, ...] | None, int | None, str] | None) -> tuple[int, str] | None:
+    """The input rank the models see: with ``features`` (K, 1) vectors, else the data's."""
+    if recipe.features is not None:
+        return 2, f"features.reduce {recipe.features.reduce} gives (K, 1) vectors"
+    if shape is None:
+        return None
+    per_sample, _, what = shape
+    if per_sample is None:  # images
+        return 3, what
+    return len(per_sample), what
+
+
+def check_inputs(recipe: Recipe, path: Path) -> list[str]:
+    """What a recipe that parsed can still be known to fail on without training, one line each
+    (``FILE: key: problem``): a ``data.source`` file or folder that is missing or unreadable, a
+    csv without (or with a twice-named) label column, an npz with fewer than 10 samples,
+    ``features.components`` above the features per sample, a model name not in the zoo, a zoo
+    model whose input rank does not fit the data (read from the data's shape only). Imports no
+    TensorFlow; ``edgekit recipes validate`` reports these."""
+    from .errors import EdgekitError
+    from .models import list_models, model_rank
+
+    problems: list[str] = []
+    base = path.parent
+    kind, sep, arg = recipe.data.source.partition(":")
+    data_ok = True
+    if sep and kind in FILE_SOURCES:
+        try:
+            where = recipe_relative(arg, base, "data.source")
+        except RecipeError as exc:
+            problems.append(f"{path}: data.source: {exc}")
+            where, data_ok = None, False
+        if where is not None:
+            want_dir = kind == "images"
+            if not (where.is_dir() if want_dir else where.is_file()):
+                looked = where if where.is_absolute() else (base / arg)
+                problems.append(f"{path}: data.source: {'folder' if want_dir else 'file'} {arg!r} not found "
+                                f"(looked for {looked.absolute()}; a relative path is relative to the recipe's "
+                                "folder); create it or fix the path")
+                data_ok = False
+            elif kind == "csv":
+                problem = _csv_header_problem(where, recipe.data.label)
+                if problem:
+                    problems.append(f"{path}: data.label: {problem}")
+    shape = None
+    if data_ok:
+        try:
+            shape = data_shape(recipe, base)
+        except (EdgekitError, OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: data.source: {exc}")
+    rank = _rank_of(recipe, shape)
+    if shape is not None and shape[0] is not None:
+        per_sample, samples, what = shape
+        features = 1
+        for d in per_sample:
+            features *= d
+        if recipe.features is not None and recipe.features.components > features:
+            problems.append(f"{path}: features.components: {recipe.features.components} > {features}, the "
+                            f"features per sample of {what}; choose at most {features}")
+        if samples is not None and samples < 10:
+            problems.append(f"{path}: data.source: {what} has only {samples} samples (at least 10 are needed "
+                            "to split into train, validation and test); add samples")
+    zoo = list_models()
+    for key in ("teacher", "student"):
+        cfg = getattr(recipe, key)
+        if cfg is None:
+            continue
+        name = cfg.model
+        if name not in zoo:
+            if _is_model_reference(name):
+                continue  # a model of the user's own: checked where it is opened
+            close = difflib.get_close_matches(name, list(zoo), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{path}: {key}.model: unknown model {name!r}{hint} (known: {', '.join(zoo)})")
+        elif rank is not None and model_rank(name) != rank[0]:
+            fits = [m for m in zoo if model_rank(m) == rank[0]]
+            problems.append(f"{path}: {key}.model: {name!r} takes inputs of rank {model_rank(name)}, but "
+                            f"{rank[1]} is rank {rank[0]}; models that fit: {', '.join(fits) or 'none'}")
+    return problems
+
+
+def _csv_header_problem(where: Path, label: str) -> str | None:
+    import csv
+
+    try:
+        with open(where, newline="", encoding="utf-8-sig") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return f"cannot read the header of {where}: {exc}"
+    if label not in header:
+        return f"no column {label!r} in {where} (columns: {', '.join(header) or 'none'}); set data.label"
+    if header.count(label) > 1:
+        return f"column {label!r} appears {header.count(label)} times in {where}; the copies would leak the label"
+    if len(header) < 2:
+        return f"{where} has only the label column {label!r}, no feature columns"
+    return None
 
 
 def list_targets() -> list[str]:

@@ -27,7 +27,12 @@ def test_quickstart_end_to_end(tmp_path):
     if os.environ.get("EDGEKIT_QUICKSTART_SECONDS_FILE"):  # .ci/run: the quickstart time for tools/bench_suite.py
         Path(os.environ["EDGEKIT_QUICKSTART_SECONDS_FILE"]).write_text(f"{seconds:.1f}\n")
     print(f"\nquickstart: {seconds:.0f} s through the CLI")
-    assert "report:" in proc.stderr
+    assert "report:" in proc.stderr and "report.html" in proc.stderr
+    # issue 26: the default output is edgekit's own and fits on one screen
+    from test_console import noise_lines
+
+    assert noise_lines(proc.stderr) == [], proc.stderr
+    assert len(proc.stderr.splitlines()) <= 30, proc.stderr
     report = json.loads((out / "report.json").read_text())
     stages = {s["name"]: s for s in report["stages"]}
     targets = {t["kind"]: t for t in report["targets"]}

@@ -39,6 +39,17 @@ and the task's ``metrics`` (``accuracy`` and ``agreement_with_float`` are null f
 than classification), per-class metrics, the confusion matrix and a binary ROC AUC. Fields that
 cannot be measured in a runtime or on a platform are ``null``, never estimated.
 
+What cannot be scored honestly is refused, never turned into a metric: NaN/inf in ``x`` or
+``ref``, labels that are negative, above ``MAX_LABEL`` or not below the model's number of
+outputs (a one-output model is binary: classes 0 and 1), NaN/inf model outputs. Before running
+in this process, the CLI loads the model and runs it once on zeros in a child Python, so a
+corrupt model that crashes the runtime (SIGSEGV) is one error line too (``--no-probe`` skips it).
+
+Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 data (missing, unreadable, NaN/inf, labels out
+of range), 4 runtime not installed, 5 model (corrupt, unsupported, NaN/inf outputs, outputs that
+do not fit the task), 6 TFLite Micro arena too small, 7 the model crashed the runtime. Every
+error is one line on stderr, ``evaluate.py: error: ...``.
+
 Example::
 
     python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 200 --out result.json
@@ -79,6 +90,7 @@ __all__ = [
     "RuntimeUnavailableError",
     "ModelError",
     "ArenaError",
+    "ModelCrashError",
     "evaluate",
     "predict_outputs",
     "predict_classes",
@@ -162,6 +174,22 @@ class ArenaError(EvaluationError):
     """TFLite Micro could not run the model in the given tensor arena (too small)."""
 
     exit_code = 6
+
+
+class ModelCrashError(ModelError):
+    """The model file crashed the runtime (a signal such as SIGSEGV) when it was first loaded and
+    run once in a child process (see ``--no-probe``): the file is corrupt or hostile."""
+
+    exit_code = 7
+
+
+#: Largest class label the evaluator accepts in ``y`` before looking at the model (labels must
+#: also be below the model's number of outputs); nothing is allocated per label before this check.
+MAX_LABEL = 1_000_000
+
+#: Largest array of ``eval.npz`` (decompressed) the evaluator loads, read from the ``.npy``
+#: header before loading: 4 GiB, or the ``EDGEKIT_MAX_ARRAY_BYTES`` environment variable.
+MAX_ARRAY_BYTES = int(os.environ.get("EDGEKIT_MAX_ARRAY_BYTES", 4 << 30))
 
 
 # ------------------------------------------------------------------------------- tensor details
@@ -450,6 +478,63 @@ def _probe_micro(model_path: str, arena_bytes: int, timeout_s: float = 300.0) ->
                      f"op?): {last}")
 
 
+# ------------------------------------------------------------------------ crash-safe first run
+
+_PROBE = r"""
+import runpy, sys
+runpy.run_path(sys.argv[1])["_probe_in_child"](*sys.argv[2:])
+"""
+
+
+def _probe_in_child(model_path: str, runtime: str, threads: str) -> None:
+    """Child side of :func:`_probe`: load the model, allocate, run once on zeros; exit 0, or 1 on
+    a Python error (the parent then reports that error itself)."""
+    try:
+        fmt = "onnx" if runtime == "onnxruntime" else "tflite"
+        name, runtime_obj, _ = _resolve_runtime(runtime, fmt)
+        if name == "onnxruntime":
+            runner: _Runner = _OnnxRunner(runtime_obj, model_path, int(threads))
+        else:
+            runner = _LiteRunner(runtime_obj, model_path, int(threads))
+        shape = tuple(1 if d is None else int(d) for d in runner.input.shape)
+        runner.run(np.zeros(shape, dtype=runner.input.dtype))
+    except Exception:
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _probe(model_path: str, runtime: str, threads: int, timeout_s: float = 300.0) -> None:
+    """Load the model and run it once on zeros in a child Python before this process does.
+
+    A corrupt model that passes :func:`check_tflite_structure` can still crash a runtime (a
+    SIGSEGV inside the interpreter) instead of raising; the child takes the crash, and this
+    raises :class:`ModelCrashError` naming the file and the signal. A Python error in the child
+    is left for the in-process load to report. Side effect: spawns ``sys.executable`` once.
+    """
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE, os.path.abspath(__file__), model_path, runtime,
+                               str(threads)], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise ModelError(f"{runtime} did not load and run {os.path.basename(model_path)} once in "
+                         f"{timeout_s:.0f} s") from exc
+    if proc.returncode < 0:
+        sig = -proc.returncode
+        raise ModelCrashError(f"model file {model_path} crashed the interpreter ({runtime}, signal {sig}"
+                              f"{' ' + _signal_name(sig) if _signal_name(sig) else ''}) when loaded and run "
+                              "once in a child process: the file is corrupt or not a model this runtime "
+                              "can run; re-export or re-copy it")
+
+
+def _signal_name(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return ""
+
+
 # ------------------------------------------------------------------------------ data handling
 
 def load_eval_data(path: str) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
@@ -488,6 +573,7 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
         magic = f.read(4)
     if magic != b"PK\x03\x04":
         raise DataError(f"eval data {path} is not a .npz file (a zip archive of .npy arrays)")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -500,12 +586,42 @@ def _read_npz(path: str) -> Dict[str, np.ndarray]:
     return arrays
 
 
+def _check_npz_sizes(path: str) -> None:
+    """Refuse an array above MAX_ARRAY_BYTES from its ``.npy`` header, before it is loaded."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(f)
+                size = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+                if size > MAX_ARRAY_BYTES:
+                    raise DataError(f"eval data {path}: array {info.filename[:-4]!r} of shape {tuple(shape)} is "
+                                    f"{size} bytes decompressed, above the limit of {MAX_ARRAY_BYTES} bytes "
+                                    "(EDGEKIT_MAX_ARRAY_BYTES)")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read eval data {path} as .npz: {_one_line(exc)}") from exc
+
+
 def _check_x(x: Any) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 1 or len(x) == 0:
         raise DataError("eval data x holds no samples")
     if not np.issubdtype(x.dtype, np.number):
         raise DataError(f"eval data x must be numeric, got dtype {x.dtype}")
+    if x.dtype.kind in "fc":
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            raise DataError(f"eval data x holds NaN or inf in {int(bad.sum())} of {len(x)} samples (first: "
+                            f"sample {int(bad.argmax())}); no metric can be computed honestly: clean or drop them")
     return x
 
 
@@ -521,12 +637,16 @@ def _check_data(x: Any, y: Any, ref: Any,
         raise DataError(f"eval data y has shape {y.shape}; expected ({len(x)},) labels "
                         f"for x of shape {x.shape}")
     if y.dtype.kind not in "iufb" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
-        raise DataError("eval data y must hold integer class labels")
+        raise DataError("eval data y must hold integer class labels (finite whole numbers)")
     if y.size == 0:
         raise DataError("eval data y is empty")
-    y = y.astype(np.int64)
     if y.min() < 0:
-        raise DataError("eval data y holds negative labels")
+        raise DataError(f"eval data y holds negative labels (first: {_num(y.min())}); labels are class "
+                        "indices 0..K-1")
+    if y.max() > MAX_LABEL:
+        raise DataError(f"eval data y holds label {_num(y.max())}, above the evaluator's limit of {MAX_LABEL}; "
+                        "labels are class indices 0..K-1 below the model's number of outputs")
+    y = y.astype(np.int64)
     if ref is not None:
         ref = np.asarray(ref)
         if ref.ndim == 2 and ref.size and ref.dtype.kind in "iufb":
@@ -534,6 +654,8 @@ def _check_data(x: Any, y: Any, ref: Any,
         if ref.shape != y.shape or ref.dtype.kind not in "iufb":
             raise DataError(f"eval data ref has shape {ref.shape} ({ref.dtype}); expected {y.shape} "
                             "integers (one float-model prediction per sample)")
+        if ref.dtype.kind == "f" and not np.all(np.isfinite(ref)):
+            raise DataError("eval data ref holds NaN or inf; expected the float model's predicted classes")
         ref = ref.astype(np.int64)
     return x.astype(np.float32, copy=False), y, ref
 
@@ -561,7 +683,34 @@ def _check_task_data(x: np.ndarray, y: np.ndarray, ref: Any,
             raise DataError(f"eval data ref has shape {ref.shape}; expected ({len(y)},) float-model "
                             f"{'predictions' if task == 'regression' else 'anomaly scores'}")
         ref = ref[:, 0]
+        if not np.all(np.isfinite(ref)):
+            raise DataError("eval data ref holds NaN or inf; expected the float model's "
+                            f"{'predictions' if task == 'regression' else 'anomaly scores'}")
     return x.astype(np.float32, copy=False), y, ref
+
+
+def _num(v: Any) -> str:
+    v = v.item() if hasattr(v, "item") else v
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _check_labels_fit(y: np.ndarray, outputs: int) -> None:
+    """Classification labels must be below the model's number of classes (one output column is
+    a binary model: classes 0 and 1); checked before any per-class array is allocated."""
+    classes = outputs if outputs > 1 else 2
+    top = int(y.max())
+    if top >= classes:
+        raise DataError(f"eval data y holds label {top}, but the model has {outputs} output"
+                        f"{'s' if outputs != 1 else ''} (classes 0..{classes - 1}): the labels do not fit "
+                        "this model (wrong model, or labels not numbered 0..K-1)")
+
+
+def _check_outputs(outputs: np.ndarray, runtime: str) -> None:
+    bad = ~np.isfinite(outputs).all(axis=1) if outputs.size else np.zeros(len(outputs), bool)
+    if bad.any():
+        raise ModelError(f"the model produced NaN or inf outputs ({runtime}) for {int(bad.sum())} of {len(outputs)} "
+                         f"samples (first: sample {int(bad.argmax())}); no metric is reported: the model or "
+                         "its quantization is broken")
 
 
 def quantize(x: np.ndarray, info: TensorInfo) -> np.ndarray:
@@ -893,7 +1042,7 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
              threads: int = 1, warmup: int = 10, runs: int = 100,
              arena_bytes: Optional[int] = None, measured_on: Optional[str] = None,
              samples: Optional[int] = None, task: str = "classification",
-             threshold: Optional[float] = None) -> Dict[str, Any]:
+             threshold: Optional[float] = None, probe: bool = False) -> Dict[str, Any]:
     """Run ``model_path`` on ``x`` one sample at a time; return the task's metrics, latency and memory.
 
     Args:
@@ -911,6 +1060,9 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
       arena_bytes: TFLite Micro tensor arena in bytes; required for (and only for) tflite_micro.
       measured_on: label for where this ran; default from :func:`default_measured_on`.
       samples: evaluate accuracy on the first ``samples`` samples only (default: all).
+      probe: first load the model and run it once on zeros in a child Python, so a model that
+      crashes the runtime raises :class:`ModelCrashError` instead of taking this process down
+      (the CLI does this unless ``--no-probe``; tflite_micro always does its own).
 
     Returns a JSON-ready dict (see the module docstring): times in milliseconds, sizes and
     memory in bytes, null where the runtime or platform cannot measure a field.
@@ -924,11 +1076,11 @@ def evaluate(model_path: str, x: Any, y: Any, *, ref: Any = None, runtime: str =
     """
     return _evaluate(model_path, x, y, ref=ref, runtime=runtime, threads=threads, warmup=warmup,
                      runs=runs, arena_bytes=arena_bytes, measured_on=measured_on,
-                     samples=samples, task=task, threshold=threshold)[0]
+                     samples=samples, task=task, threshold=threshold, probe=probe)[0]
 
 
 def predict_outputs(model_path: str, x: Any, *, runtime: str = "auto", threads: int = 1,
-                    arena_bytes: Optional[int] = None) -> np.ndarray:
+                    arena_bytes: Optional[int] = None, probe: bool = False) -> np.ndarray:
     """Run ``model_path`` on every sample of ``x`` (batch 1); return the dequantized outputs.
 
     The same path as :func:`evaluate`'s accuracy pass (inputs quantized for integer models,
@@ -946,7 +1098,7 @@ def predict_outputs(model_path: str, x: Any, *, runtime: str = "auto", threads: 
     """
     _check_options(runtime=runtime, threads=threads, arena_bytes=arena_bytes)
     x = _check_x(x).astype(np.float32, copy=False)
-    runner, _, _ = _open(model_path, runtime, threads, arena_bytes)
+    runner, _, _ = _open(model_path, runtime, threads, arena_bytes, probe=probe)
     xq = _prepare_inputs(x, runner.input)
     return _run_all(runner, xq)
 
@@ -970,7 +1122,7 @@ def _check_options(*, runtime: str, threads: Any, arena_bytes: Any, warmup: Any 
 
 
 def _open(model_path: Any, runtime: str, threads: int,
-          arena_bytes: Optional[int]) -> Tuple[_Runner, str, bytes]:
+          arena_bytes: Optional[int], probe: bool = False) -> Tuple[_Runner, str, bytes]:
     """Check the model file, pick the runtime and load the model: (runner, format, file bytes).
 
     ``runner.init_ms`` is the interpreter creation time (allocation included), and
@@ -991,6 +1143,8 @@ def _open(model_path: Any, runtime: str, threads: int,
 
     if name == "tflite_micro":
         _probe_micro(model_path, int(arena_bytes))
+    elif probe:
+        _probe(model_path, name, int(threads))
 
     rss_before = _rss_bytes()
     t0 = time.perf_counter()
@@ -1034,7 +1188,7 @@ def _run_all(runner: _Runner, xq: np.ndarray) -> np.ndarray:
 def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, threads: int,
               warmup: int, runs: int, arena_bytes: Optional[int], measured_on: Optional[str],
               samples: Optional[int], task: str = "classification",
-              threshold: Optional[float] = None) -> Tuple[Dict[str, Any], np.ndarray]:
+              threshold: Optional[float] = None, probe: bool = False) -> Tuple[Dict[str, Any], np.ndarray]:
     """:func:`evaluate`, also returning the dequantized outputs of the accuracy pass."""
     _check_options(runtime=runtime, threads=threads, arena_bytes=arena_bytes, warmup=warmup,
                    runs=runs, samples=samples)
@@ -1045,8 +1199,11 @@ def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, thread
         ref = ref[:samples] if ref is not None else None
 
     model_path = os.fspath(model_path)
-    runner, fmt, blob = _open(model_path, runtime, threads, arena_bytes)
+    runner, fmt, blob = _open(model_path, runtime, threads, arena_bytes, probe=probe)
     name, version = runner.name, runner.version
+    known_outputs = [d for d in runner.output.shape[1:]]
+    if task == "classification" and all(d is not None for d in known_outputs):
+        _check_labels_fit(y, int(np.prod(known_outputs, dtype=np.int64)))
 
     xq = _prepare_inputs(x, runner.input)
     n = len(xq)
@@ -1070,6 +1227,7 @@ def _evaluate(model_path: Any, x: Any, y: Any, *, ref: Any, runtime: str, thread
                          f"{type(exc).__name__}: {_one_line(exc)}") from exc
 
     scores = _run_all(runner, xq)
+    _check_outputs(scores, name)
     task_fields = _task_results(task, x, y, ref, scores, threshold)
 
     result = {
@@ -1117,14 +1275,18 @@ def _task_results(task: str, x: np.ndarray, y: np.ndarray, ref: Optional[np.ndar
                 "per_class": None, "confusion_matrix": None, "roc_auc": None}
     if task == "anomaly":
         score = reconstruction_error(x, outputs)
+        if not np.all(np.isfinite(score)):
+            raise ModelError("the reconstruction error overflows (inf) for some samples; no metric is "
+                             "reported: the autoencoder's outputs are far outside its inputs' range")
         metrics = anomaly_metrics(y, score, threshold)
         cm = confusion_matrix(y, (score >= threshold).astype(np.int64), 2)
         return {"accuracy": None, "agreement_with_float": None, "metrics": metrics, "threshold": threshold,
                 "mean_abs_diff_vs_float": float(np.abs(score - ref).mean()) if ref is not None else None,
                 "per_class": per_class_metrics(cm), "confusion_matrix": cm.tolist(),
                 "roc_auc": metrics["roc_auc"]}
+    _check_labels_fit(y, outputs.shape[1])
     pred = _predict(outputs)
-    num_classes = int(max(outputs.shape[1] if outputs.shape[1] > 1 else 2, y.max() + 1, pred.max() + 1))
+    num_classes = outputs.shape[1] if outputs.shape[1] > 1 else 2
     cm = confusion_matrix(y, pred, num_classes)
     auc = None
     if num_classes == 2:
@@ -1181,6 +1343,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="label for where this ran (default: rpi:<hostname> or host-<arch>)")
     p.add_argument("--threshold", type=float, default=None,
                    help="anomaly score threshold (default: eval.npz's threshold; task anomaly only)")
+    p.add_argument("--no-probe", dest="probe", action="store_false",
+                   help="skip loading and running the model once in a child process first (that "
+                        "first run turns a model that crashes the runtime into exit 7)")
     p.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
     p.add_argument("--dump-outputs", default=None, metavar="FILE.npy",
                    help="also write the dequantized outputs of every evaluated sample "
@@ -1253,7 +1418,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry: evaluate, print the JSON to stdout (and ``--out``), return exit code.
 
     On failure writes ONE line ``evaluate.py: error: ...`` to stderr and returns the error's
-    ``exit_code`` (2 usage, 3 data, 4 runtime missing, 5 model, 6 arena, 1 unexpected).
+    ``exit_code``: 2 usage, 3 data (missing, unreadable, NaN/inf inputs, labels out of range or
+    not fitting the model's outputs), 4 runtime missing, 5 model (corrupt, unsupported, NaN/inf
+    outputs, an output size that does not fit the task), 6 arena, 7 the model crashed the
+    runtime in the first, child-process run, 1 unexpected. Never exit 0 with a made-up metric.
     Native runtime logs are held back while evaluating and replayed to stderr on success.
     """
     box = {"text": ""}
@@ -1273,7 +1441,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                        threads=args.threads, warmup=args.warmup, runs=args.runs,
                                        arena_bytes=args.arena_bytes,
                                        measured_on=args.measured_on, samples=args.samples,
-                                       task=task, threshold=threshold)
+                                       task=task, threshold=threshold, probe=args.probe)
         native = box["text"]
         if native:
             sys.stderr.write(native if native.endswith("\n") else native + "\n")

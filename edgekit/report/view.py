@@ -169,6 +169,36 @@ def check_text(c: dict) -> str:
     return f"{text}, {_amount(abs(diff), c['unit'])} {'left' if diff >= 0 else 'over'}"
 
 
+def latency_shown(target: dict) -> tuple[float | None, str]:
+    """The latency a verdict rests on and where it comes from: ``(ms, source)``.
+
+    ``source`` is ``"on <device>"`` for a device measurement, ``"estimated ±N %"`` for a
+    calibrated estimate (N: the fit's median leave-one-out error, when known) and ``"host, not the
+    device"`` for a time measured on the machine that ran edgekit, which never decides a budget.
+    """
+    b = target.get("budget") or {}
+    p50 = (target.get("latency_ms") or {}).get("p50")
+    where = target.get("measured_on") or ""
+    if b.get("latency_basis") == "estimate" and target.get("latency_estimate_ms") is not None:
+        err = (((target.get("estimate_basis") or {}).get("fit") or {}).get("loo_median_abs_pct_error"))
+        return target["latency_estimate_ms"], "estimated" + (f" ±{err:.0f} %" if err is not None else "")
+    if where and not where.startswith("host"):
+        return p50, f"on {where}"
+    return p50, "host, not the device" if p50 is not None else "not measured"
+
+
+def terminal_verdict(target: dict) -> str:
+    """``pass``, ``pass, estimated`` (a latency budget met only by an estimate), ``OVER BUDGET: flash``, ..."""
+    checks = _checks(target)
+    failed = [c["budget"] for c in checks if c["status"] == "fail"]
+    if failed:
+        return "OVER BUDGET: " + ", ".join(BUDGET_NAME[f] for f in failed)
+    estimated = (target.get("budget") or {}).get("latency_basis") == "estimate"
+    unchecked = [BUDGET_NAME[c["budget"]] for c in checks if c["status"] == "unchecked"]
+    text = "pass, estimated" if estimated else "pass"
+    return text + (f" ({', '.join(unchecked)} unchecked)" if unchecked else "")
+
+
 def budget_bar_rows(target: dict) -> list[dict[str, Any]]:
     """Flash and RAM of ``target`` for the budget plot: label, share of the budget, status, text."""
     return [{"label": {"flash": "flash", "ram": "RAM"}[c["budget"]], "share": c["share"], "status": c["status"],
