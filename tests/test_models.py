@@ -52,14 +52,25 @@ def test_unknown_model_and_wrong_rank():
 
 @pytest.mark.parametrize("name", sorted(list_models()))
 def test_every_model_runs_full_int8_in_tflite_micro(name, zoo_int8, tmp_path):
-    """Full-integer conversion (int8 in and out; the session's zoo_int8, MLPerf models at their
-    reference shapes) has only ops TFLite Micro has kernels for, and two inferences in TFLite Micro
-    match LiteRT's on the same file to within one quantization step. (The arena search itself is
-    tested in test_mcu.py and runs for every cortex-m4 target of a pipeline run.)"""
+    """Full-integer conversion (int8 in and out; the session's zoo_int8, at small input shapes)
+    has only ops TFLite Micro has kernels for, and two inferences in TFLite Micro match LiteRT's
+    on the same file to within one quantization step. (The arena search itself is tested in
+    test_mcu.py and runs for every cortex-m4 target of a pipeline run.)"""
+    _runs_in_tflite_micro(zoo_int8[name], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_mlperf_models_run_full_int8_in_tflite_micro_at_reference_shapes(name, zoo_reference_int8, tmp_path):
+    """The same for the MLPerf Tiny models at their reference input shapes (MobileNetV1 at
+    96x96x3 takes a while in TFLite Micro's reference kernels)."""
+    _runs_in_tflite_micro(zoo_reference_int8[name], tmp_path)
+
+
+def _runs_in_tflite_micro(zoo, tmp_path) -> None:
     from edgekit import mcu
     from edgekit.ondevice import evaluate as ev
 
-    zoo = zoo_int8[name]
     path = zoo.full_int8
     mcu.check_ops(mcu.model_ops(path.read_bytes()))
     np.save(tmp_path / "x.npy", zoo.x[:2])

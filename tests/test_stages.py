@@ -146,6 +146,7 @@ def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
         q.metrics["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow  # a fresh process: logical CPUs must be set before TensorFlow starts
 def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
     """The teacher trains under MirroredStrategy with 2 replicas when 2 devices are visible."""
     code = textwrap.dedent(f"""

@@ -2,7 +2,9 @@
 worker processes on 127.0.0.1 (multi-worker, a killed worker, parameter servers, a "real"
 cluster file).
 
-The cluster tests start ``edgekit`` in its own session and kill that whole process group in a
+The cluster tests (slow: process-level; the cluster file, TF_CONFIG, usage errors, the input
+pipeline, mixed precision and the backup logic run in process in the default suite) start
+``edgekit`` in its own session and kill that whole process group in a
 finalizer (the workers also die with their supervisor), and every wait has a timeout.
 Mirrored training on two logical CPUs is tested in ``test_stages.py``.
 """
@@ -294,6 +296,7 @@ def test_run_resume_continues_teacher_from_backup(tmp_path, spawn):
 # ----------------------------------------------------------------------------- clusters on 127.0.0.1
 
 
+@pytest.mark.slow
 def test_two_workers_from_a_cluster_file_stay_in_sync(tmp_path, spawn):
     """Two machines' commands (``--cluster cluster.yaml --task worker:I``), run here on loopback:
     the same losses every epoch and bit-identical final weights; only the chief writes."""
