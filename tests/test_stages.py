@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.data import load_dataset
-from edgekit.recipe import DataConfig, PruneConfig, QatConfig, StudentConfig
+from edgekit.recipe import DataConfig, PruneConfig, StudentConfig
 
 
 @pytest.fixture(scope="module")
@@ -119,31 +119,32 @@ def test_prune_unknown_skip_layer(teacher, data, tmp_path):
         prune.run(load_model(teacher.model_path), data, PruneConfig(skip_layers=["nope"]), seed=0, out_dir=tmp_path)
 
 
-def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
-    from edgekit import prune, quantize
-    from edgekit.fitting import load_model
+def test_qat_preserves_sparsity_and_roundtrips(finished_run):
+    """The finished run's pruned (50 %) and QAT stages, as prune.run and quantize.run wrote them."""
+    from edgekit import quantize
+    from edgekit.data import load_for_recipe
+    from edgekit.recipe import load_recipe
 
-    pr = prune.run(load_model(teacher.model_path), data,
-                   PruneConfig(target_sparsity=0.5, epochs=2, batch_size=32, skip_layers=["last"]),
-                   seed=0, out_dir=tmp_path / "pruned")
-    q = quantize.run(load_model(pr.model_path), data, QatConfig(epochs=1, batch_size=32), seed=0,
-                     out_dir=tmp_path / "qat", pruned=True, pruned_layers=pr.metrics["pruned_layers"])
-    assert q.metrics["scheme"] == "prune_preserve_8bit"
+    stages = finished_run.out / "stages"
+    pr = json.loads((stages / "pruned" / "metrics.json").read_text())
+    q = json.loads((stages / "qat" / "metrics.json").read_text())
+    assert q["scheme"] == "prune_preserve_8bit"
     # zeros survive QAT: at least the share of zeros the pruned model had
-    assert q.metrics["kernel_sparsity_after"] >= pr.metrics["sparsity_overall"] - 1e-6
-    assert q.metrics["sparsity"] >= pr.metrics["sparsity"] - 1e-6  # the pruned layers stay as sparse
-    assert q.metrics["size_format"] == "tflite-int8"
-    assert q.metrics["size_bytes"] < pr.metrics["size_bytes"]
-    assert q.metrics["calibrated_ranges"] >= 2
-    reloaded = quantize.load(tmp_path / "qat")
+    assert q["kernel_sparsity_after"] >= pr["sparsity_overall"] - 1e-6
+    assert q["sparsity"] >= pr["sparsity"] - 1e-6  # the pruned layers stay as sparse
+    assert q["size_format"] == "tflite-int8"
+    assert q["size_bytes"] < pr["size_bytes"]
+    assert q["calibrated_ranges"] >= 2
+    reloaded = quantize.load(stages / "qat")
     # ranges start from the float activations: ReLU outputs use [0, max], not tfmot's [-6, 6]
     relu_min = [w for w in reloaded.weights if "post_activation_min" in w.name][0]
     assert float(relu_min.numpy()) == 0.0
+    data = load_for_recipe(load_recipe(finished_run.recipe_path), base=finished_run.recipe_path.parent)
     x = data.x_test[:16]
-    fresh = quantize.load(tmp_path / "qat")
+    fresh = quantize.load(stages / "qat")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
     assert (reloaded.predict(data.x_test, verbose=0).argmax(1) == data.y_test).mean() == pytest.approx(
-        q.metrics["accuracy"], abs=1e-9)
+        q["accuracy"], abs=1e-9)
 
 
 @pytest.mark.slow  # a fresh process: logical CPUs must be set before TensorFlow starts
