@@ -1,29 +1,103 @@
-"""Atomic file writes shared by every stage (no TensorFlow here: ``edgekit.mcu`` uses it too).
+"""Atomic file writes and guarded removals shared by every stage (no TensorFlow here:
+``edgekit.mcu`` uses it too).
 
 A file is written to a temp file in the same folder (``.<name>.XXXX.tmp``), flushed to disk and
 renamed over the target with ``os.replace``, so readers see either the old file or the new one,
 never half of one, and a failed write leaves no temp file behind.
+
+edgekit deletes and overwrites only what it created inside a run directory. Every removal goes
+through :func:`remove` and every write through :func:`write_text` / :func:`write_json` (or
+:func:`guard` for writers of their own, such as Keras' ``model.save``): each resolves the path's
+folder through its symlinks and refuses one that lands outside the run directory (``root``),
+with :class:`~edgekit.errors.EdgekitError`. The run directory is given as ``root=`` or, inside
+:func:`run_lock` (which every command that writes a run holds), taken from the lock.
+:func:`check_out_dir` is the ``--out`` policy: a folder that is absent, empty or holds what
+edgekit writes there, never ``/``, the home folder, the edgekit checkout, or a folder above the
+working directory, the checkout or the recipe; :func:`check_page_out` is the one of a single page
+(``report --out FILE``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-__all__ = ["run_lock", "write_json", "write_text"]
+__all__ = ["check_not_special", "check_out_dir", "confined", "guard", "remove", "run_lock", "write_json", "write_text"]
+
+# the run directory the current code may write in (set by run_lock / confined); None: no run
+_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("edgekit_run_root", default=None)
 
 
-def write_text(path: Path, text: str | bytes) -> Path:
+def _where(path: Path) -> Path:
+    """Where the directory entry ``path`` really is: its folder resolved through symlinks, plus
+    its own name (a symlink itself is not followed: it is what gets replaced or unlinked)."""
+    path = Path(path)  # not abspath: it would fold "link/.." lexically, where the kernel follows the link
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
+def guard(path: Path, root: Path | None = None) -> Path:
+    """Refuse ``path`` unless it lies inside ``root`` (default: the run directory of the current
+    :func:`run_lock` / :func:`confined`; no check when there is none); returns ``path``.
+
+    Both are resolved through their symlinks first, so a link inside the run that points
+    elsewhere, or a name such as ``../x``, is refused. Raises :class:`EdgekitError` (exit 1).
+    """
+    root = root if root is not None else _ROOT.get()
+    if root is None:
+        return Path(path)
+    real_root = Path(root).resolve()
+    real = _where(Path(path))
+    if real == real_root or not real.is_relative_to(real_root):
+        from .errors import EdgekitError
+
+        raise EdgekitError(f"{path}: refused to write or remove it: it resolves to {real}, outside the run "
+                           f"directory {real_root} (edgekit changes only what it created there)")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def confined(root: Path):
+    """Within this block :func:`write_text`, :func:`write_json`, :func:`remove` and :func:`guard`
+    refuse paths outside ``root`` unless given their own ``root``."""
+    token = _ROOT.set(Path(root).resolve())
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
+
+
+def remove(path: Path, *, root: Path | None = None) -> None:
+    """Remove the file, symlink or folder tree ``path`` (nothing when it does not exist), only
+    when it lies inside ``root`` (see :func:`guard`). A symlink is removed itself, never what it
+    points to; a folder's symlinks are unlinked, not followed."""
+    path = Path(path)
+    if root is None and _ROOT.get() is None:
+        from .errors import EdgekitError
+
+        raise EdgekitError(f"{path}: refused to remove it: no run directory to confine the removal to")
+    guard(path, root)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def write_text(path: Path, text: str | bytes, *, root: Path | None = None) -> Path:
     """Write ``text`` (str as UTF-8, or bytes) to ``path`` atomically; returns ``path``.
 
     Creates the parent folder. The file gets mode 0644 (``mkstemp`` would leave 0600). Raises
-    ``OSError`` from the file system; the previous file, if any, is then left untouched.
+    ``OSError`` from the file system; the previous file, if any, is then left untouched. Inside a
+    run (``root``, or the current :func:`run_lock`) a path outside the run directory is refused.
     """
-    path = Path(path)
+    path = guard(Path(path), root)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -40,9 +114,9 @@ def write_text(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def write_json(path: Path, data: Any) -> Path:
+def write_json(path: Path, data: Any, *, root: Path | None = None) -> Path:
     """Write ``data`` as indented JSON (with a final newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", root=root)
 
 
 @contextlib.contextmanager
@@ -65,7 +139,9 @@ def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another -
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + max(0.0, wait_s)
-    with open(run_dir / ".edgekit.lock", "a+") as fh:
+    # O_NOFOLLOW: a lock file that is a symlink (to a file elsewhere) is refused, not opened
+    fd = os.open(run_dir / ".edgekit.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a+") as fh:
         said = False
         while True:
             try:
@@ -81,6 +157,83 @@ def run_lock(run_dir: Path, *, busy_hint: str = "wait for it or choose another -
                     said = True
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         try:
-            yield
+            with confined(run_dir):
+                yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _dangerous(real: Path, extra: Iterable[Path] = ()) -> str | None:
+    """Why ``real`` (resolved) may never be an output folder, or None."""
+    checkout = Path(__file__).resolve().parent.parent
+    if real == Path(real.anchor):
+        return "the file system root"
+    if real == Path.home().resolve():
+        return "your home folder"
+    if real == checkout or real in checkout.parents:
+        return "the edgekit checkout (or a folder above it)"
+    if real in Path.cwd().resolve().parents:
+        return "a folder above the working directory"
+    for p in extra:
+        p = Path(p).resolve()
+        if real in p.parents:
+            return f"{p} (or a folder above it)"
+    return None
+
+
+def check_not_special(out: Path, *, flag: str = "--out", above: Iterable[Path] = ()) -> Path:
+    """Refuse (exit 2) an output folder that is the file system root, the home folder, the
+    edgekit checkout, or a folder above it, the working directory or one of ``above``; returns
+    ``out`` resolved."""
+    from .errors import RecipeError
+
+    real = Path(out).resolve()
+    why = _dangerous(real, above)
+    if why is not None:
+        raise RecipeError(f"{flag} {out}: refused: it is {why}; give a new or empty folder for edgekit's output")
+    return real
+
+
+def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), what: str = "edgekit run",
+                  flag: str = "--out", above: Iterable[Path] = ()) -> bool:
+    """The ``--out`` policy: ``out`` must be absent, empty, or hold ``what`` (one of ``markers``
+    present; a folder holding only edgekit's lock file counts as empty). Raises
+    :class:`~edgekit.errors.RecipeError` (exit 2) with one line otherwise, and always for the
+    file system root, the home folder, the checkout, a folder above the working directory or
+    above one of ``above`` (the recipe's folder), whatever ``--force`` says. Returns whether
+    ``out`` holds ``what``."""
+    from .errors import RecipeError
+
+    out = Path(out)
+    real = check_not_special(out, flag=flag, above=above)
+    if out.is_symlink() and not out.is_dir():
+        raise RecipeError(f"{flag} {out}: is a symlink to {real}, which is not a folder; choose another {flag}")
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise RecipeError(f"{flag} {out}: exists and is not a directory; choose another {flag}")
+    if any((out / m).exists() or (out / m).is_symlink() for m in markers):
+        return True
+    if any(p.name != ".edgekit.lock" for p in out.iterdir()):
+        raise RecipeError(f"{flag} {out}: the folder is not empty and holds no {what} "
+                          f"({' or '.join(markers)}); edgekit writes only into a new or empty folder, or one of "
+                          f"its own (--force included): choose another {flag}")
+    return False
+
+
+def check_page_out(path: Path) -> None:
+    """The ``report --out FILE`` policy: FILE is absent (created) or an HTML page edgekit wrote
+    (overwritten); anything else (another file, a folder, a symlink) raises
+    :class:`~edgekit.errors.RecipeError` with one line."""
+    from .errors import RecipeError
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_file():
+        raise RecipeError(f"--out {path}: not a regular file; edgekit overwrites only an HTML page it wrote")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
+        raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
+                          "(choose another file)")

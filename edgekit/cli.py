@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from pathlib import Path
 
 import click
 
+from .deploy import DEFAULT_TIMEOUT_S
 from .errors import EdgekitError
+from .stages import ALL_STAGES
 
 log = logging.getLogger("edgekit")
 
@@ -92,9 +93,9 @@ def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
               help="Run directory (created).")
 @click.option("--resume", is_flag=True, help="Continue a run: skip stages whose inputs are unchanged.")
 @click.option("--force", is_flag=True, help="Start over in a directory that already holds a run.")
-@click.option("--until", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+@click.option("--until", type=click.Choice(ALL_STAGES),
               help="Stop after this stage.")
-@click.option("--only", type=click.Choice(["teacher", "student", "pruned", "qat", "convert", "eval", "report"]),
+@click.option("--only", type=click.Choice(ALL_STAGES),
               help="Rerun just this stage; earlier stages must be finished.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
@@ -119,9 +120,10 @@ def run(ctx, recipe: Path, out: Path, resume: bool, force: bool, until: str | No
 def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, until: str | None,
              only: str | None, as_json: bool, no_budget: bool, targets: tuple[str, ...] | None = None) -> None:
     from .pipeline import Run
+    from .ui import RunProgress, run_summary
 
     quiet = ctx.obj.get("quiet") or as_json
-    with _Progress(enabled=not quiet) as prog:
+    with RunProgress(enabled=not quiet) as prog:
         def on_stage(name: str, status: str) -> None:
             _attach_log(ctx, out, "run")  # the first stage event comes after the manifest is written
             prog.stage(name, status)
@@ -139,7 +141,7 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
         if report is None:
             click.echo(f"stopped after {stopped}; artifacts in {out}", err=True)
         else:
-            click.echo(_summary(report), err=True)
+            click.echo(run_summary(report), err=True)
             click.echo(f"report: {out / 'report.html'}", err=True)
             click.echo(f"        {out / 'report.md'}", err=True)
         if logfile is not None:
@@ -163,130 +165,7 @@ def _attach_log(ctx, run_dir: Path, command: str) -> Path | None:
     return console.attach(run_dir, command)
 
 
-def _summary(report: dict) -> str:
-    """The closing table of a run: per target its size, main metric, latency with its source, verdict."""
-    from .report.fmt import fmt_bytes, fmt_ms_unit
-    from .report.view import latency_shown, main_metric, terminal_verdict
-
-    m = main_metric(report)  # accuracy, MAE or ROC-AUC
-    rows = [("target", "format", "size", "arena", m.label, "latency p50", "verdict")]
-    for t in report["targets"]:
-        ms, source = latency_shown(t)
-        rows.append((t["name"], t["format"], fmt_bytes(t.get("size_bytes")), fmt_bytes(t.get("arena_bytes")),
-                     m.fmt(m.value(t)), f"{fmt_ms_unit(ms)} ({source})" if ms is not None else source,
-                     terminal_verdict(t)))
-    if len(rows) == 1:
-        return "no targets in this run"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class _Bars:
-    """Progress on stderr (nothing when not ``enabled``).
-
-    On a terminal: live rich bars (description, bar, done/total, an info field, time elapsed)
-    with lines printed above them. Elsewhere (a pipe, a CI log): no bars, only the lines, so a
-    log holds each stage once instead of redrawn frames.
-    """
-
-    label_width = 16
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar = None
-
-    def __enter__(self):
-        if self.enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(TextColumn(f"{{task.description:<{self.label_width}}}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=False)
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def say(self, text: str) -> None:
-        """One line above the bars (or on its own without a terminal)."""
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.console.print(text, markup=False, highlight=False)
-        else:
-            click.echo(text, err=True)
-
-
-class _Progress(_Bars):
-    """A bar per training stage (epochs) on a terminal, and one line per stage when it ends."""
-
-    label_width = 18
-
-    _SHOWN = ("loss", "accuracy", "val_accuracy", "mae", "val_mae", "val_loss")
-
-    def __init__(self, enabled: bool):
-        super().__init__(enabled)
-        self._tasks: dict[str, int] = {}
-        self._epochs: dict[str, str] = {}
-        self._started: dict[str, float] = {}
-        self._cached: list[str] = []
-
-    def __exit__(self, *exc):
-        self._flush_cached()
-        super().__exit__(*exc)
-
-    def _flush_cached(self) -> None:
-        cached, self._cached = self._cached, []
-        if cached:
-            names = ", ".join(cached) if len(cached) <= 6 else f"{cached[0]} … {cached[-1]}"
-            self.say(f"  {len(cached)} stage{'s' if len(cached) != 1 else ''} up to date, reused ({names})")
-
-    def stage(self, name: str, status: str) -> None:
-        import time
-
-        if status == "cached":
-            self._cached.append(name)
-            return
-        self._flush_cached()
-        if status == "running":
-            self._started[name] = time.perf_counter()
-            return
-        took = time.perf_counter() - self._started.pop(name, time.perf_counter())
-        if status == "done" and name in self._tasks:
-            return  # its bar says it
-        detail = self._epochs.get(name, "")
-        timing = f" in {took:.1f} s" if status in ("done", "failed") else ""
-        self.say(f"  {name:<{self.label_width}} {status}{timing}{'  ' + detail if detail else ''}")
-
-    def epoch(self, stage: str, done: int, total: int, logs: dict) -> None:
-        info = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if k in self._SHOWN)
-        self._epochs[stage] = f"epoch {done}/{total} {info}".rstrip()
-        if self._bar is None:
-            return
-        if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total, info="")
-        self._bar.update(self._tasks[stage], completed=done, info=info)
-
-
 # ----------------------------------------------------------------------------- one stage at a time
-
-
-def _run_dir_recipe(run_dir: Path, recipe: Path | None):
-    """The recipe of a run directory: --recipe, else the one the run was started with."""
-    from .errors import EdgekitError
-    from .manifest import Manifest
-    from .recipe import load_recipe
-
-    manifest = Manifest.load(run_dir)
-    if manifest is None:
-        raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
-    if recipe is None:
-        original = Path(manifest.data.get("recipe_path", ""))
-        recipe = original if original.is_file() else run_dir / "recipe.resolved.yaml"
-    return load_recipe(recipe), recipe
 
 
 def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
@@ -298,10 +177,10 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     @click.pass_context
     @_handle_errors
     def command(ctx, run_dir: Path, recipe: Path | None, as_json: bool, no_budget: bool, **kw):
-        rec, path = _run_dir_recipe(run_dir, recipe)
+        from .manifest import run_recipe
+
+        rec, path = run_recipe(run_dir, recipe)
         targets = kw.get("targets_") or ()
-        if targets:
-            _check_targets(rec, path, targets)
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
         if kw.get("compare"):
@@ -329,21 +208,6 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
     for option in extra:
         command = option(command)
     return main.command(name)(command)
-
-
-def _check_targets(rec, recipe: Path, targets: tuple[str, ...]) -> None:
-    """--target values must name targets of the recipe (profile names or the recipe's entries)."""
-    import difflib
-
-    from .recipe import load_target
-
-    names = [load_target(t, base=recipe.parent).name for t in rec.targets]
-    for t in targets:
-        if t not in names and t not in rec.targets:
-            close = difflib.get_close_matches(t, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise click.BadParameter(f"{t!r} is not a target of recipe {rec.name!r}{hint} (its targets: "
-                                     f"{', '.join(names)})", param_hint="--target")
 
 
 _TARGET_OPTION = click.option(
@@ -394,13 +258,14 @@ def train(ctx, target: Path, out: Path | None, recipe: Path | None, workers: int
       edgekit train recipes/quickstart.yaml --out /shared/q --cluster cluster.yaml --task worker:1
       edgekit train runs/quickstart
     """
+    from .manifest import run_recipe
     from .recipe import load_recipe
 
     if target.is_dir():
         for flag, value in (("--out", out), ("--force", force)):
             if value:
                 raise click.UsageError(f"{flag} goes with a RECIPE; a RUN_DIR is trained in place")
-        rec, path = _run_dir_recipe(target, recipe)
+        rec, path = run_recipe(target, recipe)
         run_dir = target
     else:
         if recipe is not None:
@@ -497,11 +362,14 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
       edgekit report runs/quickstart
       edgekit report runs/quickstart runs/mnist1d --out compare.html
     """
-    from ._io import write_text
+    from ._io import check_page_out, write_text
+    from .manifest import run_recipe
 
+    if out_file is not None:
+        check_page_out(out_file)
     if len(run_dirs) == 1:
         run_dir = run_dirs[0]
-        rec, path = _run_dir_recipe(run_dir, recipe)
+        rec, path = run_recipe(run_dir, recipe)
 
         def copy_html():
             if out_file is not None:
@@ -553,6 +421,7 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
     """
     from .estimate import estimate_model, load_calibration
     from .recipe import load_target
+    from .ui import render_estimate
 
     cal = load_calibration(calibration)
     results = [estimate_model(model, load_target(t), calibration=cal) for t in targets_]
@@ -562,39 +431,7 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
     for i, r in enumerate(results):
         if i:
             click.echo("")
-        click.echo(_render_estimate(r, per_op=per_op))
-
-
-def _render_estimate(r: dict, *, per_op: bool) -> str:
-    b = r["estimate_basis"]
-    by_class = ", ".join(f"{k} {v['macs'] / 1e6:.3g} M" for k, v in r["by_class"].items() if v["macs"])
-    lines = [f"model: {r['macs'] / 1e6:.4g} M MACs ({by_class or 'none'}) in {r['ops']} ops, "
-             f"{r['weight_bytes']} weight bytes"]
-    if r["latency_estimate_ms"] is None:
-        lines.insert(0, f"{r['target']}: no estimate: {r['reason']}")
-    else:
-        fit = b["fit"]
-        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated "
-                        f"({b['core']} @ {b['target_clock_mhz']:g} MHz, {b['kernels']}"
-                        f"{'' if b['runtime'] == b['kernels'] else ', ' + b['runtime']})")
-        lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
-                     f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
-        lines.append(f"calibrated on: {b['board']} ({b['calibration_set']})")
-        lines += [f"  source: {s}" for s in b["sources"]]
-        m = r["calibration_match"]
-        if m:
-            loo = "n/a" if m["loo_estimate_ms"] is None else f"{m['loo_estimate_ms']:.4g} ms ({m['loo_pct_error']:+.0f} %)"
-            lines.append(f"this is calibration model {m['model']}: published {m['published_ms']:.4g} ms; "
-                         f"a fit without it estimates {loo}")
-        lines += [f"note: {n}" for n in r["notes"]]
-    if per_op:
-        lines.append("| # | op | class | MACs | bytes read | bytes written | est. ms |")
-        lines.append("|---|---|---|---|---|---|---|")
-        for o in r["per_op"]:
-            est = o.get("estimate_ms")
-            lines.append(f"| {o['index']} | {o['op']} | {o['op_class']} | {o['macs']} | {o['bytes_read']} | "
-                         f"{o['bytes_written']} | {'-' if est is None else f'{est:.4g}'} |")
-    return "\n".join(lines)
+        click.echo(render_estimate(r, per_op=per_op))
 
 
 # ----------------------------------------------------------------------------- tune
@@ -639,10 +476,11 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
     from .errors import BudgetError
     from .tune import load_result
     from .tune import tune as run_tune
+    from .ui import TuneProgress
 
     out = out or Path("runs") / f"tune-{recipe.stem}-{Path(target).stem}"
     quiet = ctx.obj.get("quiet") or as_json
-    with _TuneProgress(enabled=not quiet) as prog:
+    with TuneProgress(enabled=not quiet) as prog:
         try:
             result = run_tune(recipe, target=target, out=out, max_accuracy_drop=max_accuracy_drop, trials=trials,
                               timeout_s=timeout_s, jobs=jobs, resume=resume, on_event=prog.event)
@@ -662,38 +500,6 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
         click.echo(headline(result)[1], err=True)
         click.echo(f"best recipe: {out / 'best.yaml'}; report: {out / 'tune.html'} (and tune.md, tune.json)",
                    err=True)
-
-
-class _TuneProgress(_Bars):
-    """A progress bar over a study's trials, a line per finished trial."""
-
-    label_width = 8
-
-    def __init__(self, enabled: bool):
-        super().__init__(enabled)
-        self._task = None
-
-    def event(self, kind: str, info: dict) -> None:
-        if not self.enabled:
-            return
-        from .report.tune import SCHEME_TEXT, verdict_word
-
-        if kind == "teacher":
-            acc = info.get("accuracy")
-            self.say("  teacher: training (once for all trials)" if acc is None else
-                     f"  teacher: accuracy {100 * acc:.2f} %")
-        elif kind == "start" and self._bar is not None:
-            self._task = self._bar.add_task("trials", total=info["trials"], completed=info["done"],
-                                            info=f"{info['jobs']} in parallel")
-        elif kind == "trial":
-            p = info["params"]
-            acc = "" if info.get("accuracy") is None else f" acc {100 * info['accuracy']:.2f} %"
-            flash = "" if info.get("flash_bytes") is None else f" flash {info['flash_bytes']} B"
-            arena = "" if info.get("arena_bytes") is None else f" arena {info['arena_bytes']} B"
-            self.say(f"  #{info['number']} width {p['width']:g} prune {p['prune']} "
-                     f"{SCHEME_TEXT[p['scheme']]}: {verdict_word(info)}{flash}{arena}{acc}")
-            if self._task is not None and not info.get("interrupted") and info.get("duplicate_of") is None:
-                self._bar.advance(self._task)
 
 
 # ----------------------------------------------------------------------------- config commands
@@ -950,8 +756,76 @@ def export_airflow_command(ctx, recipe: Path, out_dir: Path, schedule: str | Non
         click.echo(f"wrote {res.recipe_file} (the recipe the DAG runs)")
 
 
-from .deploy import build_command as _deploy_command  # noqa: E402 - click only; paramiko loads when connecting
-main.add_command(_deploy_command(_handle_errors))
+# ----------------------------------------------------------------------------- deploy
+
+
+@main.command("deploy")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--target", help="Pi target profile (name or path; default: the run's only Pi bundle).")
+@click.option("--host", "host", required=True, help="The device as user@host.")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True, help="SSH port.")
+@click.option("--key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Private key file (unencrypted; else use ssh-agent). Default: ssh-agent, then ~/.ssh/id_*.")
+@click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path),
+              help="known_hosts file checked for the host key. Default: ~/.ssh/known_hosts.")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust an unknown host key and append it to known_hosts (a changed key is always refused).")
+@click.option("--install-runtime", is_flag=True,
+              help="When numpy or a TFLite runtime is missing, pip install the bundle's requirements.txt "
+                   "into a venv in the remote folder.")
+@click.option("--python", "python", default="python3", show_default=True,
+              help="Python interpreter on the device.")
+@click.option("--remote-dir", help="New folder on the device (default /tmp/edgekit-<run>-<random>).")
+@click.option("--keep", is_flag=True, help="Keep the remote folder afterwards.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT_S,
+              show_default=True, help="Seconds the evaluator may run on the device.")
+@click.option("--dry-run", is_flag=True, help="Print the files and commands; connect to nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the device measurement as JSON.")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+@click.pass_context
+@_handle_errors
+def deploy_command(ctx, run_dir: Path, target: str | None, host: str, port: int, key: Path | None,
+                   known_hosts: Path | None, accept_new_host_key: bool, install_runtime: bool, python: str,
+                   remote_dir: str | None, keep: bool, timeout_s: float, dry_run: bool, as_json: bool,
+                   no_budget: bool):
+    """Copy a Pi bundle of RUN_DIR to a device over SSH, measure it there, merge the result.
+
+    Checks the device (machine, Python, free disk, numpy and ai_edge_litert or tflite_runtime),
+    copies targets/<target>/bundle to a fresh remote folder, runs `sh run.sh` there, and writes
+    eval/<target>-device.json; the target's entry in report.json/report.md gets the device
+    numbers (measured_on rpi:<hostname> or ssh:<hostname>, the latency budget now checked),
+    the host numbers stay under host_measurement. Keys or ssh-agent only; unknown host keys
+    are refused unless --accept-new-host-key, changed ones always.
+
+    \b
+    Example:
+      edgekit deploy runs/quickstart --target rpi4 --host pi@raspberrypi.local
+      edgekit deploy runs/quickstart --target rpi4 --host pi@192.168.1.20 --install-runtime --dry-run
+    """
+    from .deploy import deploy, make_plan, summary_line
+
+    plan = make_plan(run_dir, host, target=target, port=port, remote_dir=remote_dir, python=python,
+                     install_runtime=install_runtime, keep=keep, timeout_s=timeout_s)
+    if dry_run:
+        click.echo(plan.render())
+        return
+    obj = ctx.find_root().obj or {}
+    quiet = obj.get("quiet") or as_json
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # its tracebacks are not our one line
+    result = deploy(plan, key=key, known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                    progress=None if quiet else (lambda msg: click.echo(f"deploy: {msg}", err=True)),
+                    lock_wait_s=obj.get("lock_wait_s", 0.0))
+    budget = result["budget"]
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif not obj.get("quiet"):
+        click.echo(summary_line(plan.target, result))
+        click.echo(f"wrote {plan.device_json()}; updated {plan.run_dir / 'report.json'} and report.md")
+    if budget["violations"] and not no_budget:
+        for v in budget["violations"]:
+            click.echo(f"over budget: {plan.target}: {v}", err=True)
+        ctx.exit(6)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable
 
+from ._io import remove
 from .errors import EdgekitError, RecipeError, StageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -334,7 +335,7 @@ class Supervisor:
         if self.attempt == 1:
             for task in self._tasks_here():
                 for suffix in (".log", ".events.jsonl"):
-                    (self.work / f"{task.slug}{suffix}").unlink(missing_ok=True)
+                    remove(self.work / f"{task.slug}{suffix}", root=self.work)
         chief = self.spec.chief_task()
         if chief in self._tasks_here() and self._tail is None:
             self._tail = _Tail(self.work / f"{chief.slug}.events.jsonl")

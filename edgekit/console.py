@@ -110,12 +110,16 @@ class Console:
         """
         if self._attached:
             return self.log_path
+        from ._io import guard
+        from .errors import EdgekitError
+
         logs = Path(run_dir) / "logs"
         try:
             logs.mkdir(parents=True, exist_ok=True)
             path = logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:  # a read-only run directory: keep the temporary log
+            guard(path, run_dir)  # logs/ may not lead out of the run (a symlink)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        except (OSError, EdgekitError) as exc:  # a read-only run directory: keep the temporary log
             log.debug("cannot write a log into %s: %s", logs, exc)
             return self.log_path
         if self.redirected and self.log_path is not None:

@@ -21,10 +21,10 @@ its own behind (each file is written atomically; the ones this call added are re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -291,15 +291,15 @@ def _remove_new_entries(folder: Path, *, keep: set[str], remove_dir: bool) -> No
     ``remove_dir`` and it ends up empty)."""
     if not folder.is_dir():
         return
+    from ._io import remove
+
     for p in folder.iterdir():
         if p.name in keep:
             continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            remove(p, root=folder)
     if remove_dir and not any(folder.iterdir()):
-        folder.rmdir()
+        remove(folder, root=folder.parent)
 
 
 def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: ConvertConfig, out_dir: Path,

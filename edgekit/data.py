@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, one_line
 from .recipe import DataConfig, FeaturesConfig, Task, recipe_relative
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     except DataError:
         raise
     except Exception as exc:  # BadZipFile, bad .npy headers
-        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     for name, (shape, dtype) in out.items():
         if dtype.hasobject:
             raise DataError(f"{path}: not a readable .npz file: array {name!r} holds Python objects ({dtype}), which would need "
@@ -209,7 +209,7 @@ def _npz(path: Path, task: str = "classification"):
         with np.load(path, allow_pickle=False) as f:
             arrays = [f[k] for k in keys]
     except Exception as exc:  # zip/format/pickle-refused errors from numpy
-        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+        raise DataError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     pairs = [(arrays[i], arrays[i + 1]) for i in range(0, len(arrays), 2)]
     return [_check_xy(path, x, y, part, task) for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
 
@@ -308,10 +308,10 @@ def _images(folder: Path):
             except DataError:
                 raise
             except Image.DecompressionBombError as exc:
-                raise DataError(f"{p}: refused as a possible decompression bomb ({_one_line(exc)}); "
+                raise DataError(f"{p}: refused as a possible decompression bomb ({one_line(exc)}); "
                                 "resize it") from None
             except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-                raise DataError(f"{p}: not a readable image ({_one_line(exc)})") from None
+                raise DataError(f"{p}: not a readable image ({one_line(exc)})") from None
             if size is None:
                 size = arr.shape
             elif arr.shape != size:
@@ -322,11 +322,6 @@ def _images(folder: Path):
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         log.warning("%s: skipped %d hidden or non-image entries (%s)", folder, len(skipped), shown)
     return [_check_xy(folder, np.stack(xs), np.asarray(ys), "")]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_xy(where: Path | str, x: np.ndarray, y: np.ndarray, part: str, task: str = "classification"):
@@ -492,7 +487,7 @@ def _split(name: str, key: str, x: np.ndarray, y: np.ndarray, share: float, seed
         return train_test_split(x, y, test_size=share, random_state=seed, stratify=stratify(y, share))
     except ValueError as exc:
         raise DataError(f"dataset {name!r}: cannot split {len(y)} samples by {key} {share:g} "
-                        f"({_one_line(exc)}); add samples or change {key}") from None
+                        f"({one_line(exc)}); add samples or change {key}") from None
 
 
 def load_for_recipe(recipe, *, base: Path | None = None) -> Dataset:
@@ -532,3 +527,33 @@ def fit_reduction(cfg: FeaturesConfig, x_train: np.ndarray, y_train: np.ndarray,
     log.info("features: %s %d -> %d inputs, variance kept %.4f", cfg.reduce, d, k, kept)
     return {"kind": cfg.reduce, "components": k, "kernel": kernel.astype("float32"), "bias": bias.astype("float32"),
             "input_size": d, "variance_kept": round(kept, 6)}
+
+
+def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
+    """sha256 of what a file source holds (``npz:``/``csv:`` the file's bytes; ``images:`` every
+    file under the folder: its relative name, size and bytes, in sorted order), so a run's
+    fingerprint changes when the data does though its path does not. None for sources that are
+    not files (bundled or generated: their content is fixed by edgekit's version). Reads each
+    byte once; raises :class:`DataError` when the file or folder is missing."""
+    import hashlib
+
+    kind, _, arg = cfg.source.partition(":")
+    if kind not in ("npz", "csv", "images") or not arg:
+        return None
+    path = _resolve(arg, base)
+    h = hashlib.sha256(kind.encode())
+    if kind == "images":
+        if not path.is_dir():
+            raise DataError(f"{path}: image folder not found (data.source {cfg.source})")
+        files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    else:
+        if not path.is_file():
+            raise DataError(f"{path}: data file not found (data.source {cfg.source})")
+        files = [path]
+    for p in files:
+        rel = "" if p == path else p.relative_to(path).as_posix()
+        h.update(f"\0{rel}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -47,3 +47,11 @@ class DeviceError(EdgekitError):
     """A device or runtime could not be reached or failed to run the model."""
 
     exit_code = 7
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc``'s message as one line to quote inside an error message: whitespace (newlines
+    included) collapsed to single spaces, cut to ``limit`` characters (ending in ``...``), and the
+    exception's type name when it has no message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."

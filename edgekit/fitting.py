@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._io import write_json, write_text  # noqa: F401 - re-exported
+from ._io import guard, write_json, write_text  # noqa: F401 - re-exported
 from ._tf import keras, tf
 from .recipe import Training
 
@@ -94,7 +94,9 @@ def size_info(blob: bytes) -> dict[str, int]:
 
 
 def save_model(model, path: Path) -> Path:
-    """Save a Keras model to ``path`` (``.keras``) atomically: temp file, then rename."""
+    """Save a Keras model to ``path`` (``.keras``) atomically: temp file, then rename. Inside a
+    run, a path outside the run directory is refused (:func:`edgekit._io.guard`)."""
+    guard(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
     os.close(fd)

@@ -67,14 +67,15 @@ class Manifest:
 
     @classmethod
     def load(cls, out_dir: Path) -> "Manifest | None":
-        path = out_dir / "manifest.json"
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
-        return cls(out_dir, data) if data.get("schema") == SCHEMA else None
+        """The manifest of ``out_dir``; None when there is none or it is not an edgekit manifest
+        (:func:`problem` says why)."""
+        data, _ = _read(Path(out_dir))
+        return None if data is None else cls(Path(out_dir), data)
+
+    @staticmethod
+    def problem(out_dir: Path) -> str | None:
+        """Why ``out_dir/manifest.json`` cannot be used (None: it can, or there is none)."""
+        return _read(Path(out_dir))[1]
 
     @classmethod
     def new(cls, out_dir: Path, *, recipe_name: str, recipe_sha256: str, seed: int) -> "Manifest":
@@ -90,6 +91,22 @@ class Manifest:
 
     def entry(self, name: str) -> dict[str, Any] | None:
         return self.data["stages"].get(name)
+
+    def interrupted(self) -> list[str]:
+        """Stages still marked ``running``: the process that ran them was killed (the lock is
+        free, so it is gone). They are not current; the next run redoes them."""
+        return [n for n, e in self.data["stages"].items() if e.get("status") == "running"]
+
+    def mark_interrupted(self) -> list[str]:
+        """Mark every ``running`` stage ``failed`` ("interrupted"); call with the run's lock held."""
+        names = self.interrupted()
+        for n in names:
+            e = self.data["stages"][n]
+            e.update(status="failed", error="interrupted: the process running this stage ended without "
+                                            "finishing it (killed or crashed)")
+        if names:
+            self.save()
+        return names
 
     def is_current(self, name: str, fp: str) -> bool:
         """True when ``name`` finished with fingerprint ``fp`` and its files are unchanged."""
@@ -116,3 +133,46 @@ class Manifest:
 
     def save(self) -> None:
         write_json(self.path, self.data)
+
+
+def run_recipe(run_dir: Path, recipe: Path | None = None):
+    """The recipe of a run directory and the path it was loaded from: ``recipe`` when given,
+    else the one the run was started with (its file when it still exists, else the run's
+    ``recipe.resolved.yaml``). Raises :class:`~edgekit.errors.EdgekitError` naming the problem
+    for a folder that is not a usable run directory."""
+    from .errors import EdgekitError
+    from .recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    manifest = Manifest.load(run_dir)
+    if manifest is None:
+        why = Manifest.problem(run_dir)
+        if why is not None:
+            raise EdgekitError(f"{run_dir}: not a usable run directory: manifest.json {why}; start over with "
+                               "edgekit run RECIPE --out RUN_DIR --force")
+        raise EdgekitError(f"{run_dir}: not a run directory (no manifest.json); start one with edgekit run")
+    if recipe is None:
+        original = Path(manifest.data.get("recipe_path", ""))
+        recipe = original if original.is_file() else run_dir / "recipe.resolved.yaml"
+    return load_recipe(recipe), recipe
+
+
+def _read(out_dir: Path) -> tuple[dict | None, str | None]:
+    """(data, None) for a usable manifest, (None, why) for an unusable one, (None, None) for none."""
+    path = out_dir / "manifest.json"
+    if not path.exists() and not path.is_symlink():
+        return None, None
+    if not path.is_file():
+        return None, "not a regular file"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"not readable JSON ({' '.join(str(exc).split())[:120]})"
+    if not isinstance(data, dict):
+        return None, f"it holds a JSON {type(data).__name__}, not an object"
+    if data.get("schema") != SCHEMA:
+        return None, f"schema {data.get('schema')!r}, not {SCHEMA!r}"
+    stages = data.get("stages")
+    if not isinstance(stages, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in stages.items()):
+        return None, "'stages' is not an object of stage entries"
+    return data, None

@@ -39,7 +39,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DataError, EdgekitError
+from ._io import write_text
+from .errors import DataError, EdgekitError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ def _keras_variant(name: str, source: str, load: Callable[[], Any], x: np.ndarra
         v.outputs = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float32)
         v.outputs = v.outputs.reshape(len(x), -1)
     except Exception as exc:  # noqa: BLE001 - a broken stage is reported, not fatal
-        v.error = _one_line(exc)
+        v.error = one_line(exc)
         log.warning("%s: %s", name, v.error)
     return v
 
@@ -219,11 +220,11 @@ def _tflite_float_variant(model, x: np.ndarray, tmp_dir: Path, stage: str) -> _O
                  HOST_TFLITE_RUNTIME, quantized=False)
     try:
         path = tmp_dir / "model_float32.tflite"
-        path.write_bytes(to_tflite(model, mode="float32"))
+        write_text(path, to_tflite(model, mode="float32"), root=tmp_dir)
         v.extra["size_bytes"] = path.stat().st_size
         v.outputs = _predict(path, x, HOST_TFLITE_RUNTIME)
     except Exception as exc:  # noqa: BLE001
-        v.error = _one_line(exc)
+        v.error = one_line(exc)
         log.warning("tflite_float: %s", v.error)
     return v
 
@@ -291,7 +292,7 @@ def _target_variants(run_dir: Path, manifest: dict, x: np.ndarray, y: np.ndarray
             if quantized and path.suffix == ".tflite":
                 v.extra["quant"] = _io_quantization(path)
         except Exception as exc:  # noqa: BLE001 - reported in the variant, never fatal
-            v.error = _one_line(exc)
+            v.error = one_line(exc)
             log.warning("%s: %s", v.name, v.error)
         done[key] = v
         out.append(v)
@@ -671,8 +672,3 @@ def _read_yaml(path: Path) -> dict | None:
     except (OSError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -13,21 +13,22 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import EdgekitError, StageError
-from ._io import run_lock
+from .errors import EdgekitError, RecipeError, StageError
+from ._io import check_out_dir, remove, run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
 from .recipe import Recipe, load_target, resolved_yaml
+from .stages import ALL_STAGES, TRAIN_STAGES  # noqa: F401 - TRAIN_STAGES: part of this module's API
 
 log = logging.getLogger(__name__)
 
-TRAIN_STAGES = ("teacher", "student", "pruned", "qat")
-ALL_STAGES = (*TRAIN_STAGES, "convert", "eval", "report")
+# what a run writes in its directory: all that --force removes (the lock file stays)
+RUN_OUTPUTS = ("stages", "targets", "eval", "report.json", "report.md", "report.html", "recipe.resolved.yaml",
+               "manifest.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +52,7 @@ class Run:
         self.recipe, self.recipe_path, self.out = recipe, Path(recipe_path), Path(out_dir)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
-        if self.out.exists() and not self.out.is_dir():
-            raise EdgekitError(f"{self.out}: exists and is not a directory; choose another --out")
+        check_out_dir(self.out, above=[self.recipe_path.resolve().parent])
         existing = Manifest.load(self.out)
         self._check_existing(existing)
         self.manifest = None if force else existing
@@ -61,9 +61,10 @@ class Run:
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
-        if existing is None and (self.out / "manifest.json").exists() and not self.force:
-            raise EdgekitError(f"{self.out}/manifest.json is unreadable or not an edgekit manifest; "
-                               "pass --force to start over")
+        problem = Manifest.problem(self.out) if existing is None else None
+        if problem is not None and not self.force:
+            raise EdgekitError(f"{self.out / 'manifest.json'} is unreadable or not an edgekit manifest ({problem}); "
+                               "pass --force to start over (it removes only what edgekit wrote there)")
         if existing is not None and not (self.resume or self.force):
             raise EdgekitError(f"{self.out} already holds a run; pass --resume to continue it "
                                "or --force to start over")
@@ -81,14 +82,20 @@ class Run:
             self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
-            for sub in ("stages", "targets", "eval"):
-                shutil.rmtree(self.out / sub, ignore_errors=True)
-            (self.out / "manifest.json").unlink(missing_ok=True)
+            check_out_dir(self.out, above=[self.recipe_path.resolve().parent])  # again, under the lock
+            for name in RUN_OUTPUTS:
+                remove(self.out / name, root=self.out)
+        if self.manifest is not None:
+            for name in self.manifest.mark_interrupted():
+                log.warning("%s: stage %s was interrupted in an earlier run (its process was killed or crashed); "
+                            "it is not finished and is redone", self.out, name)
+                self.on_stage(name, "interrupted")
         if self.manifest is None:
             self.manifest = Manifest.new(self.out, recipe_name=self.recipe.name,
                                          recipe_sha256=recipe_sha, seed=self.recipe.seed)
         self.manifest.refresh(recipe_sha256=recipe_sha)
         self.manifest.data["recipe_path"] = str(self.recipe_path.resolve())
+        self.manifest.save()  # the folder is an edgekit run from now on, even when the first stage fails
         write_text(self.out / "recipe.resolved.yaml", resolved_yaml(self.recipe))
         self.force, self.resume = False, True  # a second execute() of this object continues, it does not wipe again
 
@@ -101,6 +108,14 @@ class Run:
 
             self._data = load_for_recipe(self.recipe, base=self.recipe_path.parent)
         return self._data
+
+    def data_digest(self) -> str | None:
+        """sha256 of the data source's files (None for generated sources), hashed once per run."""
+        if not hasattr(self, "_data_digest"):
+            from .data import source_digest
+
+            self._data_digest = source_digest(self.recipe.data, base=self.recipe_path.parent)
+        return self._data_digest
 
     def _stage(self, name: str, fp: str, fn: Callable[[], tuple[list[Path], dict]], *,
                force: bool = False) -> tuple[dict, bool]:
@@ -176,15 +191,20 @@ class Run:
 
     def select_targets(self, targets: Sequence[str]) -> set[str]:
         """Profile names for ``targets`` (profile names, or the recipe's own entries); raises
-        :class:`EdgekitError` naming the recipe's targets for one that is not in the recipe."""
+        :class:`RecipeError` (exit 2) naming the recipe's targets, and the closest one, for a
+        target that is not in the recipe. The one check of ``--target`` (the CLI has no other)."""
+        import difflib
+
         names = self.target_names()
         by_entry = dict(zip(self.recipe.targets, names))
         chosen = set()
         for t in targets:
             name = t if t in names else by_entry.get(t)
             if name is None:
-                raise EdgekitError(f"--target {t}: not a target of recipe {self.recipe.name!r} "
-                                   f"(its targets: {', '.join(names)})")
+                close = difflib.get_close_matches(t, names, n=1)
+                raise RecipeError(f"--target {t}: not a target of recipe {self.recipe.name!r} "
+                                  f"(its targets: {', '.join(names)})"
+                                  + (f"; did you mean {close[0]!r}?" if close else ""))
             chosen.add(name)
         return chosen
 
@@ -229,6 +249,9 @@ class Run:
         if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
             base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
                                r.features.model_dump(mode="json") if r.features else None)
+        digest = self.data_digest()
+        if digest is not None:  # a file source: its content counts, not only its name
+            base = fingerprint(base, {"data_sha256": digest})
         fps: dict[str, str] = {}
         report = None
         stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)
@@ -242,8 +265,11 @@ class Run:
             fp = fingerprint(step.name, inputs, step.config)
             if only is not None and group < stop:
                 if not self.manifest.is_current(step.name, fp):
-                    raise EdgekitError(f"--only {only}: earlier step {step.name!r} is not finished or out of "
-                                       "date; run without --only (or with --resume) first")
+                    e = self.manifest.entry(step.name) or {}
+                    how = ("was interrupted (its process was killed or crashed)"
+                           if str(e.get("error", "")).startswith("interrupted") else "is not finished or out of date")
+                    raise EdgekitError(f"--only {only}: earlier step {step.name!r} {how}; run without --only "
+                                       "(or with --resume) first")
             else:
                 # with --target the shared eval-data step is redone only when it is out of date
                 # (rewriting it would put every other target's conversion out of date)
@@ -309,7 +335,7 @@ class Run:
         from .convert import convert_target
 
         folder = self.out / "targets" / profile.name
-        shutil.rmtree(folder, ignore_errors=True)
+        remove(folder, root=self.out)
         models = {"float": self._model(self.float_stage),
                   "qat": self._model(self.qat_stage) if self.qat_stage else None}
         arts = convert_target(profile, models, self.data, self.recipe.convert, folder,

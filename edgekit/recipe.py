@@ -33,6 +33,20 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 TARGETS_DIR = DATA_DIR / "targets"
 RECIPES_DIR = DATA_DIR / "recipes"
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""Names that become file or folder names (a recipe's ``name``, a target profile's ``name``):
+letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit, at most 64 characters, no
+``..``; so ``targets/<name>/`` and ``eval/<name>.json`` stay inside the run directory."""
+
+
+def check_name(v: str) -> str:
+    """``v`` when it is a name (:data:`NAME_PATTERN`); else ValueError saying what is allowed."""
+    if not isinstance(v, str) or not re.match(NAME_PATTERN, v) or ".." in v:
+        raise ValueError(f"{v!r} is not a usable name: it becomes a file name, so it takes letters, digits, '.', "
+                         "'_' and '-', starts with a letter or digit, has no '..' and at most 64 characters")
+    return v
+
+
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -205,8 +219,8 @@ class ConvertConfig(_Strict):
 class Recipe(_Strict):
     """A whole run: data, teacher, student, pruning, QAT, targets and evaluation."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
-        description="run name (letters, digits, . _ -)")
+    name: str = Field(description="run name (letters, digits, . _ -; starts with a letter or digit, at most 64, "
+                                  "no ..)")
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
         0, description="seed for data split, init and shuffling (numpy takes 0..2**32-1)")
     task: Task = Field(Task.classification, description="classification: logits, top-1 accuracy; regression: "
@@ -222,6 +236,8 @@ class Recipe(_Strict):
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     targets: list[str] = Field(default_factory=lambda: ["mobile"], description="target profiles by name or path")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
     @model_validator(mode="after")
     def _fits_task(self):
@@ -263,7 +279,7 @@ class Budget(_Strict):
 class TargetProfile(_Strict):
     """A device profile from ``targets/*.yaml``."""
 
-    name: str
+    name: str = Field(description="the profile's name: targets/<name>/ and eval/<name>.json in a run")
     kind: TargetKind
     board: str = Field("", description="the real board the budgets come from")
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tflite_micro", "onnxruntime"] = "ai_edge_litert"
@@ -278,6 +294,8 @@ class TargetProfile(_Strict):
     calibration: str | None = Field(
         None, description="calibration set (edgekit/data/latency_calibration.yaml) measured on this board; "
                           "null: no latency estimate")
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
 
 # ---------------------------------------------------------------- loading and error messages
@@ -489,12 +507,34 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     path = Path(path)
     recipe = _validate(Recipe, _read_yaml(path, "recipe"), path)
+    check_target_names(recipe, path)
+    return recipe
+
+
+def check_target_names(recipe: Recipe, path: Path) -> list[TargetProfile]:
+    """Load every target profile of ``recipe`` (read from ``path``); raises :class:`RecipeError`
+    for a missing or invalid profile, two targets with the same profile name (they would share
+    ``targets/<name>/``), or a custom profile named like a built-in one that differs from it."""
+    profiles: list[TargetProfile] = []
+    seen: dict[str, int] = {}
+    builtin = set(list_targets())
     for i, target in enumerate(recipe.targets):
         try:
-            find_target(target, base=path.parent)
+            file = find_target(target, base=path.parent)
+            profile = load_target(target, base=path.parent)
         except RecipeError as exc:
             raise RecipeError(f"{path}: targets.{i}: {exc}") from None
-    return recipe
+        if profile.name in seen:
+            raise RecipeError(f"{path}: targets.{i}: {target!r} is profile {profile.name!r}, like targets."
+                              f"{seen[profile.name]}; each target needs its own profile name (it names the folder "
+                              f"targets/{profile.name}/): remove one or rename its profile")
+        if (profile.name in builtin and file.resolve() != (TARGETS_DIR / f"{profile.name}.yaml").resolve()
+                and profile != load_target(profile.name)):
+            raise RecipeError(f"{path}: targets.{i}: {file} is named {profile.name!r} like the built-in profile but "
+                              "differs from it; give the custom profile its own name")
+        seen[profile.name] = i
+        profiles.append(profile)
+    return profiles
 
 
 GENERATED_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "fermentation": (16, 3), "machine-anomaly": (640, 1)}

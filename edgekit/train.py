@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from . import tasks
+from ._io import confined, remove
 from ._tf import keras, tf
 from .data import Dataset
 from .errors import StageError
@@ -228,7 +228,7 @@ def prepare_backup(backup_dir: Path, fp: str) -> bool:
             log.info("teacher: resuming from the backup in %s", backup_dir)
             return True
         log.warning("teacher: discarding a backup in %s that was made for another config or data", backup_dir)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        remove(backup_dir, root=backup_dir.parent)
     write_json(stamp, {"fingerprint": fp})
     return False
 
@@ -354,17 +354,18 @@ def run(data: Dataset, cfg: TeacherConfig, *, seed: int, out_dir: Path,
                "train_seconds": round(time.perf_counter() - start, 3)}
     if chief:
         res = finish_stage("teacher", plain, out_dir, metrics, cfg, data=data)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        remove(backup_dir, root=out_dir)
         return res
     # not the chief: the same files in a temp dir, unmeasured (the chief measures the same weights)
     temp = Path(tempfile.mkdtemp(prefix="edgekit-teacher-"))
     try:
-        path = save_model(plain, temp / "model.keras")
-        conf = cfg.model_dump(mode="json")
-        write_json(temp / "metrics.json", {"stage": "teacher", **metrics, "config": conf})
+        with confined(temp):  # edgekit's own temp folder, outside any run
+            path = save_model(plain, temp / "model.keras")
+            conf = cfg.model_dump(mode="json")
+            write_json(temp / "metrics.json", {"stage": "teacher", **metrics, "config": conf})
         return StageResult("teacher", path, metrics, conf)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        remove(temp, root=temp.parent)
 
 
 def _parameter_server_inputs(data: Dataset, cfg: TeacherConfig, seed: int, steps_per_epoch: int) -> dict:

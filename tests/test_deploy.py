@@ -407,3 +407,78 @@ def test_deploy_to_emulated_pi_matches_x86(run, tmp_path):
     print(f"\nemulated aarch64: accuracy {device['accuracy']:.4f} (x86-64 {host['accuracy']:.4f}), "
           f"p50 {device['latency_ms']['p50']:.4f} ms emulated vs {host['latency_ms']['p50']:.4f} ms x86-64 host, "
           f"deploy {device['device']['seconds']:.1f} s")
+
+
+# ----------------------------------------------------------------------------- nothing pasted into a command
+
+HOSTILE_EVAL = ["1; touch {marker}; echo", "$(touch {marker})", "`touch {marker}`", "1 && touch {marker}"]
+
+
+@pytest.mark.parametrize("key", ["warmup_runs", "timed_runs", "num_threads"])
+@pytest.mark.parametrize("value", HOSTILE_EVAL)
+def test_values_from_eval_json_never_run_on_the_device(run, sshd, known_hosts, tmp_path, key, value):
+    """eval/<target>.json is data: a shell command in one of its numbers is refused before connecting."""
+    marker = tmp_path / "pwned"
+    path = run / "eval" / "rpi4.json"
+    data = json.loads(path.read_text())
+    data[key] = value.format(marker=marker)
+    path.write_text(json.dumps(data))
+    before = snapshot(run)
+    res = deploy(run, sshd, "--remote-dir", str(remote_dir(tmp_path)), known_hosts=known_hosts)
+    assert res.exit_code == 1 and f"{key} is " in res.output and "expected an integer" in res.output, res.output
+    assert not marker.exists() and not (remote_dir(tmp_path) / "pwned").exists()
+    assert snapshot(run) == before
+
+
+def test_options_reach_the_device_quoted(run, sshd, known_hosts, tmp_path):
+    """--python and --remote-dir with shell syntax in them are single arguments on the device."""
+    marker = tmp_path / "pwned"
+    res = deploy(run, sshd, "--remote-dir", str(remote_dir(tmp_path)), known_hosts=known_hosts,
+                 python=f"{sys.executable}; touch {marker}")
+    one_error_line(res, "not found")
+    assert not marker.exists()
+    odd = tmp_path / "remote" / f"a b; touch {marker.name}"
+    res = deploy(run, sshd, "--remote-dir", str(odd), known_hosts=known_hosts)
+    assert res.exit_code == 0, res.output
+    assert not marker.exists() and not (tmp_path / "remote" / "pwned").exists()
+    assert json.loads((run / "eval" / "rpi4-device.json").read_text())["device"]["remote_dir"] == str(odd)
+
+
+def test_deploy_refuses_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "targets" / "rpi4" / "bundle").mkdir(parents=True)
+    (tmp_path / "targets" / "rpi4" / "bundle" / "run.sh").write_text("echo\n")
+    res = CliRunner().invoke(main, ["deploy", str(tmp_path), "--target", "rpi4", "--host", "pi@x.invalid",
+                                    "--dry-run"])
+    assert res.exit_code == 1 and "not an edgekit run directory" in res.output, res.output
+
+
+TINY_REGRESSION = """
+name: tiny-regression
+seed: 0
+task: regression
+data: {source: fermentation, normalize: zscore}
+teacher: {model: mlp_small, epochs: 2, batch_size: 64, learning_rate: 0.003}
+student: null
+prune: null
+qat: null
+targets: [rpi4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+
+@pytest.mark.slow
+def test_deploy_of_a_regression_run_prints_its_metric(sshd, known_hosts, tmp_path):
+    """A task without accuracy: deploy writes the device's numbers, checks the budget and prints
+    the MAE, exit 0 (it crashed formatting a None accuracy after writing, exit 1)."""
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    recipe = tmp_path / "reg.yaml"
+    recipe.write_text(TINY_REGRESSION)
+    out = tmp_path / "run"
+    Run(load_recipe(recipe), recipe, out).execute()
+    res = deploy(out, sshd, "--remote-dir", str(remote_dir(tmp_path)), known_hosts=known_hosts, quiet=False)
+    assert res.exit_code == 0, res.output
+    assert "rpi4 on ssh:" in res.output and " mae " in res.output and "budget ok" in res.output, res.output
+    device = json.loads((out / "eval" / "rpi4-device.json").read_text())
+    assert device["accuracy"] is None and device["metrics"]["mae"] is not None and device["budget"]["ok"]

@@ -26,7 +26,7 @@ BROKEN = [
     ("name: x\ndata: {source: cifar}\n", "data.source: 'cifar' is not a known source"),
     ("name: x\ntargets: [rpi5]\n", "targets.0: unknown target 'rpi5'; did you mean 'rpi4'?"),
     ("name: x\ntargets: rpi4\n", "targets: input should be a valid list"),
-    ("name: 'has space'\n", "name: string should match pattern '^[A-Za-z0-9_.-]+$'"),
+    ("name: 'has space'\n", "name: 'has space' is not a usable name"),
     ("name: x\nevaluate: {runs: 0}\n", "evaluate.runs: 0 is out of range"),
 ]
 

@@ -307,7 +307,7 @@ def test_compare_runs_through_the_cli(two_runs, tmp_path):
 
     res = runner.invoke(main, ["report", str(a), str(b), "--json"], catch_exceptions=False)
     result = json.loads(res.stdout)
-    assert result["schema"] == "edgekit.compare/1"
+    assert result["schema"] == "edgekit.runs-compare/1"
     assert [r["label"] for r in result["runs"]] == ["base", "bigger"]
     assert [r["ok"] for r in result["runs"]] == [all(t["budget"]["ok"] for t in report["targets"]), False]
     mcu = next(t for t in result["targets"] if t["name"] == "cortex-m4")

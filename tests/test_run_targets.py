@@ -137,7 +137,8 @@ def test_cli_target_option(run_dir, fake_stages):
     assert fake_stages == ["convert:mobile", "convert:rpi4"]
     res = CliRunner().invoke(main, ["convert", str(out), "--target", "rpi5"])
     assert res.exit_code == 2
-    assert "Invalid value for --target: 'rpi5' is not a target of recipe 'tiny'; did you mean 'rpi4'?" in res.output
+    assert ("--target rpi5: not a target of recipe 'tiny' (its targets: mobile, rpi4, cortex-m4); did you mean "
+            "'rpi4'?") in res.output
     res = CliRunner().invoke(main, ["eval", str(out), "--target", "rpi4", "--compare"])
     assert res.exit_code == 2 and "--compare covers every target" in res.output
 

@@ -1,7 +1,7 @@
 """Several runs side by side, from their ``report.json`` files only (no TensorFlow, no rerun).
 
 :func:`compare_runs` loads the reports and returns a JSON-ready dict (schema
-``edgekit.compare/1``): per run its recipe, dataset, commit and verdict; per stage and per
+``edgekit.runs-compare/1``): per run its recipe, dataset, commit and verdict; per stage and per
 target the numbers of every run (``null`` where a run lacks it). The renderers lay it out as
 Markdown (stdout of ``edgekit report A B``) or as one self-contained HTML page (``--out``).
 The first run is the baseline: other runs' cells also show the change against it.
@@ -21,9 +21,9 @@ from typing import Any
 from . import load_report, svg, view
 from .fmt import DASH, fmt_bytes, fmt_ms, fmt_pct, fmt_points, fmt_text
 from .html import page, table_html
-from .markdown import table_md
+from .markdown import md_text, table_md
 
-SCHEMA = "edgekit.compare/1"
+SCHEMA = "edgekit.runs-compare/1"
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -173,10 +173,10 @@ def targets_table(result: dict) -> view.Table:
 def render_compare_markdown(result: dict) -> str:
     """The comparison as Markdown: runs, stages side by side, targets side by side."""
     labels = [r["label"] for r in result["runs"]]
-    out = [f"# edgekit comparison: {', '.join(labels)}", "",
-           f"Baseline: **{labels[0]}**; changes in parentheses are against it.", "",
+    out = [f"# edgekit comparison: {md_text(', '.join(labels))}", "",
+           f"Baseline: **{md_text(labels[0])}**; changes in parentheses are against it.", "",
            "## Runs", "", table_md(runs_table(result)), ""]
-    out += [f"- **{r['label']}**: {r['verdict']}" for r in result["runs"]]
+    out += [f"- **{md_text(r['label'])}**: {md_text(r['verdict'])}" for r in result["runs"]]
     out += ["", "## Targets", "", table_md(targets_table(result)), "",
             "## Stages", "", table_md(stages_table(result)), ""]
     return "\n".join(out)

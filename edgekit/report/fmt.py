@@ -98,3 +98,11 @@ def fmt_text(v) -> str:
     if isinstance(v, float):
         return _sig(v, 3)
     return str(v)
+
+
+def fmt_num(v, spec: str = ".4f", missing: str = "n/a") -> str:
+    """``v`` with the format ``spec`` for one-line summaries; ``missing`` when ``v`` is None or
+    not a number (a metric the task or the device did not measure)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return missing
+    return format(v, spec)

@@ -10,9 +10,19 @@ from . import view
 from .fmt import fmt_pct
 
 
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "\r": " ", "\n": " "}
+
+
+def md_text(s) -> str:
+    """``s`` as literal Markdown text: HTML (``& < >``), pipes and backticks escaped, line breaks
+    made spaces, so a name from a recipe or a device can neither inject HTML nor break a table
+    or a heading."""
+    return "".join(_MD_ESCAPES.get(c, c) for c in str(s))
+
+
 def md_table(header, rows) -> str:
-    """A GitHub Markdown table; ``|`` inside cells is escaped."""
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    """A GitHub Markdown table; every cell is :func:`md_text`."""
+    esc = md_text
     lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines)
@@ -26,9 +36,9 @@ def table_md(t: view.Table) -> str:
 def render_markdown(report: dict) -> str:
     """The whole ``report.md`` for ``report`` (a ``report.json`` dict)."""
     status, sentence = view.verdict(report)
-    out = [f"# edgekit report: {report['recipe']}", "",
-           f"**{'PASS' if status == 'pass' else 'OVER BUDGET'}** — {sentence}", ""]
-    out += [f"- **{k}**: {v}" for k, v in view.summary_facts(report)]
+    out = [f"# edgekit report: {md_text(report['recipe'])}", "",
+           f"**{'PASS' if status == 'pass' else 'OVER BUDGET'}** — {md_text(sentence)}", ""]
+    out += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in view.summary_facts(report)]
     out += ["", f"{view.metric_note(report)}; target numbers come from running each artifact in its "
                 "own runtime. Host latencies are host latencies: they say nothing about the device's speed.", ""]
     out += ["## Budgets", "", table_md(view.budget_table(report)), ""]
@@ -37,17 +47,18 @@ def render_markdown(report: dict) -> str:
     metrics = view.metrics_table(report)
     if metrics is not None:
         out += ["## Task metrics", "", table_md(metrics), ""]
-    out += [f"Pareto front (size vs {view.main_metric(report).label}, smallest first): {view.pareto_text(report)}", ""]
+    out += [f"Pareto front (size vs {view.main_metric(report).label}, smallest first): "
+            f"{md_text(view.pareto_text(report))}", ""]
     layers = view.per_layer_sparsity(report)
     if layers:
         stage, target, items = layers
-        out += [f"### Per-layer sparsity ({stage})", "",
-                "; ".join(f"{k}: {v}" for k, v in view.sparsity_facts(report)) + ".", "",
+        out += [f"### Per-layer sparsity ({md_text(stage)})", "",
+                "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in view.sparsity_facts(report)) + ".", "",
                 md_table(["layer", "sparsity"], [[name, fmt_pct(v)] for name, v in items]), ""]
     cm = view.confusion(report)
     if cm:
         caption, matrix, labels = cm
-        out += ["### Confusion matrix", "", f"{caption}. Rows: true class, columns: predicted class.", "",
+        out += ["### Confusion matrix", "", f"{md_text(caption)}. Rows: true class, columns: predicted class.", "",
                 md_table(["true \\ pred", *labels], [[lab, *map(str, row)] for lab, row in zip(labels, matrix)]), ""]
     versions = view.version_items(report)
     if versions:

@@ -13,7 +13,7 @@ from typing import Any
 from . import svg, view
 from .fmt import DASH, fmt_bytes, fmt_ms_unit, fmt_pct, fmt_points, fmt_seconds
 from .html import page, table_html
-from .markdown import table_md
+from .markdown import md_text, table_md
 
 SCHEME_TEXT = {"qat-int8": "QAT int8", "ptq-int8": "PTQ int8", "ptq-int16x8": "PTQ int16x8"}
 
@@ -127,9 +127,9 @@ def front_text(result: dict, which: str) -> str:
 def render_tune_markdown(result: dict) -> str:
     """``tune.md``: the verdict, the facts, both Pareto fronts and every trial."""
     status, sentence = headline(result)
-    out = [f"# edgekit tune: {result['recipe']} on {result['target']}", "",
-           f"**{'FOUND' if status == 'pass' else 'NOT FOUND'}** — {sentence}", ""]
-    out += [f"- **{k}**: {v}" for k, v in facts(result)]
+    out = [f"# edgekit tune: {md_text(result['recipe'])} on {md_text(result['target'])}", "",
+           f"**{'FOUND' if status == 'pass' else 'NOT FOUND'}** — {md_text(sentence)}", ""]
+    out += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in facts(result)]
     out += ["", "Flash is the model file and RAM the tensor arena measured in TFLite Micro (MCU targets); accuracy "
                 "is measured by running each converted model on the test split. Latency is measured on the device "
                 "when it was, else the calibrated estimate (est.); a dash where neither exists.", "",
