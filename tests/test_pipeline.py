@@ -106,6 +106,7 @@ def test_resume_after_an_interrupt_reruns_only_what_changed(finished_run, tmp_pa
     res = CliRunner().invoke(main, ["run", str(changed), "--out", str(out), "--resume", "--until", "qat"])
     assert res.exit_code == 0, res.output
     assert "3 stages up to date, reused (teacher, student, pruned)" in res.output
+    assert "qat                interrupted in an earlier run (killed or crashed): not finished" in res.output
     after = json.loads((out / "manifest.json").read_text())["stages"]
     for stage, entry in finished.items():
         assert after[stage] == entry, f"{stage} was redone"
