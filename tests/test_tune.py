@@ -302,7 +302,7 @@ def test_stale_trials_of_a_killed_study_are_failed_and_queued_again():
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
-    from edgekit.tune import _counted, _retry_stale
+    from edgekit.tune.study import _counted, _retry_stale
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"])
