@@ -3,7 +3,7 @@
 Config-only commands (``recipes``, ``targets``, ``models``, ``datasets``) import no TensorFlow.
 Errors become one line on stderr and the exit code of their :mod:`edgekit.errors` class;
 ``--debug`` shows the traceback. Exit codes: 0 ok, 1 error, 2 bad recipe or usage, 3 data,
-4 stage, 5 conversion, 6 budget, 7 device, 130 interrupted.
+4 stage, 5 conversion, 6 budget, 7 device, or a given model that cannot be opened, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
     over = [f"{t['name']}: {v}" for t in (report or {}).get("targets", []) for v in t["budget"]["violations"]]
     if over and rec.convert.check_budget and not no_budget:
         for line in over:
-            click.echo(f"over budget: {line}", err=True)
+            gate = ": quality: " in line  # the quality gate fails like a budget
+            click.echo(f"{'below the quality gate' if gate else 'over budget'}: {line}", err=True)
         ctx.exit(6)
 
 
@@ -314,6 +315,8 @@ def _launch(rec, recipe: Path, *, workers: int | None, ps: int | None, cluster_f
         return Launch(recipe, cluster=load_cluster(cluster_file), task=me, max_restarts=max_restarts)
     if workers is None:
         return None
+    if rec.teacher is None:
+        raise click.UsageError("--workers trains the teacher, and this recipe has teacher: null")
     if ps is None and rec.teacher.strategy.value == "parameter_server":
         log.info("teacher.strategy is parameter_server: one parameter server (--ps 1)")
         ps = 1
@@ -411,7 +414,8 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
 
     The estimate comes from the model's MACs and bytes (read from the file, no TensorFlow) and
     per-board coefficients fitted on published latencies measured on the target's board; it
-    states its sources and the leave-one-out error of the fit. A target whose board has no
+    states its sources and the leave-one-out error of the fit (where the fit has points enough
+    for one), and flags a model outside what the board's calibration set was fitted on. A target whose board has no
     published measurement gets no estimate ("latency_estimate_ms": null) and the reason.
 
     \b
@@ -521,17 +525,27 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     knowable without training: the data file or folder exists, zoo model names, and that each
     model's input rank fits the data's (read from the data's shape only).
 
+    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
+    has it opened in a child process, without training, and its input and output shapes checked
+    against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
+
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import RecipeError
+    from .errors import EdgekitError, RecipeError
     from .recipe import check_inputs, load_recipe
 
     results = []
     for f in files:
         try:
-            problems = check_inputs(load_recipe(f), f)
+            rec = load_recipe(f)
+            problems = check_inputs(rec, f)
+            if not problems:
+                try:
+                    _validate_models(rec, f)
+                except EdgekitError as exc:
+                    problems = str(exc).splitlines()
             results.append({"file": str(f), "ok": not problems, "errors": problems})
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
@@ -545,6 +559,38 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
                 click.echo(e, err=True)
     if not all(r["ok"] for r in results):
         ctx.exit(2)
+
+
+def _validate_models(rec, path: Path) -> None:
+    """Open the recipe's given models (files, SavedModels, builders) in a child process and check
+    them against its data; raises the first problem, prefixed with the recipe's file."""
+    import tempfile
+
+    from .errors import EdgekitError
+    from .model_source import classify
+    from .recipe import with_model_paths
+
+    rec = with_model_paths(rec, path.parent)
+    given = [(k, getattr(rec, k)) for k in ("teacher", "student")
+             if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
+                                                                                         "builder")]
+    if not given:
+        return
+    import numpy as np
+
+    from .data import load_for_recipe
+    from .user_model import SAMPLE_ROWS, check_fits, open_in_child
+
+    try:
+        data = load_for_recipe(rec, base=path.parent)
+        sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+            for key, cfg in given:
+                info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
+                                     num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
+                check_fits(info, data, what=f"{key}.model")
+    except EdgekitError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 @recipes.command("show")

@@ -347,7 +347,10 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
         info = check_integer_only(blob, require_int_io=True)
         p = write_text(out_dir / "model_int8.tflite", blob)
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
-        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena)
+        from .opcosts import io_quantization
+
+        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
+                                  preprocess=preprocess_json(data))
         res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
         write_json(out_dir / "arena.json", extra["arena"])

@@ -377,17 +377,25 @@ def _stratify(y: np.ndarray, share: float, classes: int) -> np.ndarray | None:
     return None
 
 
-def _normalize(cfg: DataConfig, x_tr: np.ndarray, *others: np.ndarray):
-    """Fit ``cfg.normalize`` on the training split only; apply it to every split."""
-    if cfg.normalize == "none":
+def _normalize(cfg: DataConfig, x_tr: np.ndarray, *others: np.ndarray, tabular: bool = False):
+    """Fit ``cfg.normalize`` on the training split only; apply it to every split. ``auto`` is
+    ``zscore`` for ``tabular`` data (features of different scales quantize badly: one feature
+    100x larger than the rest takes the whole int8 range of the input), else ``none``."""
+    kind = cfg.normalize
+    if kind == "auto":
+        kind = "zscore" if tabular else "none"
+        if tabular:
+            log.info("data.normalize auto: zscore per feature (fitted on the training split); set "
+                     "data.normalize: none to feed the features as they are")
+    if kind == "none":
         return None, (x_tr, *others)
-    if cfg.normalize == "minmax":
+    if kind == "minmax":
         offset, span = x_tr.min(0), x_tr.max(0) - x_tr.min(0)
     else:
         offset, span = x_tr.mean(0), x_tr.std(0)
     scale = np.where(span > 0, span, 1.0).astype("float32")
     offset = offset.astype("float32")
-    params = {"kind": cfg.normalize, "offset": offset, "scale": scale}
+    params = {"kind": kind, "offset": offset, "scale": scale}
     return params, tuple((a - offset) / scale for a in (x_tr, *others))
 
 
@@ -405,8 +413,10 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     task = Task(task).value
     src = cfg.source
     kind, _, arg = src.partition(":")
+    raw_rank = None
     if kind == "npz" and arg:
         parts, name = _npz(_resolve(arg, base), task), Path(arg).stem
+        raw_rank = _npz_rank(_resolve(arg, base))
     elif kind == "csv" and arg:
         parts, name = _csv(_resolve(arg, base), cfg.label, task), Path(arg).stem
     elif kind == "images" and arg:
@@ -423,6 +433,9 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         close = difflib.get_close_matches(src, list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"unknown dataset source {src!r}{hint} (known: {', '.join(list_sources())})")
+    # a table of features (csv:, or npz: with x of shape (samples, features)): auto-normalized
+    tabular = kind == "csv" or (kind == "npz" and all(x.ndim == 3 and x.shape[-1] == 1 for x, _ in parts)
+                                and raw_rank == 2)
     all_y = np.concatenate([y for _, y in parts])
     if task == Task.regression.value:
         classes = 1
@@ -462,7 +475,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         x_tr, x_va, y_tr, y_va = _split(name, "data.val_split", x_tr, y_tr, cfg.val_split, seed, stratify)
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
-    norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te)
+    norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te, tabular=tabular)
     if task == Task.regression.value:
         log.info("dataset %s: %d train, %d val, %d test, regression (labels %.3g..%.3g)", name, len(x_tr),
                  len(x_va), len(x_te), float(all_y.min()), float(all_y.max()))
@@ -491,8 +504,28 @@ def _split(name: str, key: str, x: np.ndarray, y: np.ndarray, share: float, seed
 
 
 def load_for_recipe(recipe, *, base: Path | None = None) -> Dataset:
-    """The dataset of ``recipe`` (a :class:`edgekit.recipe.Recipe`): its data, seed, task and features."""
-    return load_dataset(recipe.data, seed=recipe.seed, base=base, task=recipe.task, features=recipe.features)
+    """The dataset of ``recipe`` (a :class:`edgekit.recipe.Recipe`): its data, seed, task and features.
+
+    ``data.normalize: auto`` is ``none`` when the recipe gives a trained model file (it was trained
+    on the data as it is; normalizing would feed it inputs it never saw)."""
+    from .model_source import classify
+
+    cfg = recipe.data
+    given = [c.model for c in (recipe.teacher, recipe.student) if c is not None and classify(c.model).trained]
+    if cfg.normalize == "auto" and given:
+        log.info("data.normalize auto: none, as %s is a trained model", given[0])
+        cfg = cfg.model_copy(update={"normalize": "none"})
+    return load_dataset(cfg, seed=recipe.seed, base=base, task=recipe.task, features=recipe.features)
+
+
+def _npz_rank(path: Path) -> int | None:
+    """Rank of the x array(s) of an npz file as stored (2: a table of features), without loading them."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            key = "x" if "x" in f.files else "x_train"
+            return len(f[key].shape)
+    except Exception:  # noqa: BLE001 - _npz reported any problem already
+        return None
 
 
 def fit_reduction(cfg: FeaturesConfig, x_train: np.ndarray, y_train: np.ndarray, *, name: str = "data") -> dict:

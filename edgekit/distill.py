@@ -71,8 +71,9 @@ def run(teacher, data: Dataset, cfg: StudentConfig, *, seed: int, out_dir: Path,
     start = time.perf_counter()
     keras()
     task = tasks.get(data.task)
-    model, epochs_run = train_student(teacher, data, cfg, seed=seed, progress=progress)
-    metrics = {"temperature": cfg.temperature, "alpha": cfg.alpha, "epochs_run": epochs_run,
+    alpha = cfg.alpha if teacher is not None else 0.0  # no teacher (teacher: null): the labels alone
+    model, epochs_run = train_student(teacher, data, cfg, seed=seed, alpha=alpha, progress=progress)
+    metrics = {"temperature": cfg.temperature, "alpha": alpha, "epochs_run": epochs_run,
                "train_seconds": round(time.perf_counter() - start, 3)}
     if baseline:
         scratch, _ = train_student(None, data, cfg, seed=seed, alpha=0.0, progress=progress,

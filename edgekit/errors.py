@@ -43,6 +43,13 @@ class BudgetError(EdgekitError):
     exit_code = 6
 
 
+class ModelError(EdgekitError):
+    """A given model (a user's .keras/.h5 file, SavedModel or builder) cannot be opened or taken:
+    custom objects, a crash while loading, a Keras 3 rebuild that does not compute the same outputs."""
+
+    exit_code = 7
+
+
 class DeviceError(EdgekitError):
     """A device or runtime could not be reached or failed to run the model."""
 

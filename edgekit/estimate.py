@@ -6,8 +6,8 @@ halves:
 
 * an **op-level cost model** read from the ``.tflite`` flatbuffer alone (no TensorFlow): for
   every operator its MACs (convolutions, depthwise convolutions, fully connected, batch matmul,
-  transposed convolutions) and its memory traffic (bytes read and written), see
-  :func:`op_costs`;
+  transposed convolutions) and its memory traffic (bytes read and written), in
+  :mod:`edgekit.opcosts` (re-exported here as :func:`op_costs`);
 * **per-board coefficients**, fitted by non-negative least squares on *published measured*
   latencies of known models on real boards (MLPerf Tiny results, the XNNPACK Raspberry Pi
   table): cycles per MAC of the GEMM-like ops (convolutions, fully connected) and cycles per
@@ -21,6 +21,11 @@ Why two coefficients and not one per op class: a calibration set holds two to fo
 models, and a per-class fit on so few points memorizes them (its leave-one-out error is worse).
 :func:`op_costs` still reports every op's class, MACs and bytes, and ``per_op`` in the estimate
 splits the total by the fitted coefficients.
+
+Each set also stores what it was fitted on (:func:`validity_range`): a model outside it gets
+its estimate flagged (``estimate_in_range: false``) and no budget verdict. A fixed per-op and
+per-invoke cost joins the fit only where a set has points enough to identify it. An error band
+is stated only where pooled held-out points support it (:func:`error_band`).
 
 A target profile names the calibration set that was measured on its board (``calibration:`` in
 ``targets/*.yaml``) beside its ``core``, ``clock_mhz`` and ``kernels``. A profile without one gets
@@ -55,7 +60,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConversionError, RecipeError
+from .errors import ConversionError, RecipeError  # noqa: F401 - ConversionError: raised by op_costs, documented here
 
 __all__ = [
     "CALIBRATION_PATH",
@@ -76,257 +81,12 @@ __all__ = [
 SCHEMA = "edgekit.estimate/1"
 CALIBRATION_PATH = Path(__file__).parent / "data" / "latency_calibration.yaml"
 
-# op class of each TFLite builtin op (schema names); any other op is "other" (bytes only)
-_CLASS_OF: dict[str, str] = {}
-for _cls, _ops in {
-    "conv": ("CONV_2D", "CONV_3D", "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE"),
-    "depthwise": ("DEPTHWISE_CONV_2D",),
-    "fully_connected": ("FULLY_CONNECTED", "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM",
-                        "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN", "RNN", "SVDF"),
-    "pool": ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "MEAN", "SUM", "REDUCE_MAX",
-             "REDUCE_MIN", "REDUCE_PROD", "REDUCE_ANY", "REDUCE_ALL"),
-    "elementwise": ("ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "POW",
-                    "FLOOR_DIV", "FLOOR_MOD", "ADD_N", "RELU", "RELU6", "RELU_N1_TO_1",
-                    "RELU_0_TO_1", "LEAKY_RELU", "PRELU", "HARD_SWISH", "LOGISTIC", "TANH", "ELU",
-                    "GELU", "ABS", "NEG", "EXP", "LOG", "SQRT", "RSQRT", "SQUARE", "SIN", "COS",
-                    "FLOOR", "CEIL", "ROUND", "SOFTMAX", "LOG_SOFTMAX", "L2_NORMALIZATION",
-                    "LOCAL_RESPONSE_NORMALIZATION", "EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL",
-                    "GREATER", "GREATER_EQUAL", "LOGICAL_AND", "LOGICAL_OR", "LOGICAL_NOT",
-                    "SELECT", "SELECT_V2", "SIGN"),
-    "data_movement": ("RESHAPE", "SQUEEZE", "EXPAND_DIMS", "QUANTIZE", "DEQUANTIZE", "CAST",
-                      "PAD", "PADV2", "MIRROR_PAD", "CONCATENATION", "TRANSPOSE", "STRIDED_SLICE",
-                      "SLICE", "GATHER", "GATHER_ND", "SPLIT", "SPLIT_V", "PACK", "UNPACK",
-                      "TILE", "BROADCAST_TO", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
-                      "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND",
-                      "SPACE_TO_BATCH_ND", "REVERSE_V2", "FILL", "ZEROS_LIKE", "ONES_LIKE",
-                      "SHAPE", "ARG_MAX", "ARG_MIN", "EMBEDDING_LOOKUP", "CUMSUM"),
-}.items():
-    for _op in _ops:
-        _CLASS_OF[_op] = _cls
+from .opcosts import (_GEMM_CLASSES, _INT_ACTIVATIONS, _MAC_CLASSES, _UNPRICED, FEATURES,  # noqa: F401
+                      OP_CLASSES, OpCost, model_features, op_costs)
+from .opcosts import summary as _summary
 
-OP_CLASSES = ("conv", "depthwise", "fully_connected", "pool", "elementwise", "data_movement", "other")
-_GEMM_CLASSES = ("conv", "fully_connected")
-_MAC_CLASSES = ("conv", "depthwise", "fully_connected")
-_INT_ACTIVATIONS = ("INT8", "UINT8")
-
-# What a calibration set is fitted on, in this order (see model_features):
-#   macs_gemm          MACs of convolutions and fully connected layers (GEMM-like kernels)
-#   bytes_activations  bytes of the non-constant tensors that the computing ops read and write
-#                      (depthwise, pooling, elementwise, and the GEMM ops' im2col/outputs); the
-#                      data-movement ops (reshape, quantize, pad, concat...) are left out: the
-#                      calibration models have almost none, so no fit can price them
-FEATURES = ("macs_gemm", "bytes_activations")
-_UNPRICED = ("data_movement",)
-_FEATURE_UNITS = {"macs_gemm": "cycles per MAC", "bytes_activations": "cycles per byte"}
-
-_TYPE_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "BFLOAT16": 2, "INT32": 4, "UINT32": 4, "UINT8": 1,
-               "INT8": 1, "INT16": 2, "UINT16": 2, "INT64": 8, "UINT64": 8, "FLOAT64": 8,
-               "BOOL": 1, "COMPLEX64": 8, "COMPLEX128": 16, "INT4": 0.5, "STRING": 0,
-               "RESOURCE": 0, "VARIANT": 0}
-
-
-@dataclasses.dataclass(frozen=True)
-class OpCost:
-    """The work of one operator, from the tensor shapes stored in the flatbuffer.
-
-    ``macs``: multiply-accumulates (0 for ops without a weight reduction); ``bytes_read``: every
-    input tensor, constants (weights, biases) included; ``bytes_written``: every output tensor;
-    ``weight_bytes``: the constant inputs alone; ``dtype``: the type of the first input (the
-    activations). Shapes include the batch dimension.
-    """
-
-    index: int
-    op: str
-    op_class: str
-    macs: int
-    bytes_read: int
-    bytes_written: int
-    weight_bytes: int
-    dtype: str
-    output_shape: tuple[int, ...]
-
-    @property
-    def activation_bytes(self) -> int:
-        """Bytes of the non-constant tensors the op reads and writes."""
-        return self.bytes_read - self.weight_bytes + self.bytes_written
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "op": self.op, "op_class": self.op_class, "macs": self.macs,
-                "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
-                "weight_bytes": self.weight_bytes, "dtype": self.dtype,
-                "output_shape": list(self.output_shape)}
-
-
-# --------------------------------------------------------------------------------------------
-# op-level cost model
-
-
-def _read_model(model) -> tuple[bytes, str]:
-    if isinstance(model, (os.PathLike, str)):
-        path = Path(model)
-        if not path.is_file():
-            raise ConversionError(f"{path}: model file not found")
-        return path.read_bytes(), str(path)
-    data = bytes(model)
-    return data, f"model ({len(data)} bytes)"
-
-
-@functools.cache
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-
-    def names(enum_cls) -> dict[int, str]:
-        return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-    return fb, names(fb.BuiltinOperator), names(fb.TensorType)
-
-
-def op_costs(model: bytes | bytearray | memoryview | os.PathLike | str) -> list[OpCost]:
-    """MACs and bytes of every operator of a TFLite model, in execution order (subgraph 0).
-
-    ``model`` is the flatbuffer or the path of a ``.tflite`` file. MACs per op:
-
-    * ``CONV_2D``: output elements x kernel height x kernel width x filter input channels
-      (a grouped convolution counts its group's channels only); ``CONV_3D`` likewise;
-    * ``DEPTHWISE_CONV_2D``: output elements x kernel height x kernel width;
-    * ``TRANSPOSE_CONV``: input elements x kernel height x kernel width x output channels;
-    * ``FULLY_CONNECTED``: output elements x input depth (the weights' second dimension);
-      ``BATCH_MATMUL``: output elements x the contracted dimension;
-    * LSTM/RNN/SVDF: the elements of their 2-D weight matrices x time steps (approximate).
-
-    Every op also gets the bytes of its input and output tensors, the memory traffic that the
-    memory-bound ops (depthwise, pooling, elementwise, reshape, quantize) cost. Raises
-    :class:`ConversionError` for a missing file or bytes that are not a TFLite flatbuffer.
-    No side effects.
-    """
-    data, what = _read_model(model)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"(expected file identifier 'TFL3' at byte 4, found {data[4:8]!r})")
-    fb, op_names, type_names = _schema()
-    try:
-        root = fb.Model.GetRootAsModel(data, 0)
-        codes = []
-        for i in range(root.OperatorCodesLength()):
-            oc = root.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-            if code == fb.BuiltinOperator.CUSTOM:
-                custom = oc.CustomCode()
-                codes.append("CUSTOM:" + (custom.decode("utf-8") if custom else "<unnamed>"))
-            else:
-                codes.append(op_names.get(code, f"BUILTIN_{code}"))
-        if root.SubgraphsLength() == 0:
-            raise ValueError("the model has no subgraph")
-        sg = root.Subgraphs(0)
-        tensors = []
-        for t in range(sg.TensorsLength()):
-            ten = sg.Tensors(t)
-            shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
-            b = ten.Buffer()
-            buf = root.Buffers(b) if 0 < b < root.BuffersLength() else None
-            const = bool(buf is not None and (buf.DataLength() > 0 or buf.Size() > 0))
-            tensors.append((shape, type_names.get(ten.Type(), "UNKNOWN"), const))
-        costs = []
-        for j in range(sg.OperatorsLength()):
-            o = sg.Operators(j)
-            name = codes[o.OpcodeIndex()]
-            ins = [tensors[i] if 0 <= i < len(tensors) else None
-                   for i in (o.InputsAsNumpy() if o.InputsLength() else [])]
-            outs = [tensors[i] for i in (o.OutputsAsNumpy() if o.OutputsLength() else [])
-                    if 0 <= i < len(tensors)]
-            present = [t for t in ins if t is not None]
-            costs.append(OpCost(
-                index=j, op=name, op_class=_CLASS_OF.get(name, "other"),
-                macs=int(_macs(name, ins, outs, o, fb)),
-                bytes_read=sum(_nbytes(t) for t in present),
-                bytes_written=sum(_nbytes(t) for t in outs),
-                weight_bytes=sum(_nbytes(t) for t in present if t[2]),
-                dtype=_activation_dtype(name, present),
-                output_shape=outs[0][0] if outs else ()))
-    except ConversionError:
-        raise
-    except Exception as e:  # flatbuffers raises struct.error / IndexError / UnicodeError on junk
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"({type(e).__name__}: {e})") from e
-    return costs
-
-
-def _numel(shape: Sequence[int]) -> int:
-    return math.prod(max(int(d), 1) for d in shape)
-
-
-def _nbytes(t) -> int:
-    shape, dtype, _ = t
-    return math.ceil(_numel(shape) * _TYPE_BYTES.get(dtype, 4))
-
-
-def _activation_dtype(name: str, present: list) -> str:
-    if name == "TRANSPOSE_CONV" and len(present) > 2:   # inputs: output_shape, weights, input
-        return present[2][1]
-    variable = [t for t in present if not t[2]]
-    return (variable or present or [((), "NONE", False)])[0][1]
-
-
-def _macs(name: str, ins: list, outs: list, o, fb) -> int:
-    if not outs:
-        return 0
-    n_out = _numel(outs[0][0])
-    w = ins[1][0] if len(ins) > 1 and ins[1] is not None else ()
-    if name == "CONV_2D" and len(w) == 4:             # filter [out_c, kh, kw, in_c / groups]
-        return n_out * w[1] * w[2] * w[3]
-    if name == "CONV_3D" and len(w) == 5:             # filter [kd, kh, kw, in_c, out_c]
-        return n_out * w[0] * w[1] * w[2] * w[3]
-    if name == "DEPTHWISE_CONV_2D" and len(w) == 4:   # filter [1, kh, kw, out_c]
-        return n_out * w[1] * w[2]
-    if name == "TRANSPOSE_CONV":                      # inputs: output_shape, weights [oc, kh, kw, ic], input
-        if len(ins) > 2 and ins[2] is not None and len(w) == 4:
-            return _numel(ins[2][0]) * w[0] * w[1] * w[2]
-        return 0
-    if name == "FULLY_CONNECTED" and len(w) == 2:     # weights [units, depth]
-        return n_out * w[1]
-    if name == "BATCH_MATMUL":
-        if not ins or ins[0] is None or len(ins[0][0]) < 2:
-            return 0
-        lhs = ins[0][0]
-        adj_x = False
-        opts = o.BuiltinOptions()
-        if opts is not None and o.BuiltinOptionsType() == fb.BuiltinOptions.BatchMatMulOptions:
-            bo = fb.BatchMatMulOptions()
-            bo.Init(opts.Bytes, opts.Pos)
-            adj_x = bool(bo.AdjX())
-        return n_out * (lhs[-2] if adj_x else lhs[-1])
-    if _CLASS_OF.get(name) == "fully_connected":      # recurrent cells: each weight matrix once per step
-        weights = sum(_numel(t[0]) for t in ins[1:] if t is not None and t[2] and len(t[0]) == 2)
-        steps = ins[0][0][1] if ins and ins[0] is not None and len(ins[0][0]) == 3 else 1
-        return weights * max(int(steps), 1)
-    return 0
-
-
-def model_features(costs: Sequence[OpCost]) -> dict[str, int]:
-    """The fit's features (:data:`FEATURES`) of a model from its :func:`op_costs`."""
-    return {
-        "macs_gemm": sum(c.macs for c in costs if c.op_class in _GEMM_CLASSES),
-        "bytes_activations": sum(c.activation_bytes for c in costs if c.op_class not in _UNPRICED),
-    }
-
-
-def _summary(costs: Sequence[OpCost]) -> dict[str, Any]:
-    by_class: dict[str, dict[str, int]] = {}
-    for c in costs:
-        row = by_class.setdefault(c.op_class, {"ops": 0, "macs": 0, "bytes_read": 0, "bytes_written": 0})
-        row["ops"] += 1
-        row["macs"] += c.macs
-        row["bytes_read"] += c.bytes_read
-        row["bytes_written"] += c.bytes_written
-    return {
-        "ops": len(costs),
-        "macs": sum(c.macs for c in costs),
-        "bytes_read": sum(c.bytes_read for c in costs),
-        "bytes_written": sum(c.bytes_written for c in costs),
-        "weight_bytes": sum(c.weight_bytes for c in costs),
-        "by_class": {k: by_class[k] for k in OP_CLASSES if k in by_class},
-        "features": model_features(costs),
-    }
+_FEATURE_UNITS = {"macs_gemm": "cycles per MAC", "bytes_activations": "cycles per byte",
+                  "ops": "cycles per op", "invoke": "cycles per invoke"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,6 +155,12 @@ class CalibrationSet(_Strict):
     note: str | None = None
     measurements: Annotated[list[Measurement], Field(min_length=1)]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What a set stands for: (board, runtime, kernels); the board is the text before the first
+        comma (the rest says which submission). One runtime on one board is one set."""
+        return self.board.split(",")[0].strip(), self.runtime, self.kernels
+
 
 class CalibrationModel(_Strict):
     """A model measured in some calibration set: how it is built and its fit features."""
@@ -403,6 +169,9 @@ class CalibrationModel(_Strict):
     build: dict[str, Any] = Field(description="how tools/bench_estimate.py rebuilds it")
     features: dict[str, int] | None = Field(None, description="generated: model_features of the built model")
     macs: int | None = None
+    ops: int | None = Field(None, description="generated: operators in the built model")
+    op_kinds: list[str] | None = Field(None, description="generated: the op names of the built model")
+    max_tensor_bytes: int | None = Field(None, description="generated: the largest non-constant tensor")
     built_with: str | None = None
 
 
@@ -421,7 +190,12 @@ class Calibration(_Strict):
         if tuple(self.features) != FEATURES:
             problems.append(f"features {self.features} differ from this edgekit's {list(FEATURES)}: "
                             "run python tools/bench_estimate.py --update-features")
+        seen: dict[tuple, str] = {}
         for name, s in self.sets.items():
+            if s.key in seen:
+                problems.append(f"sets.{name}: the same board and runtime {s.key} as sets.{seen[s.key]}; "
+                                "merge their measurements into one set")
+            seen.setdefault(s.key, name)
             for i, m in enumerate(s.measurements):
                 if m.model not in self.models:
                     problems.append(f"sets.{name}.measurements.{i}.model: {m.model!r} is not in models")
@@ -462,12 +236,31 @@ def load_calibration(path: os.PathLike | str | None = None) -> Calibration:
 # fitting
 
 
+# The cost model: cycles = a·MACs(GEMM) + b·activation bytes + c·ops + d (per invoke). The fixed
+# terms (c, d) are fitted only where a set has points enough to identify them beside a and b with
+# two degrees of freedom left; a set of four large models cannot tell a fixed cost from a small
+# per-MAC one, so there they are 0 and models far smaller than the set lie outside its range.
+TERMS = (*FEATURES, "ops", "invoke")
+FIXED_TERMS_MIN_POINTS = len(TERMS) + 2
+#: a model is inside a set's range when its GEMM MACs and activation bytes lie within this factor of
+#: the calibration models' (below the smallest, above the largest), its largest tensor is at most
+#: this factor above theirs, and it runs no computing op kind that none of them has
+RANGE_FACTOR = 2.0
+#: a stated error band needs this many held-out points whose 90 % interval holds at least BAND_COVERAGE
+BAND_MIN_POINTS = 20
+BAND_COVERAGE = 0.9
+
+
 @dataclasses.dataclass(frozen=True)
 class Fit:
-    """Coefficients of one calibration set and their leave-one-out check.
+    """Coefficients of one calibration set, their leave-one-out check and the set's range.
 
-    ``coefficients``: cycles per unit of each feature (:data:`FEATURES`); ``loo``: for every
-    measured model, its published latency and the estimate of a fit that did not see it.
+    ``coefficients``: cycles per unit of each fitted term (:data:`TERMS`: the fixed per-op and
+    per-invoke terms only where the set identifies them); ``loo``: for every measured model, its
+    published latency and the estimate of a fit that did not see it. ``loo_meaningful`` is false
+    when a fit without one point has no degree of freedom left (two points, two coefficients):
+    then its leave-one-out error says nothing and is not stated. ``range``: what the set was
+    fitted on (see :func:`validity_range`).
     """
 
     set_name: str
@@ -475,6 +268,19 @@ class Fit:
     n_points: int
     loo: list[dict[str, Any]]
     residuals: list[dict[str, Any]]
+    range: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return tuple(self.coefficients)
+
+    @property
+    def degrees_of_freedom(self) -> int:
+        return self.n_points - len(self.coefficients)
+
+    @property
+    def loo_meaningful(self) -> bool:
+        return self.n_points - 1 - len(self.coefficients) >= 1
 
     @property
     def loo_abs_pct_errors(self) -> list[float]:
@@ -483,7 +289,7 @@ class Fit:
     @property
     def loo_median_abs_pct_error(self) -> float | None:
         errs = sorted(self.loo_abs_pct_errors)
-        if not errs:
+        if not errs or not self.loo_meaningful:
             return None
         mid = len(errs) // 2
         return round(errs[mid] if len(errs) % 2 else (errs[mid - 1] + errs[mid]) / 2, 1)
@@ -491,21 +297,46 @@ class Fit:
     @property
     def loo_max_abs_pct_error(self) -> float | None:
         errs = self.loo_abs_pct_errors
-        return round(max(errs), 1) if errs else None
+        return round(max(errs), 1) if errs and self.loo_meaningful else None
 
-    def cycles(self, features: dict[str, float]) -> float:
-        return sum(self.coefficients[f] * float(features[f]) for f in FEATURES)
+    @property
+    def loo_note(self) -> str | None:
+        if self.loo_meaningful:
+            return None
+        k = len(self.coefficients)
+        return (f"{self.n_points} points for {k} coefficients: a fit that leaves one out has "
+                f"{self.n_points - 1} point{'s' if self.n_points != 2 else ''} for {k} unknowns and no degree of "
+                "freedom, so its leave-one-out error means nothing and none is stated")
+
+    @property
+    def fixed_costs(self) -> dict[str, Any]:
+        fitted = "ops" in self.coefficients
+        return {"fitted": fitted,
+                "per_op_cycles": _sig(self.coefficients["ops"]) if fitted else None,
+                "per_invoke_cycles": _sig(self.coefficients["invoke"]) if fitted else None,
+                "note": None if fitted else
+                (f"not fitted: {self.n_points} measured models cannot identify a fixed per-op and per-invoke cost "
+                 f"beside the per-MAC and per-byte ones (needs {FIXED_TERMS_MIN_POINTS}); 0 is assumed, so estimates "
+                 "for models much smaller than the calibration models are too low, which is why those lie "
+                 "outside the set's range")}
+
+    def cycles(self, terms: dict[str, float]) -> float:
+        return sum(c * float(terms[t]) for t, c in self.coefficients.items())
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "n_points": self.n_points,
-            "features": list(FEATURES),
-            "coefficients": {f: {"value": _sig(self.coefficients[f]), "unit": _FEATURE_UNITS[f]}
-                             for f in FEATURES},
+            "features": list(self.terms),
+            "coefficients": {f: {"value": _sig(c), "unit": _FEATURE_UNITS[f]} for f, c in self.coefficients.items()},
+            "degrees_of_freedom": self.degrees_of_freedom,
+            "fixed_costs": self.fixed_costs,
+            "loo_meaningful": self.loo_meaningful,
+            "loo_note": self.loo_note,
             "loo_median_abs_pct_error": self.loo_median_abs_pct_error,
             "loo_max_abs_pct_error": self.loo_max_abs_pct_error,
             "loo": self.loo,
             "in_sample": self.residuals,
+            "range": self.range,
         }
 
 
@@ -545,8 +376,10 @@ def _nnls(rows: list[list[float]], targets: list[float]) -> list[float]:
 def fit_set(set_name: str, calibration: Calibration | None = None) -> Fit:
     """Fit one calibration set's coefficients and run the leave-one-out check.
 
-    Cycles of a measured model = published latency x the set's clock. Raises
-    :class:`RecipeError` for an unknown set or a calibration model without features.
+    Cycles of a measured model = published latency x the set's clock. The fixed per-op and
+    per-invoke terms join the fit only when the set has :data:`FIXED_TERMS_MIN_POINTS` models
+    with op counts. Raises :class:`RecipeError` for an unknown set or a calibration model
+    without features.
     """
     cal = calibration or load_calibration()
     if set_name not in cal.sets:
@@ -555,13 +388,16 @@ def fit_set(set_name: str, calibration: Calibration | None = None) -> Fit:
         raise RecipeError(f"unknown calibration set {set_name!r}{hint} "
                           f"(known: {', '.join(sorted(cal.sets))}; in {cal.path})")
     s = cal.sets[set_name]
-    rows, cycles, names, published = [], [], [], []
+    models = [cal.models[m.model] for m in s.measurements]
     for m in s.measurements:
-        feats = cal.models[m.model].features
-        if feats is None:
+        if cal.models[m.model].features is None:
             raise RecipeError(f"{cal.path}: models.{m.model}.features is missing: "
                               "run python tools/bench_estimate.py --update-features")
-        rows.append([float(feats[f]) for f in FEATURES])
+    fixed = len(models) >= FIXED_TERMS_MIN_POINTS and all(cm.ops is not None for cm in models)
+    terms = TERMS if fixed else FEATURES
+    rows, cycles, names, published = [], [], [], []
+    for m, cm in zip(s.measurements, models):
+        rows.append([float(_term_values(cm.features, cm.ops)[t]) for t in terms])
         cycles.append(m.published_ms * s.clock_mhz * 1e3)
         names.append(m.model)
         published.append(round(m.published_ms, 4))
@@ -580,8 +416,86 @@ def fit_set(set_name: str, calibration: Calibration | None = None) -> Fit:
         est = _dot(c, r) * to_ms
         loo.append({"model": n, "published_ms": p, "loo_estimate_ms": round(est, 4),
                     "pct_error": round(100 * (est - p) / p, 1)})
-    return Fit(set_name=set_name, coefficients=dict(zip(FEATURES, coef)), n_points=len(rows),
-               loo=loo, residuals=residuals)
+    return Fit(set_name=set_name, coefficients=dict(zip(terms, coef)), n_points=len(rows),
+               loo=loo, residuals=residuals, range=validity_range(set_name, cal))
+
+
+def _term_values(features: dict[str, int], ops: int | None) -> dict[str, float]:
+    return {**{f: features[f] for f in FEATURES}, "ops": ops or 0, "invoke": 1}
+
+
+def validity_range(set_name: str, calibration: Calibration | None = None) -> dict[str, Any]:
+    """What calibration set ``set_name`` was fitted on: the GEMM MACs, activation bytes and largest
+    tensor of its models (min and max), and the op kinds they run (None where the calibration
+    file has no generated op kinds); ``factor`` is :data:`RANGE_FACTOR`."""
+    cal = calibration or load_calibration()
+    models = [cal.models[m.model] for m in cal.sets[set_name].measurements]
+    feats = [cm.features or {} for cm in models]
+    kinds = None if any(cm.op_kinds is None for cm in models) else sorted({k for cm in models for k in cm.op_kinds})
+    tensors = [cm.max_tensor_bytes for cm in models if cm.max_tensor_bytes is not None]
+    return {"models": [m.model for m in cal.sets[set_name].measurements],
+            **{f: [min(x.get(f, 0) for x in feats), max(x.get(f, 0) for x in feats)] for f in FEATURES},
+            "max_tensor_bytes": [min(tensors), max(tensors)] if tensors and len(tensors) == len(models) else None,
+            "op_kinds": kinds, "factor": RANGE_FACTOR}
+
+
+def out_of_range(summary: dict[str, Any], rng: dict[str, Any]) -> list[str]:
+    """Why a model (its :func:`edgekit.opcosts.summary`) lies outside a calibration set's
+    :func:`validity_range`; empty when it lies inside."""
+    why, k = [], rng.get("factor", RANGE_FACTOR)
+    names = {"macs_gemm": "GEMM MACs", "bytes_activations": "activation bytes"}
+    for f in FEATURES:
+        lo, hi = rng[f]
+        v = summary["features"][f]
+        if v < lo / k:
+            why.append(f"{names[f]} {v:,} below {math.ceil(lo / k):,} (1/{k:g} of the smallest calibration model's)")
+        elif v > hi * k:
+            why.append(f"{names[f]} {v:,} above {math.floor(hi * k):,} ({k:g}× the largest calibration model's)")
+    if rng.get("max_tensor_bytes") and summary.get("max_tensor_bytes", 0) > rng["max_tensor_bytes"][1] * k:
+        why.append(f"largest tensor {summary['max_tensor_bytes']:,} B above {rng['max_tensor_bytes'][1] * k:,.0f} B "
+                   f"({k:g}× the calibration models')")
+    if rng.get("op_kinds") is not None:
+        from .opcosts import _CLASS_OF
+
+        new = sorted(op for op in summary.get("op_kinds", []) if op not in rng["op_kinds"]
+                     and _CLASS_OF.get(op, "other") not in _UNPRICED)
+        if new:
+            why.append(f"ops no calibration model runs: {', '.join(new)}")
+    return why
+
+
+def error_band(calibration: Calibration | None = None) -> dict[str, Any]:
+    """The 90 % error band of the estimates, where held-out points support one.
+
+    Pools the leave-one-out errors of every set whose leave-one-out check is meaningful; the
+    band is the 90th percentile of their absolute errors. It is stated (``pct``) only when at
+    least :data:`BAND_MIN_POINTS` points are pooled and a band computed without each point's own
+    set holds that point for at least :data:`BAND_COVERAGE` of them; else ``pct`` is None and
+    ``note`` says why. ``sets``: the sets the band applies to.
+    """
+    cal = calibration or load_calibration()
+    pool = []
+    for name in cal.sets:
+        fit = fit_set(name, cal)
+        if fit.loo_meaningful:
+            pool += [(name, abs(r["pct_error"])) for r in fit.loo if r["pct_error"] is not None]
+    sets = sorted({n for n, _ in pool})
+    n = len(pool)
+    held = [e <= _q90([x for m, x in pool if m != name]) for name, e in pool if any(m != name for m, _ in pool)]
+    coverage = round(sum(held) / len(held), 3) if held else None
+    p90 = _q90([e for _, e in pool]) if pool else None
+    ok = n >= BAND_MIN_POINTS and coverage is not None and coverage >= BAND_COVERAGE
+    note = None if ok else (
+        f"no error band: {n} held-out (model, board, runtime) points over {len(sets)} calibration sets; a 90 % band "
+        f"from the other sets held {'–' if coverage is None else f'{100 * coverage:.0f} %'} of them (a band needs "
+        f"≥ {BAND_MIN_POINTS} points and ≥ {100 * BAND_COVERAGE:.0f} %)")
+    return {"pct": round(p90, 1) if ok else None, "held_out": n, "coverage": coverage,
+            "p90_abs_pct_error": None if p90 is None else round(p90, 1), "sets": sets, "note": note}
+
+
+def _q90(values: list[float]) -> float:
+    v = sorted(values)
+    return v[max(0, math.ceil(0.9 * len(v)) - 1)] if v else float("inf")
 
 
 def _dot(coef: Sequence[float], row: Sequence[float]) -> float:
@@ -606,11 +520,16 @@ def estimate_model(model: bytes | bytearray | memoryview | os.PathLike | str, pr
       the set cannot be fitted; then ``reason`` says why;
     * ``estimate_basis``: board, core, clock_mhz, kernels, runtime and threads of the
       calibration set, the profile's own clock, the sources, and ``fit`` (coefficients,
-      ``n_points``, ``loo_median_abs_pct_error``, ``loo_max_abs_pct_error``, the per-model
-      leave-one-out estimates);
+      ``n_points``, ``degrees_of_freedom``, ``fixed_costs``, ``loo_meaningful`` and ``loo_note``,
+      ``loo_median_abs_pct_error``, ``loo_max_abs_pct_error`` (None where not meaningful), the
+      per-model leave-one-out estimates, ``range``, and ``band``: the 90 % error band of
+      :func:`error_band` where held-out points support one, else None and ``band_note``);
     * ``macs``, ``ops``, ``bytes_read``, ``bytes_written``, ``weight_bytes``, ``by_class``,
       ``features``: the op-level cost model of the file;
     * ``per_op``: every op's class, MACs, bytes and (when estimated) its share ``estimate_ms``;
+    * ``estimate_in_range``: false when the model lies outside what the set was fitted on
+      (:func:`validity_range`; ``estimate_range_reason`` says how): such an estimate is shown
+      flagged and decides no budget;
     * ``calibration_match``: when the model has the shape of a calibration model of the set
       (same GEMM MACs, activation bytes within 5 %), its published latency and the estimate of
       the fit that left it out -- the honest number for a model the fit has seen;
@@ -635,6 +554,8 @@ def estimate_model(model: bytes | bytearray | memoryview | os.PathLike | str, pr
         **summary,
         "per_op": [c.as_dict() for c in costs],
         "calibration_match": None,
+        "estimate_in_range": None,
+        "estimate_range_reason": None,
         "notes": [],
     }
     if profile.calibration is None:
@@ -656,6 +577,11 @@ def estimate_model(model: bytes | bytearray | memoryview | os.PathLike | str, pr
         "sources": sorted({m.source.cite() for m in s.measurements}),
         "fit": fit.as_dict(),
     }
+    band = error_band(cal)
+    basis["fit"]["band"] = ({"pct": band["pct"], "held_out": band["held_out"], "coverage": band["coverage"]}
+                            if band["pct"] is not None and profile.calibration in band["sets"] else None)
+    basis["fit"]["band_note"] = (None if basis["fit"]["band"] else
+                                 fit.loo_note and f"no error band: {fit.loo_note}" or band["note"])
     out["estimate_basis"] = basis
     if float_ops:
         dtypes = sorted({c.dtype for c in costs if c.op_class in _MAC_CLASSES and c.dtype not in _INT_ACTIVATIONS})
@@ -665,11 +591,15 @@ def estimate_model(model: bytes | bytearray | memoryview | os.PathLike | str, pr
         return out
     clock = profile.clock_mhz or s.clock_mhz
     to_ms = 1.0 / (clock * 1e3)
-    est = fit.cycles(summary["features"]) * to_ms
+    est = fit.cycles(_term_values(summary["features"], summary["ops"])) * to_ms
     out["latency_estimate_ms"] = round(est, 4)
+    why = out_of_range(summary, fit.range)
+    out["estimate_in_range"] = not why
+    out["estimate_range_reason"] = "; ".join(why) or None
     for row, c in zip(out["per_op"], costs):
         cyc = (fit.coefficients["macs_gemm"] * (c.macs if c.op_class in _GEMM_CLASSES else 0)
-               + fit.coefficients["bytes_activations"] * (c.activation_bytes if c.op_class not in _UNPRICED else 0))
+               + fit.coefficients["bytes_activations"] * (c.activation_bytes if c.op_class not in _UNPRICED else 0)
+               + fit.coefficients.get("ops", 0.0))
         row["estimate_ms"] = round(cyc * to_ms, 6)
     out["calibration_match"] = _match(summary["features"], s, cal, fit, clock)
     out["notes"] = _notes(profile, s, clock)

@@ -66,7 +66,8 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
     Flash: the model file size. RAM: the tensor arena for MCUs, the RSS growth caused by
     loading the model elsewhere. Latency: against the p50 measured on the device itself when
     there is one (a host latency says nothing about a Pi), else against the calibrated estimate
-    (``latency_estimate_ms``, :mod:`edgekit.estimate`), else it is listed as unchecked;
+    (``latency_estimate_ms``, :mod:`edgekit.estimate`) when the model lies inside the estimate's
+    calibration range (``estimate_in_range``), else it is listed as unchecked;
     ``latency_basis`` says which.
     """
     violations, unchecked = [], []
@@ -88,10 +89,14 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
         on = str(result.get("measured_on", ""))
         p50 = (result.get("latency_ms") or {}).get("p50")
         estimate = result.get("latency_estimate_ms")
-        if not on.startswith("host-") and p50 is not None:
+        if on and not on.startswith(("host", "emulated")) and p50 is not None:  # a host or an emulator is no device
             basis = "measured"
             if p50 > budget.latency_ms:
                 violations.append(f"latency: p50 {p50:.3f} ms > budget {budget.latency_ms} ms (measured on {on})")
+        elif estimate is not None and result.get("estimate_in_range") is False:
+            cal = (result.get("estimate_basis") or {}).get("calibration_set") or "its calibration set"
+            unchecked.append(f"latency_ms: measured on {on or 'nothing'}, not on the device; the estimate lies outside "
+                             f"the range of {cal} ({result.get('estimate_range_reason')}), so it gives no verdict")
         elif estimate is not None:
             basis = "estimate"
             board = (result.get("estimate_basis") or {}).get("board", "a calibrated board")
@@ -132,7 +137,8 @@ def latency_estimate(artifact: Artifact, profile) -> dict[str, Any]:
     basis = dict(est.get("estimate_basis") or {})
     if est.get("latency_estimate_ms") is None:
         basis["reason"] = est.get("reason")
-    return {"latency_estimate_ms": est.get("latency_estimate_ms"), "estimate_basis": basis}
+    return {"latency_estimate_ms": est.get("latency_estimate_ms"), "estimate_basis": basis,
+            "estimate_in_range": est.get("estimate_in_range"), "estimate_range_reason": est.get("estimate_range_reason")}
 
 
 def host_runtime(runtime: str) -> tuple[str, str | None]:

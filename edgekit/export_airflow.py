@@ -248,6 +248,15 @@ def _portable_recipe(path: Path, recipe: Recipe) -> tuple[str | bytes, list[str]
     if new != recipe.data.source:
         raw["data"]["source"] = new
         changed.append(f"data.source {recipe.data.source} -> {new}")
+    from .model_source import absolute_model, classify
+
+    for key in ("teacher", "student"):
+        cfg = getattr(recipe, key)
+        if cfg is not None and classify(cfg.model).kind != "zoo":
+            new = absolute_model(cfg.model, path.parent)
+            if new != cfg.model:
+                raw[key]["model"] = new
+                changed.append(f"{key}.model {cfg.model} -> {new}")
     for i, t in enumerate(recipe.targets):
         if (t.endswith((".yaml", ".yml")) or "/" in t) and not Path(t).is_absolute():
             new = str(find_target(t, base=path.parent).resolve())

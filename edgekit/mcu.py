@@ -328,9 +328,48 @@ def write_op_resolver(ops: Iterable[str], path: os.PathLike | str, *,
 # C array
 
 
+def _c_float(v: float) -> str:
+    text = f"{float(v):.9g}"
+    return (text if any(ch in text for ch in ".e") else text + ".0") + "f"
+
+
+def _io_constants(io: dict | None, preprocess: dict | None) -> list[str]:
+    """Header lines with the I/O quantization and the preprocessing constants (C++ constexpr, C macros)."""
+    h: list[str] = []
+    if io:
+        pairs = [(f"k{side.capitalize()}", io[side]) for side in ("input", "output")
+                 if io.get(side) and io[side].get("scale") is not None]
+        if pairs:
+            h += ["", "// Input and output quantization, read from the model: q = round(x / scale) + zero_point,",
+                  "// x = (q - zero_point) * scale."]
+            cxx = [f"constexpr float {n}Scale = {_c_float(q['scale'])};\nconstexpr int {n}ZeroPoint = {int(q['zero_point'])};"
+                   for n, q in pairs]
+            c = [f"#define {n}Scale {_c_float(q['scale'])}\n#define {n}ZeroPoint ({int(q['zero_point'])})" for n, q in pairs]
+            h += ["#ifdef __cplusplus", *"\n".join(cxx).split("\n"), "#else", *"\n".join(c).split("\n"), "#endif"]
+    if preprocess:
+        off, sc = [_c_float(v) for v in preprocess["offset"]], [_c_float(v) for v in preprocess["scale"]]
+        shape = "[" + ", ".join(str(d) for d in preprocess.get("shape") or [len(off)]) + "]"
+        h += ["", f"// Preprocessing of a raw input, fitted on the training split ({preprocess.get('normalize')}):",
+              f"// x_model = (x_raw - kPreprocessOffset[i]) / kPreprocessScale[i], shape {shape} broadcast over the",
+              "// input; then quantize x_model with kInputScale and kInputZeroPoint.",
+              "#ifdef __cplusplus",
+              f"constexpr unsigned int kPreprocessLen = {len(off)};",
+              f"constexpr float kPreprocessOffset[{len(off)}] = {{{', '.join(off)}}};",
+              f"constexpr float kPreprocessScale[{len(sc)}] = {{{', '.join(sc)}}};",
+              "#else",
+              f"enum {{ kPreprocessLen = {len(off)} }};",
+              f"#define EDGEKIT_PREPROCESS_OFFSET_INIT {{{', '.join(off)}}}",
+              f"#define EDGEKIT_PREPROCESS_SCALE_INIT {{{', '.join(sc)}}}",
+              "#endif"]
+    elif io is not None:
+        h += ["", "// Preprocessing: none; the model takes the data as loaded."]
+    return h
+
+
 def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_model",
                   arena_bytes: int | ArenaMeasurement | None, header: str = "model_data.h",
-                  source: str = "model_data.cc") -> tuple[Path, Path]:
+                  source: str = "model_data.cc", io: dict | None = None,
+                  preprocess: dict | None = None) -> tuple[Path, Path]:
     """Write ``model`` as a C array: a header with declarations and a source with the bytes.
 
     ``<header>`` declares ``extern const unsigned char <name>[];`` and
@@ -339,7 +378,13 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
     kTensorArenaSize = N;`` in C++ (an ``enum`` constant in C), with a comment saying where the
     number comes from. Pass the :class:`ArenaMeasurement` from :func:`measure_arena` to record
     how it was measured (its ``recommended_bytes`` is used); a plain int is recorded as given
-    by the caller. ``<source>`` includes the header and defines ``alignas(16) const unsigned
+    by the caller. ``io`` (:func:`edgekit.opcosts.io_quantization` of the model) adds the input
+    and output scale and zero point (``kInputScale``, ``kInputZeroPoint``, ``kOutputScale``,
+    ``kOutputZeroPoint``); ``preprocess`` (``preprocess.json``: offset and scale fitted on the
+    training split) adds ``kPreprocessLen`` and the arrays ``kPreprocessOffset`` /
+    ``kPreprocessScale`` (in C: the initializer macros ``EDGEKIT_PREPROCESS_OFFSET_INIT`` /
+    ``EDGEKIT_PREPROCESS_SCALE_INIT``), so firmware can turn a raw input into the model's
+    int8 input without reading preprocess.json. ``<source>`` includes the header and defines ``alignas(16) const unsigned
     char <name>[] = {0x.., ...};`` (12 bytes per line; TFLM and some MCUs need the 16-byte
     alignment) and ``<name>_len``. Compile the source as C++11 or later.
 
@@ -389,6 +434,7 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
             f"enum {{ kTensorArenaSize = {size} }};",
             "#endif",
         ]
+    h += _io_constants(io, preprocess)
     h += ["", f"#endif  // {guard}", ""]
 
     c = [

@@ -69,6 +69,14 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
     Raises :class:`RecipeError` for an unknown name or an input rank the model cannot take.
     """
     if name not in _MODELS:
+        from .model_source import classify
+
+        ref = classify(name)
+        if ref.kind != "zoo":
+            return _from_builder(name, input_shape=input_shape, num_classes=num_classes, width=width, l1=l1, l2=l2,
+                                 seed=seed, reduction=reduction)
+        name = ref.name
+    if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise RecipeError(f"unknown model {name!r}{hint} (known: {', '.join(sorted(_MODELS))})")
@@ -79,8 +87,10 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
                               f"(K, 1) vectors: use a model of rank 2 (mlp_tiny, conv1d_*, ...)")
         body_shape = (int(reduction["components"]), 1)
     elif len(input_shape) != rank:
+        fits = sorted(n for n, (_, r, _) in _MODELS.items() if r == len(input_shape))
         raise RecipeError(f"model {name!r} takes inputs of rank {rank} (without batch), "
-                          f"the dataset has shape {tuple(input_shape)}")
+                          f"the dataset has shape {tuple(input_shape)}; zoo models for it: "
+                          f"{', '.join(fits) or 'none'} (or your own: model: FILE.py:FUNCTION or a saved model)")
     else:
         body_shape = tuple(input_shape)
     from ._tf import keras, tf
@@ -106,6 +116,35 @@ def create_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, w
     if reduction is not None:
         model.get_layer(REDUCTION_LAYER).set_weights([np.asarray(reduction["kernel"], "float32"),
                                                       np.asarray(reduction["bias"], "float32")])
+    return model
+
+
+def _from_builder(name: str, *, input_shape, num_classes, width, l1, l2, seed, reduction):
+    """A model from a builder reference ``FILE.py:FUNCTION`` (see :mod:`edgekit.user_model`)."""
+    from .model_source import classify
+
+    ref = classify(name)
+    if ref.kind != "builder":
+        raise RecipeError(f"model {name!r} is a {ref.kind} model file, not an architecture to build")
+    if reduction is not None:
+        raise RecipeError(f"{name}: features (an input reduction) goes with zoo models only; remove features or "
+                          "put the reduction into your builder")
+    from ._tf import tf
+    from .user_model import build, strip_softmax
+
+    if seed is not None:
+        tf().keras.utils.set_random_seed(seed)
+    if l1 or l2:
+        import logging
+
+        logging.getLogger(__name__).warning("%s: l1/l2 apply to zoo models only; set regularizers in the builder",
+                                            name)
+    model, stripped = strip_softmax(build(ref, input_shape=input_shape, num_outputs=num_classes, width=width))
+    if stripped:
+        import logging
+
+        logging.getLogger(__name__).info("%s: the model ends in softmax: made linear (edgekit trains on logits)",
+                                         name)
     return model
 
 

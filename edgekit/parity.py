@@ -129,6 +129,13 @@ def compare(run_dir: Path, *, samples: int | None = None, threshold: float = 0.9
         float_model = _load_float(run_dir, float_stage)
         variants = [_keras_variant(REFERENCE, f"stages/{float_stage}/model.keras",
                                    lambda: float_model, x, quantized=False)]
+        # the float stages before the reference (teacher, student), so the loss of every stage shows
+        earlier = [st for st in reversed(FLOAT_STAGES) if st != float_stage
+                   and FLOAT_STAGES.index(st) > FLOAT_STAGES.index(float_stage)
+                   and (run_dir / "stages" / st / "model.keras").is_file() and stage_status.get(st, "done") == "done"]
+        for st in earlier:
+            variants.append(_keras_variant(f"keras_{st}", f"stages/{st}/model.keras",
+                                           lambda st=st: _load_float(run_dir, st), x, quantized=False))
         if qat_used:
             from . import quantize
 
@@ -147,6 +154,17 @@ def compare(run_dir: Path, *, samples: int | None = None, threshold: float = 0.9
     facts = _facts(run_dir, x, qat_used, manifest)
     by_name = {v.name: v for v in variants}
     rows = [_row(v, y, ref_out, ref_pred, qat_pred, ev) for v in variants]
+    # in pipeline order: teacher, student, the reference float stage, QAT, then the files
+    order = [f"keras_{st}" for st in reversed(FLOAT_STAGES)] + [REFERENCE]
+    rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    teacher = next((r for r in rows if r["name"] == "keras_teacher"), None) or \
+        (rows[0] if float_stage == "teacher" else None)
+    for row in rows:
+        row["stage"] = float_stage if row["name"] == REFERENCE else (
+            row["name"][len("keras_"):] if row["name"].startswith("keras_") else None)
+        t_acc = teacher["accuracy"] if teacher else None
+        row["vs_teacher_points"] = (round((row["accuracy"] - t_acc) * 100, 4)
+                                    if t_acc is not None and row["accuracy"] is not None else None)
     for row in rows:
         if row["quantized"] and row["error"] is None and row["agreement"] < threshold:
             row["diagnosis"] = _diagnose(row, rows, facts, by_name[row["name"]], ref_out,
@@ -616,22 +634,26 @@ def _diagnose(row: dict, rows: list[dict], facts: dict, v: _Outputs, ref_out: np
 def render_compare(result: dict[str, Any]) -> str:
     """A markdown table of :func:`compare`'s result, then each diagnosis as a list.
 
-    Columns: variant, runtime, accuracy, agreement with Keras float, max and mean absolute
+    Columns: variant, runtime, accuracy, its change against the teacher (points; every stage
+    from the teacher on is a row, so the loss of each shows), agreement with Keras float, max and mean absolute
     output (logit) difference after dequantization, the three classes (as Keras float predicts
     them) with the most disagreements as ``class: count/of``.
     """
     ref = result["reference"]
     lines = [f"Parity of `{result['run']}` on {result['samples']} test samples; reference: Keras "
              f"float (stage `{ref['stage']}`); agreement threshold {result['threshold']:g}", "",
-             "| variant | runtime | accuracy | agreement | max abs logit diff | mean abs logit diff | most disagreeing classes |",
-             "|---|---|---|---|---|---|---|"]
+             "| variant | runtime | accuracy | vs teacher | agreement | max abs logit diff | mean abs logit diff "
+             "| most disagreeing classes |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["variants"]:
         if r["error"] is not None:
-            lines.append(f"| {r['name']} | {r['runtime']} | error: {r['error']} | | | | |")
+            lines.append(f"| {r['name']} | {r['runtime']} | error: {r['error']} | | | | | |")
             continue
+        vs = r.get("vs_teacher_points")
+        vs = "–" if vs is None else ("±0.0 pt" if round(vs, 1) == 0 else f"{vs:+.1f} pt".replace("-", "−"))
         classes = ", ".join(f"{t['class']}: {t['count']}/{t['of']}" for t in r["top_disagreement_classes"]) or "–"
         flag = " ⚠" if r["name"] in result["below_threshold"] else ""
-        lines.append(f"| {r['name']} | {r['runtime']} | {r['accuracy']:.4f} | {r['agreement']:.4f}{flag} "
+        lines.append(f"| {r['name']} | {r['runtime']} | {r['accuracy']:.4f} | {vs} | {r['agreement']:.4f}{flag} "
                      f"| {r['max_abs_logit_diff']:.3g} | {r['mean_abs_logit_diff']:.3g} | {classes} |")
     f = result["facts"]
     lines += ["", f"Representative set: {f['representative_samples_used']} of {f['train_samples']} "

@@ -21,14 +21,14 @@ from .errors import EdgekitError, RecipeError, StageError
 from ._io import check_out_dir, remove, run_lock
 from .fitting import ProgressFn, write_json, write_text
 from .manifest import Manifest, fingerprint
-from .recipe import Recipe, load_target, resolved_yaml
+from .recipe import Recipe, load_target, resolved_yaml, with_model_paths
 from .stages import ALL_STAGES, TRAIN_STAGES  # noqa: F401 - TRAIN_STAGES: part of this module's API
 
 log = logging.getLogger(__name__)
 
 # what a run writes in its directory: all that --force removes (the lock file stays)
-RUN_OUTPUTS = ("stages", "targets", "eval", "report.json", "report.md", "report.html", "recipe.resolved.yaml",
-               "manifest.json")
+RUN_OUTPUTS = ("stages", "targets", "eval", "sources", "report.json", "report.md", "report.html",
+               "recipe.resolved.yaml", "manifest.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Run:
     def __init__(self, recipe: Recipe, recipe_path: Path, out_dir: Path, *, resume: bool = False,
                  force: bool = False, progress: ProgressFn | None = None,
                  on_stage: Callable[[str, str], None] | None = None, lock_wait_s: float = 0.0):
-        self.recipe, self.recipe_path, self.out = recipe, Path(recipe_path), Path(out_dir)
+        self.recipe_path, self.out = Path(recipe_path), Path(out_dir)
+        self.recipe = with_model_paths(recipe, self.recipe_path.parent)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
         check_out_dir(self.out, above=[self.recipe_path.resolve().parent])
@@ -58,6 +59,7 @@ class Run:
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
+        self._infos: dict[str, dict] = {}
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
@@ -103,11 +105,103 @@ class Run:
 
     @property
     def data(self):
+        """The recipe's dataset; without the channel axis of size 1 when a given model takes
+        ``(features,)`` inputs (checked against every given model's input and output shapes)."""
         if self._data is None:
             from .data import load_for_recipe
+            from .user_model import check_fits, squeeze_data
 
-            self._data = load_for_recipe(self.recipe, base=self.recipe_path.parent)
+            raw = load_for_recipe(self.recipe, base=self.recipe_path.parent)
+            self._data = raw
+            for stage in ("teacher", "student"):
+                info = self._source_info(stage)
+                if info is not None and check_fits(info, raw, what=f"{stage}.model") == "squeeze":
+                    self._data = squeeze_data(raw)
         return self._data
+
+    def _given(self, stage: str):
+        """The ModelRef of ``stage``'s model when it is a given Keras model (file or SavedModel)."""
+        from .model_source import classify
+
+        cfg = getattr(self.recipe, stage)
+        if cfg is None:
+            return None
+        ref = classify(cfg.model)
+        if ref.converted:
+            raise StageError(f"{stage}.model: {ref.path}: float .tflite/.onnx models are not taken by this "
+                             "version of edgekit yet")
+        return ref if ref.kind in ("keras", "savedmodel") else None
+
+    def _source_info(self, stage: str) -> dict | None:
+        """What opening ``stage``'s given model found (see :func:`edgekit.user_model.open_in_child`),
+        opened once per file content into ``sources/<stage>.keras`` (a tf_keras copy; the user's
+        file is only read)."""
+        ref = self._given(stage)
+        if ref is None:
+            return None
+        if stage not in self._infos:
+            import numpy as np
+
+            from .model_source import sha256_of
+            from .user_model import SAMPLE_ROWS, open_in_child
+
+            folder = self.out / "sources"
+            model_path, info_path = folder / f"{stage}.keras", folder / f"{stage}.json"
+            sha = sha256_of(ref.path)
+            info = None
+            if info_path.is_file() and model_path.is_file():
+                try:
+                    info = json.loads(info_path.read_text())
+                except ValueError:
+                    info = None
+                if not isinstance(info, dict) or info.get("sha256") != sha or info.get("path") != str(ref.path):
+                    info = None
+            if info is None:
+                raw = self._data
+                sample = np.concatenate([raw.x_val, raw.x_test, raw.x_train])[:SAMPLE_ROWS]
+                cfg = getattr(self.recipe, stage)
+                info = open_in_child(cfg.model, model_path, sample=sample, input_shape=raw.input_shape,
+                                     num_outputs=raw.num_classes, width=cfg.width, what=f"{stage}.model")
+                write_json(info_path, info)
+            self._infos[stage] = info
+        return self._infos[stage]
+
+    def _given_model(self, stage: str):
+        """The tf_keras copy of ``stage``'s given model (a final softmax made linear: logits)."""
+        from .fitting import load_model
+        from .user_model import strip_softmax
+
+        self.data  # opens the given models  # noqa: B018
+        model = load_model(self.out / "sources" / f"{stage}.keras")
+        if self.data.task == "classification":
+            model, stripped = strip_softmax(model)
+            if stripped:
+                log.info("%s.model ends in softmax: made linear (edgekit works on logits; same argmax)", stage)
+                self._infos[stage]["softmax_removed"] = True
+        return model
+
+    def given_models(self) -> dict:
+        """``{stage: tf_keras model}`` of the recipe's given models (for the preflight)."""
+        return {stage: self._given_model(stage) for stage in ("teacher", "student") if self._given(stage)}
+
+    def _adopt(self, stage: str, cfg, teacher=None):
+        """A given model as ``stage``'s result: as it is (``epochs: 0``), or fine-tuned for
+        ``epochs`` because the recipe says so; its source (kind, path, sha256) is recorded."""
+        from .fitting import finish_stage
+        from .user_model import fine_tune
+
+        model = self._given_model(stage)
+        info = self._infos[stage]
+        epochs = fine_tune(model, self.data, cfg, seed=self.recipe.seed, progress=self.progress, stage=stage,
+                           teacher=teacher) if cfg.epochs > 0 else 0
+        source = {k: info.get(k) for k in ("kind", "path", "sha256", "format", "keras_version")}
+        if info.get("converted_from_keras3"):
+            source["rebuilt_from_keras3"] = {"max_abs_diff": info.get("max_abs_diff")}
+        if info.get("softmax_removed"):
+            source["softmax_removed"] = True
+        metrics = {"source": source, "epochs_run": epochs, "used_as_given": epochs == 0}
+        res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
+        return self._stage_files(stage), res.metrics
 
     def data_digest(self) -> str | None:
         """sha256 of the data source's files (None for generated sources), hashed once per run."""
@@ -158,12 +252,15 @@ class Run:
     def plan(self) -> list[Step]:
         """The steps of this recipe in order, each with the step(s) whose output it consumes."""
         r = self.recipe
-        steps = [Step("teacher", "teacher", [], r.teacher.model_dump(mode="json"), self._train_teacher)]
-        prev, float_stage = "teacher", "teacher"
+        steps, prev, float_stage = [], None, None
+        if r.teacher is not None:
+            steps.append(Step("teacher", "teacher", [], self._model_config(r.teacher), self._train_teacher))
+            prev, float_stage = "teacher", "teacher"
         for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 continue
-            steps.append(Step(name, name, [prev], cfg.model_dump(mode="json"),
+            conf = self._model_config(cfg) if name == "student" else cfg.model_dump(mode="json")
+            steps.append(Step(name, name, [prev] if prev else [], conf,
                               lambda n=name, c=cfg, s=float_stage: self._train(n, c, s)))
             prev = name
             if name != "qat":
@@ -182,7 +279,9 @@ class Run:
             steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
                               lambda p=profile: self._evaluate(p, eval_npz), target=profile.name))
             evals.append(ev)
-        steps.append(Step("report", "report", evals, None, lambda: self._report(evals)))
+        # the quality gate is the report step's only setting (None keeps older runs' fingerprints)
+        gate = r.quality.model_dump(mode="json") if r.quality is not None else None
+        steps.append(Step("report", "report", evals, gate, lambda: self._report(evals)))
         return steps
 
     def target_names(self) -> list[str]:
@@ -240,8 +339,9 @@ class Run:
             from . import preflight
 
             preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-                          reduction=self.data.reduction)
-        for name, cfg in (("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
+                          reduction=self.data.reduction, given=self.given_models(),
+                          targets=[load_target(t, base=self.recipe_path.parent) for t in r.targets])
+        for name, cfg in (("teacher", r.teacher), ("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped")
                 self.on_stage(name, "skipped")
@@ -280,8 +380,22 @@ class Run:
             fps[step.name] = fp
         return report
 
+    def _model_config(self, cfg) -> dict:
+        """A training stage's config for its fingerprint: with the sha256 of a given model file or
+        builder file, so a changed file is taken again on ``--resume``."""
+        from .model_source import classify, sha256_of
+
+        conf = cfg.model_dump(mode="json")
+        ref = classify(cfg.model)
+        if ref.kind != "zoo":
+            conf["source_sha256"] = sha256_of(ref.path)
+        return conf
+
     def _train_teacher(self):
         from . import train
+
+        if self._given("teacher") is not None:
+            return self._adopt("teacher", self.recipe.teacher)
 
         res = train.run(self.data, self.recipe.teacher, seed=self.recipe.seed,
                         out_dir=self.out / "stages" / "teacher", progress=self.progress)
@@ -305,20 +419,40 @@ class Run:
         return merge_entry(entry, json.loads(device.read_text()),
                            load_target(entry["name"], base=self.recipe_path.parent))
 
+    def _with_estimate_range(self, entry: dict) -> dict:
+        """An eval result from before estimates knew their calibration range gets the range check
+        (and its budget the verdict that follows), so a resumed old run's report does not pass a
+        latency budget on an estimate far outside what it was fitted on."""
+        if entry.get("latency_estimate_ms") is None or "estimate_in_range" in entry or not entry.get("file"):
+            return entry
+        from .convert import Artifact
+        from .evaluate import check_budget, latency_estimate
+
+        profile = load_target(entry["name"], base=self.recipe_path.parent)
+        path = self.out / "targets" / entry["name"] / entry["file"]
+        if not path.is_file():
+            return entry
+        new = {**entry, **latency_estimate(Artifact(path, entry.get("format", ""), profile.runtime, {}), profile)}
+        new["budget"] = check_budget(new, profile.budget, profile.kind)
+        return new
+
     def _report(self, evals: list[str]):
         from .report import build_report, write_reports
 
-        targets = [self._with_device_measurement(self.manifest.entry(e)["metrics"]["result"]) for e in evals]
+        targets = [self._with_device_measurement(self._with_estimate_range(self.manifest.entry(e)["metrics"]["result"]))
+                   for e in evals]
         report = build_report(self.recipe, self.data.summary(), self.manifest, targets, reference=self.float_stage,
-                              features=self.data.reduction_info())
+                              features=self.data.reduction_info(), run_dir=self.out)
         return write_reports(self.out, report), {"report": report}
 
     def _train(self, name: str, cfg, src: str):
         from . import distill, prune, quantize
 
         out = self.out / "stages" / name
-        model = self._model(src)
+        model = self._model(src) if src is not None else None
         seed = self.recipe.seed
+        if name == "student" and self._given("student") is not None:
+            return self._adopt("student", cfg, teacher=model)
         if name == "student":
             res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "pruned":

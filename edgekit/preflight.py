@@ -68,16 +68,56 @@ def check_model(model, *, qat: bool, prune: bool) -> list[Problem]:
     return problems
 
 
-def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: dict | None = None) -> None:
+def check_targets(model, profiles) -> list[Problem]:
+    """Ops of ``model`` (converted to float TFLite) that a microcontroller target's TFLite Micro
+    has no kernel for; nothing to check without an mcu target."""
+    mcu = [p for p in profiles or () if getattr(p.kind, "value", p.kind) == "mcu"]
+    if not mcu:
+        return []
+    from .fitting import tflite_bytes
+    from .mcu import TFLM_OPS, model_ops
+
+    try:
+        ops = model_ops(tflite_bytes(model))
+    except Exception as exc:  # noqa: BLE001 - the converter's own error, shown where conversion fails
+        return [Problem(model.name, "model", "the TFLite converter",
+                        f"it does not convert ({' '.join(str(exc).split())[:200]})")]
+    missing = [op for op in ops if op not in TFLM_OPS]
+    return [Problem(op, "TFLite op", f"target {p.name} (TFLite Micro)",
+                    "no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
+                    "Add/Concatenate/ReLU/Reshape, or drop the target")
+            for p in mcu for op in missing]
+
+
+def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: dict | None = None,
+        given: dict | None = None, targets=None) -> None:
     """Build the model(s) the recipe will compress (with the input ``reduction`` of its
-    ``features``, if any) and raise :class:`StageError` listing every problem at once."""
+    ``features``, if any; ``given``: ``{stage: model}`` of the recipe's given models, checked as
+    they are) and raise :class:`StageError` listing every problem at once: layers pruning or QAT
+    cannot take, and (with ``targets``, the recipe's target profiles) ops a microcontroller
+    target cannot run."""
     from .models import create_model
 
-    cfg = recipe.student if recipe.student is not None else recipe.teacher
+    stage = "student" if recipe.student is not None else "teacher"
+    cfg = getattr(recipe, stage)
     compressed = cfg.model
-    model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
-                         reduction=reduction)
-    problems = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
+    if given and stage in given:
+        model = given[stage]
+    else:
+        model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
+                             reduction=reduction)
+    problems: list = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
+    from .model_source import classify
+
+    if (given and stage in given) or classify(compressed).kind == "builder":  # zoo models are known to convert
+        problems += check_targets(model, targets)
+    if recipe.prune is not None:
+        from .prune import layers_to_prune
+
+        try:
+            layers_to_prune(model, recipe.prune.skip_layers)  # a skip list that leaves nothing fails now
+        except StageError as exc:
+            problems.append(str(exc))
     if problems:
         listing = "; ".join(str(p) for p in problems)
         raise StageError(f"preflight: model {compressed!r}: {listing}")

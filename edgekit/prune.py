@@ -59,7 +59,11 @@ def layers_to_prune(model, skip: list[str]) -> list[str]:
             raise StageError(f"prune.skip_layers: no weighted layer named {s!r} (layers: {', '.join(names)})")
     chosen = [n for n in names if n not in skipped]
     if not chosen:
-        raise StageError(f"prune.skip_layers leaves no layer to prune (weighted layers: {', '.join(names)})")
+        keep = [s for s in skip if s != "first"] if len(names) > 1 else []
+        fix = (f"set prune.skip_layers: [{', '.join(keep)}] (prunes the first layer too)" if keep else
+               "set prune.skip_layers: [] (prunes every layer)")
+        raise StageError(f"prune.skip_layers {list(skip)} leaves no layer to prune: the model has {len(names)} "
+                         f"weighted layer(s) ({', '.join(names) or 'none'}); {fix}, or prune: null")
     return chosen
 
 

@@ -110,8 +110,10 @@ class DataConfig(_Strict):
         0.2, description="share held out for the test split (all reported accuracies)")
     val_split: Fraction = Field(0.1, description="share of the training split used for validation")
     label: str = Field("label", description="label column of a csv: source")
-    normalize: Literal["none", "minmax", "zscore"] = Field(
-        "none", description="per-feature normalization fitted on the training split only")
+    normalize: Literal["auto", "none", "minmax", "zscore"] = Field(
+        "auto", description="per-feature normalization fitted on the training split only (kept in preprocess.json); "
+                            "auto: zscore for tabular csv:/npz: features, none for images, generated sources and "
+                            "a given trained model")
 
     @field_validator("source")
     @classmethod
@@ -132,7 +134,8 @@ class FeaturesConfig(_Strict):
 class TeacherConfig(Training):
     """The large float model trained first, inside a ``tf.distribute`` strategy."""
 
-    model: str = Field("cnn_small", description="name in the model zoo (edgekit models list)")
+    model: str = Field("cnn_small", description="a zoo name (edgekit models list), a .keras/.h5 file or SavedModel "
+                       "folder (relative to the recipe), or FILE.py:FUNCTION (a builder; runs your code)")
     strategy: Strategy = Field(
         Strategy.auto, description="auto: mirrored over several GPUs (or logical CPUs), else one device; "
         "multi_worker / parameter_server: a cluster from edgekit train --workers or --cluster")
@@ -143,7 +146,8 @@ class TeacherConfig(Training):
 class StudentConfig(Training):
     """The small model distilled from the teacher: L = (1-alpha)·CE + alpha·T²·KL."""
 
-    model: str = Field("cnn_tiny", description="name in the model zoo")
+    model: str = Field("cnn_tiny", description="a zoo name, a .keras/.h5 file or SavedModel folder, FILE.py:FUNCTION, "
+                       "or a float .tflite/.onnx file (with teacher, prune and qat null and epochs 0)")
     temperature: Annotated[float, Field(gt=0.0, le=100.0)] = Field(4.0, description="softmax temperature T")
     alpha: Annotated[float, Field(ge=0.0, le=1.0)] = Field(0.7, description="weight of the soft-target term")
     baseline: bool = Field(False, description="also train the same student from scratch and report the gain")
@@ -216,6 +220,20 @@ class ConvertConfig(_Strict):
                             "post-training from the float model, needs qat: null)")
 
 
+class QualityConfig(_Strict):
+    """The quality gate: how much of the teacher's quality a deployed model may lose.
+
+    Checked per target, on the artifact as measured in its own runtime, against the teacher's
+    metric on the same test split; a target that loses more fails like one over budget (exit 6).
+    """
+
+    max_accuracy_drop: Annotated[float, Field(ge=-100.0, le=100.0)] = Field(
+        description="most points of the task's main metric a target may lose against the teacher: "
+                    "classification: accuracy in percentage points (1.0 = one point); anomaly: ROC-AUC "
+                    "points (1.0 = 0.01 ROC-AUC); regression: the MAE increase in percent of the teacher's MAE "
+                    "(1.0 = 1 % higher MAE). Negative: the target must beat the teacher by that much")
+
+
 class Recipe(_Strict):
     """A whole run: data, teacher, student, pruning, QAT, targets and evaluation."""
 
@@ -229,15 +247,50 @@ class Recipe(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     features: FeaturesConfig | None = Field(
         None, description="null: the model sees the inputs as they are; else {reduce: pca | lda, components: K}")
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    teacher: TeacherConfig | None = Field(
+        default_factory=TeacherConfig, description="null: no teacher (the student is trained on the labels alone, "
+                                                   "or given as a trained model)")
     student: StudentConfig | None = Field(default_factory=StudentConfig, description="null: no distillation")
     prune: PruneConfig | None = Field(default_factory=PruneConfig, description="null: no pruning")
     qat: QatConfig | None = Field(default_factory=QatConfig, description="null: post-training quantization only")
     convert: ConvertConfig = Field(default_factory=ConvertConfig)
     targets: list[str] = Field(default_factory=lambda: ["mobile"], description="target profiles by name or path")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    quality: QualityConfig | None = Field(
+        None, description="null: no quality gate; else {max_accuracy_drop: POINTS} against the teacher, per target")
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+
+    @model_validator(mode="after")
+    def _models_fit(self):
+        from .model_source import classify
+        from .models import list_models
+
+        if self.teacher is None and self.student is None:
+            raise ValueError("teacher: teacher and student are both null; give at least one model")
+        for key in ("teacher", "student"):
+            cfg = getattr(self, key)
+            if cfg is None:
+                continue
+            try:
+                ref = classify(cfg.model)
+            except RecipeError as exc:
+                raise ValueError(f"{key}.model: {exc}") from None
+            if ref.kind == "zoo" and ref.name not in list_models():
+                continue  # a bare name: a SavedModel folder or a typo, told apart by load_recipe (model_refs)
+            if ref.converted:
+                rest = [k for k, v in (("teacher", self.teacher), ("prune", self.prune), ("qat", self.qat))
+                        if v is not None]
+                if key != "student" or rest or cfg.epochs != 0:
+                    raise ValueError(
+                        f"{key}.model: {cfg.model!r} is an already converted float {ref.kind} model: it is taken "
+                        f"as it is, only as student.model with teacher: null, prune: null, qat: null and epochs: 0")
+            elif cfg.epochs == 0 and not ref.trained:
+                what = "an untrained zoo model" if ref.kind == "zoo" else "a builder (an untrained architecture)"
+                raise ValueError(
+                    f"{key}.epochs: 0 means 'use the given model as it is', but {cfg.model!r} is {what}; "
+                    f"set {key}.epochs to 1 or more, or give a trained model file ({key}.model: my_model.keras)")
+        return self
 
     @model_validator(mode="after")
     def _fits_task(self):
@@ -508,6 +561,7 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     recipe = _validate(Recipe, _read_yaml(path, "recipe"), path)
     check_target_names(recipe, path)
+    model_refs(recipe, path)
     return recipe
 
 
@@ -535,6 +589,44 @@ def check_target_names(recipe: Recipe, path: Path) -> list[TargetProfile]:
         seen[profile.name] = i
         profiles.append(profile)
     return profiles
+
+
+def model_refs(recipe: Recipe, path: Path) -> dict:
+    """``{"teacher": ModelRef | None, "student": ModelRef | None}``: the recipe's models parsed and
+    resolved against its folder (:func:`edgekit.model_source.parse_model_ref`); a missing file,
+    an unknown zoo name or a symlink out of the folder raises :class:`RecipeError` naming key and file."""
+    from .model_source import parse_model_ref
+
+    refs = {}
+    for key in ("teacher", "student"):
+        cfg = getattr(recipe, key)
+        if cfg is None:
+            refs[key] = None
+            continue
+        try:
+            refs[key] = parse_model_ref(cfg.model, Path(path).parent, what=f"{key}.model")
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {key}.model: {exc}") from None
+    return refs
+
+
+def with_model_paths(recipe: Recipe, base: Path) -> Recipe:
+    """``recipe`` with each model path made absolute (``keras:/abs/m.keras``, ``py:/abs/f.py:build``)
+    as :func:`edgekit.model_source.parse_model_ref` resolves it against ``base`` (the recipe's
+    folder), so the stages, and copies of the recipe that live elsewhere, find the same files."""
+    from .model_source import absolute_model
+
+    update = {}
+    for key in ("teacher", "student"):
+        cfg = getattr(recipe, key)
+        if cfg is not None:
+            try:
+                new = absolute_model(cfg.model, base)
+            except RecipeError as exc:
+                raise RecipeError(f"{key}.model: {exc}") from None
+            if new != cfg.model:
+                update[key] = cfg.model_copy(update={"model": new})
+    return recipe.model_copy(update=update) if update else recipe
 
 
 GENERATED_SHAPES = {"digits": (8, 8, 1), "mnist1d": (40, 1), "fermentation": (16, 3), "machine-anomaly": (640, 1)}
@@ -649,7 +741,7 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             continue
         name = cfg.model
         if name not in zoo:
-            if _is_model_reference(name):
+            if _is_model_reference(name) or (base / name).is_dir():  # a file, builder or SavedModel folder
                 continue  # a model of the user's own: checked where it is opened
             close = difflib.get_close_matches(name, list(zoo), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -165,8 +165,10 @@ class TuneProgress(Bars):
 
 
 def render_estimate(r: dict, *, per_op: bool) -> str:
-    """An ``edgekit estimate`` result as text: the estimate with its basis, expected error and
-    sources (or why there is none), and with ``per_op`` a table of every op."""
+    """An ``edgekit estimate`` result as text: the estimate with its basis, whether the model lies
+    inside the calibration set's range, the expected error (where the fit can state one), the
+    error band check and sources (or why there is no estimate), and with ``per_op`` a table of
+    every op."""
     b = r["estimate_basis"]
     by_class = ", ".join(f"{k} {v['macs'] / 1e6:.3g} M" for k, v in r["by_class"].items() if v["macs"])
     lines = [f"model: {r['macs'] / 1e6:.4g} M MACs ({by_class or 'none'}) in {r['ops']} ops, "
@@ -175,11 +177,20 @@ def render_estimate(r: dict, *, per_op: bool) -> str:
         lines.insert(0, f"{r['target']}: no estimate: {r['reason']}")
     else:
         fit = b["fit"]
-        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated "
+        flagged = r.get("estimate_in_range") is False
+        lines.insert(0, f"{r['target']}: {r['latency_estimate_ms']:.4g} ms estimated"
+                        f"{' OUTSIDE its calibration range, no verdict' if flagged else ''} "
                         f"({b['core']} @ {b['target_clock_mhz']:g} MHz, {b['kernels']}"
                         f"{'' if b['runtime'] == b['kernels'] else ', ' + b['runtime']})")
-        lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
-                     f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
+        if flagged:
+            lines.append(f"out of range: {r['estimate_range_reason']}")
+        if fit.get("loo_meaningful") is False:
+            lines.append(f"expected error: none stated: {fit['loo_note']}")
+        else:
+            lines.append(f"expected error: leave-one-out median {fit['loo_median_abs_pct_error']} %, "
+                         f"max {fit['loo_max_abs_pct_error']} % over {fit['n_points']} published models")
+        lines.append(f"error band: ±{fit['band']['pct']} % (90 %)" if fit.get("band") else
+                     f"error band: none ({fit.get('band_note') or 'not supported by held-out points'})")
         lines.append(f"calibrated on: {b['board']} ({b['calibration_set']})")
         lines += [f"  source: {s}" for s in b["sources"]]
         m = r["calibration_match"]

@@ -436,6 +436,11 @@ RECIPE_CASES = [
     ("csv with the label column twice", lambda t: _recipe(t, _csv(t, _rows(5, header="label,a,label")),
                                                           model="mlp_tiny"), 2,
      ["data.label: column 'label' appears 2 times", "leak"]),
+    # the model loader (edgekit.model_source, tests/test_user_models.py) checks paths exist and open
+    ("a missing model path", lambda t: _recipe(t, model="models/mine.keras"), 2,
+     ["teacher.model: models/mine.keras: no such keras model file"]),
+    ("a missing builder file", lambda t: _recipe(t, model="zoo.py:build"), 2,
+     ["teacher.model: zoo.py: no such builder file"]),
     ("unknown model", lambda t: _recipe(t, model="cnn_smal"), 2,
      ["teacher.model: unknown model 'cnn_smal'", "did you mean 'cnn_small'", "known: cnn_small, cnn_tiny"]),
     ("image model on flat npz features", lambda t: _recipe(t, _npz(t, x=np.zeros((30, 16)), y=Y3)), 2,
@@ -459,8 +464,6 @@ RECIPE_CASES = [
 RECIPE_OK = [
     ("keys merged with << may be overridden", lambda t: _recipe(
         t, text="name: x\nteacher: &t {model: cnn_small, epochs: 1}\nstudent: {<<: *t, model: cnn_tiny}\n")),
-    ("a model path is left to the model loader", lambda t: _recipe(t, model="models/mine.keras")),
-    ("file.py:fn is left to the model loader", lambda t: _recipe(t, model="zoo.py:build")),
     ("matching rank from an npz header", lambda t: _recipe(t, _npz(t, x=np.zeros((30, 16)), y=Y3), model="mlp_tiny")),
     ("csv with a BOM", lambda t: _recipe(t, _csv(t, _rows(5), bom=True), model="mlp_tiny")),
     ("seed 2**32-1", lambda t: _recipe(t, "seed: 4294967295\n")),

@@ -28,7 +28,7 @@ def test_npz_xy(tmp_path):
 def test_npz_given_split_is_kept(tmp_path):
     x, y = _xy(80)
     np.savez(tmp_path / "d.npz", x_train=x[:60], y_train=y[:60], x_test=x[60:], y_test=y[60:])
-    d = load_dataset(DataConfig(source="npz:d.npz", val_split=0.0), seed=0, base=tmp_path)  # recipe-relative
+    d = load_dataset(DataConfig(source="npz:d.npz", val_split=0.0, normalize="none"), seed=0, base=tmp_path)  # recipe-relative
     np.testing.assert_array_equal(d.x_test[..., 0], x[60:].astype("float32"))
     assert len(d.x_train) == 60
 

@@ -125,7 +125,7 @@ def test_deploy_measures_on_the_device_and_merges_the_report(run, sshd, known_ho
     # latency is now checked against the rpi4 budget (20 ms), not listed as unchecked
     assert not any(u.startswith("latency") for u in entry["budget"]["unchecked"]), entry["budget"]
     assert entry["budget"]["latency_basis"] == "measured"
-    assert old["budget"]["latency_basis"] == "estimate"  # on the host only the calibrated estimate counted
+    assert old["budget"]["latency_basis"] != "measured"  # on the host at most the calibrated estimate counted
     assert f"ssh:{hostname}" in (run / "report.md").read_text()
     assert report["stages"] == before["stages"]
     assert [t for t in report["targets"] if t["name"] != "rpi4"] == [t for t in before["targets"] if t["name"] != "rpi4"]

@@ -127,7 +127,10 @@ def test_calibration_file_is_complete_and_sourced():
         fit = estimate.fit_set(name, cal)
         assert fit.n_points == len(s.measurements) >= 2
         assert all(v >= 0 for v in fit.coefficients.values())
-        assert fit.loo_median_abs_pct_error is not None
+        # a stated leave-one-out error needs a fit without that point to keep a degree of freedom
+        assert (fit.loo_median_abs_pct_error is not None) is (fit.n_points - 1 - len(fit.coefficients) >= 1)
+        rng = fit.range
+        assert rng["op_kinds"] and rng["macs_gemm"][0] <= rng["macs_gemm"][1], name
     # every built-in profile's calibration set exists
     for t in ("cortex-m4", "cortex-m7", "rpi4", "rpi-zero2", "mobile"):
         p = load_target(t)
@@ -137,11 +140,14 @@ def test_calibration_file_is_complete_and_sourced():
 def test_readme_states_the_current_loo_errors():
     text = (ROOT / "README.md").read_text()
     section = text.split("## Latency estimates", 1)[1].split("\n## ", 1)[0]
-    for name in ("nucleo-l4r5zi-tflm-2.3.1", "rpi4-arm64-xnnpack"):
+    for name in estimate.load_calibration().sets:
         fit = estimate.fit_set(name)
         row = next(ln for ln in section.splitlines() if f"`{name}`" in ln)
-        assert f"{fit.loo_median_abs_pct_error:.0f} %" in row, (name, row)
-        assert f"{fit.loo_max_abs_pct_error:.0f} %" in row, (name, row)
+        if fit.loo_meaningful:
+            assert f"{fit.loo_median_abs_pct_error:.0f} %" in row, (name, row)
+            assert f"{fit.loo_max_abs_pct_error:.0f} %" in row, (name, row)
+        else:
+            assert "none (no degree of freedom)" in row, (name, row)
 
 
 @pytest.mark.slow  # converts the four models at their reference sizes (the default suite checks the
@@ -214,6 +220,23 @@ def test_unknown_calibration_set(hand_model):
         estimate.estimate_model(hand_model[0], p)
 
 
+def test_calibration_sets_are_keyed_by_board_and_runtime(tmp_path):
+    cal = estimate.load_calibration()
+    keys = [s.key for s in cal.sets.values()]
+    assert len(keys) == len(set(keys))
+    # the same board with two runtimes is two sets: Nucleo-L4R5ZI with TFLite Micro, X-CUBE-AI, microTVM
+    nucleo = {s.runtime for s in cal.sets.values() if s.key[0].startswith("ST Nucleo-L4R5ZI")}
+    assert {"tflite_micro", "x-cube-ai", "microtvm"} <= nucleo
+    text = estimate.CALIBRATION_PATH.read_text()
+    # the EK-RA6M4 set (TFLite Micro, CMSIS-NN) renamed to the Nucleo board of the TFLM 2.3.1 set
+    dup = text.replace("  ek-ra6m4-tflm-cmsis-nn:\n    board: Renesas EK-RA6M4 (R7FA6M4AF3CFB), MLPerf Tiny v0.7",
+                       "  ek-ra6m4-tflm-cmsis-nn:\n    board: ST Nucleo-L4R5ZI (STM32L4R5ZI), another submission", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(dup)
+    with pytest.raises(RecipeError, match="the same board and runtime"):
+        estimate.load_calibration(path)
+
+
 def test_malformed_calibration_file(tmp_path):
     bad = tmp_path / "cal.yaml"
     bad.write_text("schema: x\nfeatures: [macs_gemm, bytes_activations]\nsets:\n  b:\n    board: b\n"
@@ -261,10 +284,73 @@ def test_bench_estimate_prints_the_loo_table():
     out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_estimate.py"), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    results = {r["set"]: r for r in json.loads(out.stdout)}
+    got = json.loads(out.stdout)
+    results = {r["set"]: r for r in got["sets"]}
     assert set(results) == set(estimate.load_calibration().sets)
     m4 = results["nucleo-l4r5zi-tflm-2.3.1"]
     assert m4["loo_median_abs_pct_error"] == estimate.fit_set("nucleo-l4r5zi-tflm-2.3.1").loo_median_abs_pct_error
-    table = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_estimate.py"), "--set",
-                            "rpi4-arm64-xnnpack"], capture_output=True, text=True, timeout=120).stdout
-    assert "leave-one-out ms" in table and "mobilenet_v2_224" in table
+    assert m4["runtime"] == "tflite_micro" and m4["loo_meaningful"] is True
+    assert got["band"] == estimate.error_band()
+    table = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_estimate.py")],
+                           capture_output=True, text=True, timeout=120).stdout
+    # every set prints its leave-one-out line: the error, or why none is stated
+    assert table.count("LOO |error|:") == len(results)
+    rpi4 = table.split("## rpi4-arm64-xnnpack")[1].split("\n## ")[0]
+    assert "leave-one-out ms" in rpi4 and "mobilenet_v2_224" in rpi4
+    assert "LOO |error|: none stated: 2 points for 2 coefficients" in rpi4
+    assert "Error band:" in table and ("no error band" in table or "Stated band" in table)
+
+
+def test_two_point_fit_states_no_loo_error_and_no_band(hand_model):
+    """rpi4's set: two published models, two coefficients. A leave-one-out fit has one point for two
+    unknowns, so no error is stated, and no band."""
+    fit = estimate.fit_set("rpi4-arm64-xnnpack")
+    assert fit.n_points == 2 and fit.degrees_of_freedom == 0 and not fit.loo_meaningful
+    assert fit.loo_median_abs_pct_error is None and fit.loo_max_abs_pct_error is None
+    assert "no degree of freedom" in fit.loo_note
+    est = estimate.estimate_model(hand_model[0], load_target("rpi4"))
+    f = est["estimate_basis"]["fit"]
+    assert f["band"] is None and "no degree of freedom" in f["band_note"]
+    assert f["fixed_costs"]["fitted"] is False and "cannot identify" in f["fixed_costs"]["note"]
+
+
+def test_a_model_far_smaller_than_the_calibration_set_is_flagged(hand_model):
+    """The hand model (5,904 MACs) against rpi4 (MobileNets of 280-551 M GEMM MACs) and cortex-m4
+    (MLPerf Tiny models from 264 k): the estimate is given but flagged, with why."""
+    for target in ("rpi4", "cortex-m4"):
+        est = estimate.estimate_model(hand_model[0], load_target(target))
+        assert est["latency_estimate_ms"] is not None
+        assert est["estimate_in_range"] is False, target
+        assert "GEMM MACs" in est["estimate_range_reason"] and "below" in est["estimate_range_reason"]
+
+
+def test_a_calibration_model_lies_inside_its_set(mlperf_models):
+    profile = load_target("cortex-m4")
+    for name, path in mlperf_models.items():
+        est = estimate.estimate_model(path, profile)
+        assert est["estimate_in_range"] is True, (name, est["estimate_range_reason"])
+
+
+def test_range_check_names_every_reason():
+    rng = {"macs_gemm": [1000, 2000], "bytes_activations": [100, 200], "max_tensor_bytes": [10, 50],
+           "op_kinds": ["CONV_2D", "FULLY_CONNECTED", "RESHAPE"], "factor": 2.0}
+    inside = {"features": {"macs_gemm": 600, "bytes_activations": 390}, "max_tensor_bytes": 100,
+              "op_kinds": ["CONV_2D", "QUANTIZE"]}  # data movement (QUANTIZE) is not priced: no reason
+    assert estimate.out_of_range(inside, rng) == []
+    outside = {"features": {"macs_gemm": 499, "bytes_activations": 401}, "max_tensor_bytes": 101,
+               "op_kinds": ["CONV_2D", "MAX_POOL_2D"]}
+    why = estimate.out_of_range(outside, rng)
+    assert len(why) == 4 and "MAX_POOL_2D" in why[3] and "below 500" in why[0] and "above 400" in why[1]
+    assert "above 100 B" in why[2]
+
+
+def test_error_band_is_stated_only_where_held_out_points_support_it():
+    band = estimate.error_band()
+    pooled = [abs(r["pct_error"]) for n in band["sets"] for r in estimate.fit_set(n).loo]
+    assert band["held_out"] == len(pooled)
+    assert "rpi4-arm64-xnnpack" not in band["sets"]  # no meaningful held-out point
+    if band["pct"] is None:
+        assert band["held_out"] < estimate.BAND_MIN_POINTS or band["coverage"] < estimate.BAND_COVERAGE
+        assert band["note"].startswith("no error band")
+    else:
+        assert band["held_out"] >= 20 and band["coverage"] >= 0.9

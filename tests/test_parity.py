@@ -19,9 +19,10 @@ from edgekit import parity
 from edgekit.parity import _top_classes, compare, render_compare
 
 # The session's finished tiny run (tests/conftest.py): teacher -> student -> pruned -> QAT, targets
-# mobile, rpi4 and cortex-m4; the last float stage (the reference) is the pruned one.
-VARIANTS = {"keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile", "tflite_fp16:mobile",
-            "onnx:mobile", "tflite_int8:rpi4", "tflm_int8:cortex-m4"}
+# mobile, rpi4 and cortex-m4; the last float stage (the reference) is the pruned one, the teacher
+# and the student are rows beside it.
+VARIANTS = {"keras_teacher", "keras_student", "keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
+            "tflite_fp16:mobile", "onnx:mobile", "tflite_int8:rpi4", "tflm_int8:cortex-m4"}
 INT8 = ("keras_qat", "tflite_int8:mobile", "tflite_int8:rpi4", "tflm_int8:cortex-m4")
 
 
@@ -95,7 +96,7 @@ def test_writes_compare_json_atomically(run_dir, result):
 
 def test_render_is_a_table_with_every_variant(result):
     text = render_compare(result)
-    assert "| variant | runtime | accuracy | agreement |" in text
+    assert "| variant | runtime | accuracy | vs teacher | agreement |" in text
     for name in VARIANTS:
         assert f"| {name} |" in text
     assert ("PASS" in text) == result["ok"]

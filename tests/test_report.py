@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from edgekit.cli import main
 from edgekit.report import budget_checks, render_html, render_markdown, write_reports
 from edgekit.report import view
-from edgekit.report.fmt import fmt_bytes, fmt_ms, fmt_pct, fmt_share
+from edgekit.report.fmt import fmt_bytes, fmt_latency, fmt_latency_pcts, fmt_ms, fmt_pct, fmt_share
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 
@@ -102,8 +103,10 @@ def md_tables(text: str) -> dict[str, list[list[str]]]:
 
 def _budget_word(cell: str) -> str:
     """An HTML budget cell reads ``pass 8.2 KiB …``; the Markdown one ``pass: 8.2 KiB …``."""
-    word, _, rest = cell.partition(" ")
-    return f"{word}: {rest}" if rest and word in ("pass", "FAIL", "unchecked") else cell
+    for word in ("pass, estimated", "FAIL, estimated", "pass", "FAIL", "unchecked"):
+        if cell.startswith(word + " "):
+            return f"{word}: {cell[len(word) + 1:]}"
+    return cell
 
 
 # ----------------------------------------------------------------------------- report content
@@ -129,8 +132,9 @@ def test_report_files_and_additions(tiny_run):
         if t["budget"]["latency_basis"] == "estimate":
             assert checks["latency"]["what"].startswith("estimated p50")
             assert checks["latency"]["measured"] == t["latency_estimate_ms"] and checks["latency"]["status"] != "unchecked"
-        else:
-            assert t["latency_estimate_ms"] is None and checks["latency"]["status"] == "unchecked"
+        else:  # no estimate, or one outside its calibration range: no verdict
+            assert t["latency_estimate_ms"] is None or t["estimate_in_range"] is False
+            assert checks["latency"]["status"] == "unchecked"
         failed = {c["budget"] for c in checks.values() if c["status"] == "fail"}
         assert bool(failed) == (not t["budget"]["ok"])
 
@@ -148,8 +152,11 @@ def test_markdown_and_html_show_the_numbers_of_report_json(tiny_run):
     md_rows = {row[0]: row for row in md_t["Targets"]}
     html_rows = {row[0]: row for _, row in page.tables["targets"]}
     for label, v, _ in view.target_entries(report):
-        expected = [fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]), fmt_ms(v["latency_ms"]["p50"]),
-                    fmt_ms(v["latency_ms"]["p90"]), fmt_ms(v["latency_ms"]["p99"]), fmt_pct(v["agreement_with_float"])]
+        src = view.latency_source(v)
+        expected = [fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]), fmt_latency_pcts(v["latency_ms"], src["label"]),
+                    fmt_pct(v["agreement_with_float"])]
+        if src["estimate"]:
+            expected.append(fmt_latency(v["latency_estimate_ms"], src["estimate"]["label"]))
         for want in expected:
             assert want in md_rows[label], (label, want, md_rows[label])
             assert want in html_rows[label], (label, want, html_rows[label])
@@ -239,30 +246,37 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_html_in_headless_chromium(tiny_run, tmp_path):
-    """Open report.html from disk in Chromium: every figure has a size, no script or console error,
-    the rendered tables hold report.json's numbers, and a screenshot is taken."""
+def chromium_dom(page: Path, *, screenshot: Path | None = None) -> str:
+    """The DOM of ``page`` as headless Chromium renders it from disk (scripts run); asserts that
+    Chromium exited cleanly and logged no console error or uncaught exception. Without Chromium
+    the calling test skips, and fails under CI=true (tests/conftest.py require_tool)."""
     from conftest import require_tool
 
     require_tool("chromium", missing=None if CHROMIUM else "chromium not found",
                  hint="apt-get install chromium; CI installs it")
-    out, report = tiny_run
-    shot = tmp_path / "report.png"
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    shot = [f"--screenshot={screenshot}"] if screenshot else []
     try:
         proc = subprocess.run(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
-             "--window-size=1280,4000", f"--screenshot={shot}", "--dump-dom",
-             (out / "report.html").resolve().as_uri()],
+             "--window-size=1280,4000", *shot, "--dump-dom", page.resolve().as_uri()],
             capture_output=True, text=True, timeout=120)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
-    page = html_tables(proc.stdout)
+    return proc.stdout
+
+
+def test_html_in_headless_chromium(tiny_run, tmp_path):
+    """Open report.html from disk in Chromium: every figure has a size, no script or console error,
+    the rendered tables hold report.json's numbers, and a screenshot is taken."""
+    out, report = tiny_run
+    shot = tmp_path / "report.png"
+    page = html_tables(chromium_dom(out / "report.html", screenshot=shot))
     check = json.loads(page.selfcheck)
     assert check["errors"] == [] and check["ok"] is True, check
     assert len(check["figures"]) == 5
@@ -270,11 +284,117 @@ def test_html_in_headless_chromium(tiny_run, tmp_path):
         assert fig["width"] > 100 and fig["height"] > 50, fig
     rows = {row[0]: row for _, row in page.tables["targets"]}
     for label, v, _ in view.target_entries(report):
-        for want in (fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]), fmt_ms(v["latency_ms"]["p50"])):
+        for want in (fmt_pct(v["accuracy"]), fmt_bytes(v["size_bytes"]),
+                     fmt_latency_pcts(v["latency_ms"], view.latency_source(v)["label"])):
             assert want in rows[label], (label, want)
     assert len(page.tables["stages"]) == len(report["stages"])
     assert _png_size(shot) == (1280, 4000) and shot.stat().st_size > 50_000
     print(f"screenshot: {shot}")
+
+
+# ----------------------------------------------------------------------------- every latency has a source
+
+# a latency as any page shows it: a number followed by "ms", or a percentile label
+_LATENCY = re.compile(r"\d ms\b|\bp50 \d")
+# where it comes from, in the same cell: measured on a named device, on the host (never a device
+# verdict) or estimated
+_SOURCE = re.compile(r"\((measured on [^)]+|host [^)]*, not the device|[^)]*emulated[^)]*, not the device|"
+                     r"estimated[^)]*)\)|\bestimated\b")
+
+
+def _estimate_in_range(report: dict, name: str) -> dict:
+    """A copy of ``report`` whose ``name`` target's estimate lies inside its calibration range and
+    decides its latency budget (as for a model the size of the calibration models)."""
+    r = copy.deepcopy(report)
+    t = next(t for t in r["targets"] if t["name"] == name)
+    t["estimate_in_range"], t["estimate_range_reason"] = True, None
+    t["budget"].update(latency_basis="estimate", unchecked=[u for u in t["budget"]["unchecked"]
+                                                            if not u.startswith("latency_ms")])
+    t["budget"]["checks"] = budget_checks(t)
+    t["latency_source"] = view.latency_source(t)
+    return r
+
+
+class _Blocks(HTMLParser):
+    """The text of every block a reader sees as one cell: table cells, card lines, list and fact
+    items, notes, the banner, each SVG latency row and SVG tooltip."""
+
+    BLOCK_TAGS = ("td", "th", "dd", "dt", "li", "p", "title")
+    BLOCK_CLASSES = ("kv", "verdict", "latency-row")
+
+    def __init__(self):
+        super().__init__()
+        self.blocks: list[tuple[str, str]] = []
+        self._open: list[tuple[str, list[str]] | None] = []
+
+    def handle_starttag(self, tag, attrs):
+        cls = (dict(attrs).get("class") or "").split()
+        block = tag in self.BLOCK_TAGS or any(c in self.BLOCK_CLASSES for c in cls)
+        self._open.append((tag, []) if block else None)
+
+    def handle_endtag(self, tag):
+        while self._open:
+            top = self._open.pop()
+            if top is not None:
+                self.blocks.append((top[0], " ".join("".join(top[1]).split())))
+            if top is None or top[0] == tag:
+                break
+
+    def handle_data(self, data):
+        for b in self._open:
+            if b is not None:
+                b[1].append(data)
+
+
+def _unsourced(blocks: list[str]) -> list[str]:
+    return [b for b in blocks if _LATENCY.search(b) and not _SOURCE.search(b)]
+
+
+def test_every_latency_in_report_md_says_where_it_comes_from(tiny_run):
+    out, report = tiny_run
+    md = (out / "report.md").read_text()
+    cells = [c for line in md.splitlines() for c in (line.strip("|").split(" | ") if line.startswith("|") else [line])]
+    latency_cells = [c for c in cells if _LATENCY.search(c)]
+    assert len(latency_cells) >= len(view.target_entries(report)), latency_cells
+    assert _unsourced(cells) == []
+    # the tiny models lie outside the calibration ranges: their estimates are flagged, no verdict
+    by_name = {row[0]: row for row in md_tables(md)["Budgets"]}
+    flagged = [t["name"] for t in report["targets"] if t.get("estimate_in_range") is False]
+    assert set(flagged) == {"rpi4", "cortex-m4"}
+    for name in flagged:
+        assert by_name[name][3].startswith("unchecked: ") and "(estimated outside its calibration range, no verdict)" \
+            in by_name[name][3], by_name[name]
+    assert f"{len(report['targets'])} unchecked" in md.splitlines()[2]
+    # a budget verdict that rests on an estimate (a model inside the range) says so, and the banner
+    # counts those apart from measured ones
+    r = _estimate_in_range(report, "cortex-m4")
+    md2 = render_markdown(r)
+    row = {row[0]: row for row in md_tables(md2)["Budgets"]}["cortex-m4"]
+    assert row[3].startswith("pass, estimated: ") and "(estimated)" in row[3] and row[4] == "pass, estimated"
+    assert "Latency verdicts: 1 estimated (cortex-m4), 2 unchecked (mobile, rpi4)." in md2.splitlines()[2]
+    assert _unsourced([c for line in md2.splitlines() for c in line.split(" | ")]) == []
+    for t in report["targets"]:
+        assert t["latency_source"] == view.latency_source(t)
+        assert t["latency_source"]["kind"] == "host" and not t["latency_source"]["decides_budget"]
+        for v in t.get("variants", []):
+            assert v["latency_source"]["label"] == "host x86_64, not the device" or v["latency_source"]["kind"] == "host"
+
+
+def test_every_latency_in_report_html_says_where_it_comes_from(tiny_run):
+    """Every cell, card line, note, SVG row and tooltip of the rendered page that shows a latency
+    carries its source in the same block."""
+    out, report = tiny_run
+    p = _Blocks()
+    p.feed(chromium_dom(out / "report.html"))
+    texts = [t for _, t in p.blocks]
+    shown = [t for t in texts if _LATENCY.search(t)]
+    # each target's card, its budget cell, every artifact's table row, SVG row and tooltip
+    assert len(shown) >= 3 * len(view.target_entries(report)), shown
+    assert _unsourced(texts) == []
+    rows = [t for tag, t in p.blocks if tag == "g"]
+    assert len(rows) == len(view.latency_rows(report))
+    estimated = [r for r in view.latency_rows(report) if r["estimated"]]
+    assert estimated and sum("estimated" in r for r in rows) >= len(estimated)
 
 
 # ----------------------------------------------------------------------------- several runs

@@ -35,15 +35,20 @@ def check(sets: list[str] | None = None, path: Path | None = None) -> list[dict]
         s = cal.sets[name]
         fit = estimate.fit_set(name, cal)
         out.append({"set": name, "board": s.board, "core": s.core, "clock_mhz": s.clock_mhz,
-                    "kernels": s.kernels, "threads": s.threads, **fit.as_dict()})
+                    "kernels": s.kernels, "runtime": s.runtime, "threads": s.threads, **fit.as_dict()})
     return out
+
+
+def band(path: Path | None = None) -> dict:
+    """The pooled held-out check of :func:`edgekit.estimate.error_band`."""
+    return estimate.error_band(estimate.load_calibration(path))
 
 
 def render(results: list[dict]) -> str:
     lines = []
     for r in results:
         coef = ", ".join(f"{v['value']:g} {v['unit']} ({k})" for k, v in r["coefficients"].items())
-        lines.append(f"## {r['set']}: {r['core']} @ {r['clock_mhz']:g} MHz, {r['kernels']}"
+        lines.append(f"## {r['set']}: {r['core']} @ {r['clock_mhz']:g} MHz, runtime {r['runtime']}, {r['kernels']}"
                      f"{'' if r['threads'] == 1 else ', multi-threaded'}")
         lines.append(f"   {r['board']}")
         lines.append(f"   fit: {coef}")
@@ -54,10 +59,27 @@ def render(results: list[dict]) -> str:
             loo_err = "-" if loo["pct_error"] is None else f"{loo['pct_error']:+.0f} %"
             lines.append(f"   | {ins['model']} | {ins['published_ms']:.4g} | {ins['estimate_ms']:.4g} | "
                          f"{ins['pct_error']:+.0f} % | {loo_ms} | {loo_err} |")
-        lines.append(f"   LOO |error|: median {r['loo_median_abs_pct_error']} %, "
-                     f"max {r['loo_max_abs_pct_error']} % over {r['n_points']} models")
+        if r["loo_meaningful"]:
+            lines.append(f"   LOO |error|: median {r['loo_median_abs_pct_error']} %, "
+                         f"max {r['loo_max_abs_pct_error']} % over {r['n_points']} models")
+        else:
+            lines.append(f"   LOO |error|: none stated: {r['loo_note']}")
+        if r["fixed_costs"]["note"]:
+            lines.append(f"   fixed per-op / per-invoke cost: {r['fixed_costs']['note']}")
+        rng = r["range"]
+        lines.append(f"   range: GEMM MACs {rng['macs_gemm'][0]:,}–{rng['macs_gemm'][1]:,}, activation bytes "
+                     f"{rng['bytes_activations'][0]:,}–{rng['bytes_activations'][1]:,} (×{rng['factor']:g} margin); "
+                     f"op kinds {', '.join(rng['op_kinds']) if rng['op_kinds'] else 'not generated'}")
         lines.append("")
     return "\n".join(lines)
+
+
+def render_band(b: dict) -> str:
+    cov = "-" if b["coverage"] is None else f"{100 * b['coverage']:.0f}"
+    head = (f"Error band: {b['held_out']} held-out points pooled over {len(b['sets'])} sets "
+            f"({', '.join(b['sets'])}); 90th percentile of |LOO error| {b['p90_abs_pct_error']} %, "
+            f"a band from the other sets held {cov} % of the points.")
+    return head + ("\n" + (f"Stated band: ±{b['pct']} % (90 %)." if b["pct"] is not None else b["note"] + "."))
 
 
 # ---------------------------------------------------------------------------- --update-features
@@ -99,8 +121,10 @@ def update_features(path: Path) -> dict[str, dict]:
     generated = {}
     for name, spec in raw["models"].items():
         costs = estimate.op_costs(build_tflite(spec["build"]))
+        summ = estimate._summary(costs)
         generated[name] = {"features": estimate.model_features(costs),
-                           "macs": sum(c.macs for c in costs)}
+                           "macs": sum(c.macs for c in costs), "ops": summ["ops"],
+                           "op_kinds": summ["op_kinds"], "max_tensor_bytes": summ["max_tensor_bytes"]}
         print(f"{name}: {generated[name]}", file=sys.stderr)
     text = path.read_text()
     head, models = text.split("\nmodels:\n", 1)
@@ -112,10 +136,12 @@ def update_features(path: Path) -> dict[str, dict]:
             out.append(block)
             continue
         kept = [ln for ln in block.rstrip("\n").split("\n")
-                if not ln.startswith(("    features:", "    macs:", "    built_with:"))]
+                if not ln.startswith(("    features:", "    macs:", "    built_with:", "    ops:", "    op_kinds:",
+                                      "    max_tensor_bytes:"))]
         g = generated[m.group(1)]
         feats = ", ".join(f"{k}: {v}" for k, v in g["features"].items())
-        kept += [f"    features: {{{feats}}}", f"    macs: {g['macs']}",
+        kept += [f"    features: {{{feats}}}", f"    macs: {g['macs']}", f"    ops: {g['ops']}",
+                 f"    op_kinds: [{', '.join(g['op_kinds'])}]", f"    max_tensor_bytes: {g['max_tensor_bytes']}",
                  f"    built_with: full-int8 from tensorflow {version}, random weights (generated)"]
         out.append("\n".join(kept) + "\n")
     text = head + "\nmodels:\n" + "".join(out)
@@ -137,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_features:
         update_features(path)
     results = check(args.sets, path)
-    print(json.dumps(results, indent=2) if args.json else render(results))
+    b = band(path)
+    print(json.dumps({"sets": results, "band": b}, indent=2) if args.json else render(results) + "\n" + render_band(b))
     return 0
 
 

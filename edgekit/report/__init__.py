@@ -21,7 +21,7 @@ from typing import Any
 from .._io import write_json, write_text
 from .html import render_html
 from .markdown import render_markdown
-from .view import budget_checks
+from .view import apply_quality_gate, budget_checks, latency_source, quality_gate
 
 __all__ = ["SCHEMA", "build_report", "load_report", "render_html", "render_markdown", "write_reports"]
 
@@ -31,11 +31,11 @@ _STAGE_KEYS = ("params", "nonzero_params", "sparsity", "sparsity_overall", "size
                "size_format", "accuracy")
 _STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "scheme", "strategy", "replicas",
                  "temperature", "alpha", "baseline_accuracy", "baseline_metrics", "distillation_gain",
-                 "threshold_rule")
+                 "threshold_rule", "source")
 
 
 def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str,
-                 features: dict | None = None) -> dict[str, Any]:
+                 features: dict | None = None, run_dir: Path | None = None) -> dict[str, Any]:
     """Assemble the report from the recipe, the dataset summary, the manifest and target results.
 
     ``task`` is the recipe's; every stage carries ``metrics`` (the task's metrics on the test
@@ -44,7 +44,10 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
     before and after, variance kept), or null. Adds to each target its
     ``compression_vs_teacher`` and ``budget.checks`` (measured amount, limit, share of the
     budget and verdict per budget, see :func:`view.budget_checks`). The pruned stage keeps its
-    ``per_layer`` sparsity.
+    ``per_layer`` sparsity. With ``run_dir``, every target gets ``ship`` (the files to put on the
+    device with their sha256, what they need, the recommended artifact: :func:`ship.ship_plan`)
+    and the report a top-level ``ship`` (target name -> recommended artifact). Every target and variant gets ``latency_source`` (where its latencies
+    come from, :func:`view.latency_source`).
     """
     stages = []
     for name in ("teacher", "student", "pruned", "qat"):
@@ -61,20 +64,47 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
                 row[extra] = m[extra]
         stages.append(row)
     teacher_size = next((s["size_bytes"] for s in stages if s["name"] == "teacher"), None)
+    task = getattr(recipe.task, "value", recipe.task)
+    quality = getattr(recipe, "quality", None)
+    teacher = next((s for s in stages if s["name"] == "teacher"), None)
     for t in targets:
+        if quality is not None:
+            t["quality"] = quality_gate(task, teacher, t, quality.max_accuracy_drop)
+            for v in t.get("variants", []):
+                v["quality"] = quality_gate(task, teacher, v, quality.max_accuracy_drop)
+            apply_quality_gate(t, t["quality"])
+        elif isinstance(t.get("budget"), dict) and "max_accuracy_drop" in t["budget"]:  # a gate since removed
+            b = t["budget"]
+            b.pop("max_accuracy_drop")
+            b["violations"] = [v for v in b.get("violations", []) if not v.startswith("quality:")]
+            b["unchecked"] = [u for u in b.get("unchecked", []) if not u.startswith("quality:")]
+            b["ok"] = not b["violations"]
+            t.pop("quality", None)
         size = t.get("size_bytes")
         t["compression_vs_teacher"] = round(teacher_size / size, 2) if teacher_size and size else None
         if isinstance(t.get("budget"), dict):
             t["budget"]["checks"] = budget_checks(t)
+        t["latency_source"] = latency_source(t)
+        for v in t.get("variants", []):
+            v["latency_source"] = latency_source(v)
     data = manifest.data
-    return {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
-            "task": getattr(recipe.task, "value", recipe.task),
+    report = {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
+            "task": task,
+            "quality": quality.model_dump(mode="json") if quality is not None else None,
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
             "features": features,
             "reference_for_agreement": reference,
             "stages": stages, "targets": targets,
             "versions": data.get("versions"), "git_commit": data.get("git_commit"),
             "created": data.get("created"), "recipe_sha256": data.get("recipe_sha256")}
+    if run_dir is not None:
+        from .ship import ship_plan
+
+        plans = ship_plan(report, run_dir, max_accuracy_drop=quality.max_accuracy_drop if quality else None)
+        for t in targets:
+            t["ship"] = plans[t["name"]]
+        report["ship"] = {name: p["recommended"] for name, p in plans.items()}
+    return report
 
 
 def write_reports(out_dir: Path, report: dict) -> list[Path]:

@@ -66,7 +66,8 @@ def compare_reports(runs: list[tuple[str, dict, str]]) -> dict[str, Any]:
                 continue
             checks = (t.get("budget") or {}).get("checks") or view.budget_checks(t)
             cells.append({"format": t.get("format"), "accuracy": t.get("accuracy"), "size_bytes": t.get("size_bytes"),
-                          "p50_ms": (t.get("latency_ms") or {}).get("p50"), "arena_bytes": t.get("arena_bytes"),
+                          "p50_ms": (t.get("latency_ms") or {}).get("p50"),
+                          "p50_source": view.latency_source(t)["label"], "arena_bytes": t.get("arena_bytes"),
                           "measured_on": t.get("measured_on"), "ok": (t.get("budget") or {}).get("ok"),
                           "budget": [{k: c[k] for k in ("budget", "measured", "limit", "share", "status", "unit")}
                                      for c in checks if c["status"] != "none"]})
@@ -109,7 +110,10 @@ def _metric_rows(entity: str, name: str, cells: list, metrics: list[tuple[str, s
             if cells[i] is None:
                 row.append("not in this run")
             else:
-                row.append(_FMT[kind](v) + (_change(v, base, kind) if i and v is not None else ""))
+                text = _FMT[kind](v) + (_change(v, base, kind) if i and v is not None else "")
+                if key == "p50_ms" and v is not None:  # a latency says where it comes from
+                    text += f" ({cells[i].get('p50_source') or 'source unknown'})"
+                row.append(text)
         rows.append(tuple(row))
         keys.append(name)
     return rows, keys

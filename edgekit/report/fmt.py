@@ -57,6 +57,26 @@ def fmt_ms_unit(v) -> str:
     return DASH if v is None else f"{fmt_ms(v)} ms"
 
 
+def fmt_latency(v, source: str) -> str:
+    """A latency with where it comes from, the one way a latency is shown in a report:
+    ``3.89 ms (estimated)``, ``0.0569 ms (host x86_64, not the device)``, ``12.3 ms (measured on
+    rpi:pi4)``. ``source`` is the label of :func:`edgekit.report.view.latency_source`. A latency
+    that was not measured is an en dash; its source, when there is one, still follows it."""
+    if v is None:
+        return f"{DASH} ({source})" if source else DASH
+    return f"{fmt_ms_unit(v)} ({source})"
+
+
+def fmt_latency_pcts(lat: dict | None, source: str) -> str:
+    """Measured percentiles with their source: ``p50 0.0569 · p90 0.0612 · p99 0.0901 ms (host x86_64,
+    not the device)``; an en dash when nothing was measured."""
+    lat = lat or {}
+    if lat.get("p50") is None:
+        return DASH
+    return (f"p50 {fmt_ms(lat.get('p50'))} · p90 {fmt_ms(lat.get('p90'))} · p99 {fmt_ms(lat.get('p99'))} ms "
+            f"({source})")
+
+
 def fmt_seconds(v) -> str:
     """Wall-clock seconds with one decimal: ``32.6``."""
     return DASH if v is None else f"{v:.1f}"
@@ -84,6 +104,16 @@ def fmt_delta(v, digits: int = 3) -> str:
     if v == 0 or float(_sig(abs(v), digits)) == 0:
         return "±0"
     return f"+{_sig(v, digits)}" if v > 0 else f"−{_sig(-v, digits)}"
+
+
+def fmt_drop(v, unit: str) -> str:
+    """A loss of quality against the teacher in the quality gate's unit, one decimal: ``10.8 pt``
+    (accuracy or ROC-AUC points), ``3.2 %`` (MAE increase in percent of the teacher's); a gain
+    reads as a negative loss: ``−0.3 pt``."""
+    if v is None:
+        return DASH
+    text = f"{abs(v):.1f} {unit}"
+    return f"−{text}" if v < 0 and round(abs(v), 1) != 0 else text
 
 
 def fmt_ratio(v) -> str:

@@ -121,9 +121,10 @@ def table_html(t: view.Table) -> str:
             st = t.status[r][i] if t.status else None
             if st:
                 rest = "" if text == view.DASH else f" {_e(text)}"
-                cells.append(f'<td class="budget"><span class="chip {st}">{_e(view.STATUS_WORD[st])}</span>{rest}</td>')
-            elif t.header[i] == "verdict" and text in ("pass", "FAIL"):
-                cells.append(f'<td><span class="chip {"pass" if text == "pass" else "fail"}">{_e(text)}</span></td>')
+                cells.append(f'<td class="budget"><span class="chip {st}">{_e(t.word(r, i))}</span>{rest}</td>')
+            elif t.header[i] == "verdict" and text.split(",")[0] in ("pass", "FAIL"):
+                cells.append(f'<td><span class="chip {"pass" if text.startswith("pass") else "fail"}">{_e(text)}</span>'
+                             "</td>")
             else:
                 cells.append(f'<td class="num">{_e(text)}</td>' if t.numeric[i] else f"<td>{_e(text)}</td>")
         body.append(f'<tr data-key="{_e(t.keys[r])}"{cls}>{"".join(cells)}</tr>')
@@ -145,6 +146,11 @@ def _cards(report: dict, colors: dict[str, str]) -> str:
                    f'<div class="kv"><span>params</span><b>{_e(fmt_int(teacher.get("params")))}</b></div></div>')
     for c in view.headline(report):
         word = {"pass": "within budget", "fail": "OVER BUDGET", "none": "no verdict"}[c["status"]]
+        if c["verdict"].endswith("estimated"):
+            word += ", estimated"
+        lat = "".join(f'<div class="kv latency"><span>{what}</span><b>{_e(text)}</b></div>'
+                      for what, text in (("latency p50", c["latency_measured"]),
+                                         ("latency p50 on the board", c["latency_estimated"])) if text)
         out.append(f'<div class="card {c["status"]}" style="--c:{colors.get(c["name"], "#94a3b8")}">'
                    f'<div class="head"><b>{_e(c["name"])}</b><span class="chip {c["status"]}">{word}</span></div>'
                    f'<div class="board">{_e(c["board"])}</div>'
@@ -152,7 +158,7 @@ def _cards(report: dict, colors: dict[str, str]) -> str:
                    f'<div class="kv"><span>vs teacher</span><b>{_e(c["delta"])}</b></div>'
                    f'<div class="kv"><span>size ({_e(c["format"])})</span><b>{_e(c["size"])}</b></div>'
                    f'<div class="kv"><span>smaller than teacher</span><b>{_e(c["compression"])}</b></div>'
-                   f'<div class="kv"><span>p50 on {_e(c["measured_on"])}</span><b>{_e(c["p50"])}</b></div></div>')
+                   f'{lat}</div>')
     return f'<div class="cards">{"".join(out)}</div>'
 
 
@@ -206,7 +212,9 @@ def render_html(report: dict) -> str:
                  '<div class="panel" id="latency-plot"><h2>Latency</h2>'
                  + svg.latency(view.latency_rows(report), colors)
                  + '<p class="note">Box p50–p90, whisker to p99, dot at p50; single-sample inference, warm-up '
-                   "excluded. Host latencies say nothing about the device's speed.</p></div></div>")
+                   "excluded. Each row says where its latency comes from: measured on a device, on the host "
+                   "(which says nothing about the device's speed and decides no budget), or estimated for the "
+                   "target's board from published measurements (a diamond).</p></div></div>")
 
     parts.append('<section><h2>Budgets</h2>' + table_html(view.budget_table(report)) + "</section>")
     if m.task == "classification":
@@ -219,9 +227,17 @@ def render_html(report: dict) -> str:
     parts.append('<section><h2>Targets</h2>' + table_html(view.target_table(report))
                  + f'<p class="note">{agreement} Arena: the tensor '
                    "arena measured in the TFLite Micro interpreter.</p></section>")
+    ship = view.ship_table(report)
+    if ship is not None:
+        notes = "".join(f'<p class="note">{_e(n)}</p>' for n in view.ship_notes(report))
+        parts.append('<section id="ship"><h2>What to ship</h2>' + table_html(ship) + notes
+                     + '<h3 style="margin-top:12px">Every file, with its sha256</h3>'
+                     + table_html(view.ship_files_table(report)) + "</section>")
     parts.append('<section><h2>Stages</h2>' + table_html(view.stage_table(report))
                  + '<p class="note">Size: the stage exported to TFLite (raw and gzip, so the effect of pruning on '
-                   "compressed size is visible).</p></section>")
+                   "compressed size is visible)."
+                 + (f" Flash: {_e(view.pruning_flash_note(report))}." if view.pruning_flash_note(report) else "")
+                 + "</p></section>")
     metrics = view.metrics_table(report)
     if metrics is not None:
         parts.append('<section><h2>Task metrics</h2>' + table_html(metrics)

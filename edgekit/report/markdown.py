@@ -40,10 +40,18 @@ def render_markdown(report: dict) -> str:
            f"**{'PASS' if status == 'pass' else 'OVER BUDGET'}** — {md_text(sentence)}", ""]
     out += [f"- **{md_text(k)}**: {md_text(v)}" for k, v in view.summary_facts(report)]
     out += ["", f"{view.metric_note(report)}; target numbers come from running each artifact in its "
-                "own runtime. Host latencies are host latencies: they say nothing about the device's speed.", ""]
+                "own runtime. Every latency says where it comes from: measured on a device, on the host "
+                "(which says nothing about the device's speed and decides no budget), or estimated for the "
+                "target's board from published measurements.", ""]
     out += ["## Budgets", "", table_md(view.budget_table(report)), ""]
     out += ["## Targets", "", table_md(view.target_table(report)), ""]
+    ship = view.ship_table(report)
+    if ship is not None:
+        out += ["## What to ship", "", table_md(ship), ""]
+        out += [*map(md_text, view.ship_notes(report)), "", table_md(view.ship_files_table(report)), ""]
     out += ["## Stages", "", table_md(view.stage_table(report)), ""]
+    if view.pruning_flash_note(report):
+        out += [f"Flash: {md_text(view.pruning_flash_note(report))}.", ""]
     metrics = view.metrics_table(report)
     if metrics is not None:
         out += ["## Task metrics", "", table_md(metrics), ""]

@@ -264,8 +264,9 @@ def latency(rows: list[dict], colors: dict[str, str], *, width: int = 520) -> st
     formatted ``p50_text``/``p90_text``/``p99_text`` and ``text`` (all three, for the tooltip), as
     from :func:`edgekit.report.view.latency_rows`. The percentiles stand in a column on the right.
     """
-    ml, mr, mt, row_h = 128, 160, 12, 40
+    ml, mr, mt, row_h = 250, 150, 12, 40
     rows = [r for r in rows if r["p50"]]
+    width = max(width, 660)
     if not rows:
         return _svg(width, 60, "latency: nothing measured", [_text(10, 30, "no latency measured")])
     lo = min(r["p50"] for r in rows) / 1.3
@@ -284,10 +285,19 @@ def latency(rows: list[dict], colors: dict[str, str], *, width: int = 520) -> st
     for i, r in enumerate(rows):
         cy = mt + row_h * i + row_h / 2
         color = colors.get(r["name"], PALETTE[0])
+        body.append(f'<g class="latency-row" data-source="{_e(r["source"])}">')
         body.append(_text(8, cy - 2, r["label"], fill="#0f172a", weight="600"))
-        body.append(_text(8, cy + 12, r["measured_on"] or "", size=10))
+        body.append(_text(8, cy + 12, r["source"], size=10))
+        tip = f"<title>{_e(r['label'])}: {_e(r['text'])}</title>"
+        if r.get("estimated"):
+            body.append(f'<path d="{_diamond(x(r["p50"]), cy, 6)}" fill="#fff" stroke="{color}" stroke-width="1.5">'
+                        f"{tip}</path>")
+            body.append(_text(width - mr + 10, cy - 2, f"p50 {r['p50_text']} ms", size=11, fill="#0f172a",
+                              weight="600"))
+            body.append(_text(width - mr + 10, cy + 12, "estimated", size=10))
+            body.append("</g>")
+            continue
         p50, p90, p99 = r["p50"], r["p90"] or r["p50"], r["p99"] or r["p90"] or r["p50"]
-        tip = f"<title>{_e(r['label'])}: {_e(r['text'])} ({_e(r['measured_on'])})</title>"
         body.append(f'<line x1="{x(p50):.1f}" x2="{x(p99):.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="{color}" '
                     f'stroke-width="1.5"/>')
         body.append(f'<line x1="{x(p99):.1f}" x2="{x(p99):.1f}" y1="{cy - 6:.1f}" y2="{cy + 6:.1f}" '
@@ -299,6 +309,7 @@ def latency(rows: list[dict], colors: dict[str, str], *, width: int = 520) -> st
         body.append(_text(width - mr + 10, cy - 2, f"p50 {r['p50_text']} ms", size=11, fill="#0f172a",
                           weight="600"))
         body.append(_text(width - mr + 10, cy + 12, f"p90 {r['p90_text']} · p99 {r['p99_text']}", size=10))
+        body.append("</g>")
     return _svg(width, height, "Latency per target: box p50 to p90, whisker to p99", body)
 
 

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from . import svg, view
-from .fmt import DASH, fmt_bytes, fmt_ms_unit, fmt_pct, fmt_points, fmt_seconds
+from .fmt import DASH, fmt_bytes, fmt_latency, fmt_ms_unit, fmt_pct, fmt_points, fmt_seconds
 from .html import page, table_html
 from .markdown import md_text, table_md
 
@@ -25,9 +25,14 @@ def _prune_text(choice: str) -> str:
 
 
 def _latency_text(r: dict) -> str:
+    """A trial's latency with where it comes from (:func:`edgekit.report.fmt.fmt_latency`)."""
     if r.get("latency_ms") is None:
         return DASH
-    return f"{fmt_ms_unit(r['latency_ms'])}{' (est.)' if r.get('latency_basis') == 'estimate' else ''}"
+    if r.get("latency_basis") == "estimate":
+        return fmt_latency(r["latency_ms"], "estimated")
+    if r.get("latency_basis") == "measured":
+        return fmt_latency(r["latency_ms"], f"measured on {r.get('measured_on') or 'the device'}")
+    return fmt_ms_unit(r["latency_ms"])
 
 
 def verdict_word(r: dict) -> str:

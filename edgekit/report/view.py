@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from .fmt import (DASH, fmt_bytes, fmt_delta, fmt_int, fmt_ms, fmt_ms_unit, fmt_pct, fmt_points, fmt_ratio,
-                  fmt_seconds, fmt_share, fmt_text)
+from .fmt import (DASH, fmt_bytes, fmt_delta, fmt_drop, fmt_int, fmt_latency, fmt_latency_pcts, fmt_ms, fmt_ms_unit, fmt_pct,
+                  fmt_points, fmt_ratio, fmt_seconds, fmt_share, fmt_text)
 
-BUDGET_NAME = {"flash": "flash", "ram": "RAM", "latency": "latency"}
+BUDGET_NAME = {"flash": "flash", "ram": "RAM", "latency": "latency", "quality": "quality"}
 STATUS_WORD = {"pass": "pass", "fail": "FAIL", "unchecked": "unchecked", "none": "no budget"}
 
 
@@ -35,14 +35,22 @@ class Table:
     keys: tuple[str, ...]
     status: tuple[tuple[str | None, ...], ...] = ()
     variant: tuple[bool, ...] = ()
+    words: tuple[tuple[str | None, ...], ...] = ()
+
+    def word(self, r: int, i: int) -> str | None:
+        """The verdict word of a budget cell (``pass, estimated`` for an estimated latency), else None."""
+        st = self.status[r][i] if self.status else None
+        if st is None:
+            return None
+        return (self.words[r][i] if self.words else None) or STATUS_WORD[st]
 
     def cell(self, r: int, i: int) -> str:
         """Cell text as the Markdown shows it: budget cells lead with their verdict word."""
-        st = self.status[r][i] if self.status else None
+        word = self.word(r, i)
         text = self.rows[r][i]
-        if st is None:
+        if word is None:
             return text
-        return STATUS_WORD[st] if text == DASH else f"{STATUS_WORD[st]}: {text}"
+        return word if text == DASH else f"{word}: {text}"
 
 
 # ----------------------------------------------------------------------------- the task's main metric
@@ -107,8 +115,101 @@ def metric_note(report: dict) -> str:
 # ----------------------------------------------------------------------------- budget
 
 
-_VIOLATION_PREFIX = {"flash": "flash:", "ram": "ram:", "latency": "latency:"}
-_UNCHECKED_PREFIX = {"flash": "flash_bytes:", "ram": "ram_bytes:", "latency": "latency_ms:"}
+_VIOLATION_PREFIX = {"flash": "flash:", "ram": "ram:", "latency": "latency:", "quality": "quality:"}
+_UNCHECKED_PREFIX = {"flash": "flash_bytes:", "ram": "ram_bytes:", "latency": "latency_ms:", "quality": "quality:"}
+
+
+# ----------------------------------------------------------------------------- the quality gate
+
+
+QUALITY_UNIT = {"classification": "pt", "anomaly": "pt", "regression": "%"}
+
+
+def quality_gate(task: str, teacher: dict | None, entry: dict, max_drop: float) -> dict[str, Any]:
+    """How much of the teacher's quality ``entry`` (a target or variant) lost, against ``max_drop``.
+
+    The loss is in points of the task's main metric: accuracy percentage points
+    (classification), ROC-AUC points ×100 (anomaly), or the MAE increase in percent of the
+    teacher's MAE (regression: relative, so one gate reads the same for any label scale).
+    ``ok`` is None when either metric was not measured. ``report.json`` stores it as
+    ``quality`` on every target and variant when the recipe has a ``quality:`` gate.
+    """
+    m = MAIN_METRICS[task]
+    t, v = (m.value(teacher) if teacher else None), m.value(entry)
+    drop = None
+    if None not in (t, v):
+        if task == "regression":
+            drop = (v - t) / t * 100 if t else None
+        else:
+            drop = (t - v) * 100
+    unit = QUALITY_UNIT[task]
+    return {"metric": m.label, "teacher": t, "value": v, "drop": None if drop is None else round(drop, 4),
+            "max_drop": max_drop, "unit": unit, "ok": None if drop is None else drop <= max_drop + 1e-9}
+
+
+def apply_quality_gate(target: dict, gate: dict) -> None:
+    """Record the gate's verdict in ``target['budget']`` like a budget's: a ``quality:`` violation
+    (the target's ``ok`` turns false: exit 6) or an unchecked note; idempotent."""
+    b = target.setdefault("budget", {"violations": [], "unchecked": [], "ok": True})
+    b["max_accuracy_drop"] = gate["max_drop"]
+    b["violations"] = [v for v in b.get("violations", []) if not v.startswith("quality:")]
+    b["unchecked"] = [u for u in b.get("unchecked", []) if not u.startswith("quality:")]
+    if gate["ok"] is False:
+        b["violations"].append(f"quality: {gate['metric']} lost {fmt_drop(gate['drop'], gate['unit'])} against the "
+                               f"teacher > max_accuracy_drop {fmt_drop(gate['max_drop'], gate['unit'])}")
+    elif gate["ok"] is None:
+        b["unchecked"].append(f"quality: {gate['metric']} of the target or the teacher not measured")
+    b["ok"] = not b["violations"]
+
+
+def latency_source(entry: dict) -> dict[str, Any]:
+    """Where the latencies of a target or variant entry come from; ``report.json`` stores it as
+    ``latency_source`` on every target and variant.
+
+    ``kind``: ``device`` (measured on the device itself: ``on`` names it, e.g. ``rpi:pi4``),
+    ``host`` (measured on the machine that ran edgekit; never a device verdict), ``emulated``
+    (an emulated device; never a verdict either) or ``none``; ``label``: the words every
+    rendered latency carries (``measured on rpi:pi4``, ``host x86_64, not the device``).
+    ``estimate``: the calibrated estimate for the target's board, or None: its ``ms``, ``label``
+    (``estimated``; ``estimated ±N %`` only where held-out points support a 90 % band),
+    ``in_range`` (false: the model lies outside what the calibration set was fitted on, and the
+    estimate gives no verdict; ``out_of_range`` says why), ``band_pct`` and ``no_band`` (why no
+    band is stated). ``verdict_from``: what the latency budget was checked against
+    (``device``, ``estimate`` or None when it was not checked).
+    """
+    lat = entry.get("latency_ms") or {}
+    on = str(entry.get("measured_on") or "")
+    if lat.get("p50") is None:
+        kind, label = "none", "not measured"
+    elif on.startswith("host"):
+        kind, label = "host", f"host {on[5:] or on}, not the device".replace("host host", "host")
+    elif on.startswith("emulated"):
+        kind, label = "emulated", f"{on}, not the device"
+    else:
+        kind, label = "device", f"measured on {on}"
+    est = None
+    if entry.get("latency_estimate_ms") is not None:
+        basis = entry.get("estimate_basis") or {}
+        fit = basis.get("fit") or {}
+        in_range = entry.get("estimate_in_range") is not False
+        band = fit.get("band") or {}
+        pct = band.get("pct") if in_range else None
+        if not in_range:
+            elabel = "estimated outside its calibration range, no verdict"
+        elif pct is not None:
+            elabel = f"estimated ±{pct:.0f} %"
+        else:
+            elabel = "estimated"
+        est = {"ms": entry["latency_estimate_ms"], "label": elabel, "board": basis.get("board"),
+               "calibration_set": basis.get("calibration_set"), "in_range": in_range,
+               "out_of_range": entry.get("estimate_range_reason") if not in_range else None,
+               "band_pct": pct,
+               "no_band": None if pct is not None else (fit.get("band_note") or "no error band: too few held-out "
+                                                        "points support one")}
+    basis_used = (entry.get("budget") or {}).get("latency_basis")
+    verdict_from = {"measured": "device", "estimate": "estimate"}.get(basis_used)
+    return {"kind": kind, "on": on or None, "label": label, "decides_budget": kind == "device",
+            "estimate": est, "verdict_from": verdict_from}
 
 
 def budget_checks(target: dict) -> list[dict[str, Any]]:
@@ -117,21 +218,34 @@ def budget_checks(target: dict) -> list[dict[str, Any]]:
     The verdict is the evaluator's (``budget.violations`` / ``budget.unchecked``); this adds the
     measured number, the share of the budget it uses and the headroom, so a reader sees by how
     much a budget was met or missed. RAM is the tensor arena on an MCU and the RSS growth caused
-    by loading the model elsewhere (the rule of :func:`edgekit.evaluate.check_budget`).
+    by loading the model elsewhere (the rule of :func:`edgekit.evaluate.check_budget`). The
+    latency check carries ``source`` (the label of :func:`latency_source`: where the number
+    comes from) and ``estimated`` (its verdict rests on an estimate, not a measurement).
     ``report.json`` stores the result under ``targets[].budget.checks``.
     """
     b = target.get("budget") or {}
     mcu = target.get("kind") == "mcu"
     lat = target.get("latency_ms") or {}
-    rows = [("flash", "model file", b.get("flash_bytes"), target.get("size_bytes"), "bytes"),
+    src = latency_source(target)
+    rows = [("flash", "model file", b.get("flash_bytes"), target.get("size_bytes"), "bytes", None),
             ("ram", "tensor arena" if mcu else "RSS growth on load", b.get("ram_bytes"),
-             target.get("arena_bytes") if mcu else target.get("rss_growth_bytes"), "bytes"),
-            ("latency", f"p50 on {target.get('measured_on') or 'nothing'}", b.get("latency_ms"), lat.get("p50"), "ms")]
-    if b.get("latency_basis") == "estimate":  # checked against the calibrated estimate, not a host time
+             target.get("arena_bytes") if mcu else target.get("rss_growth_bytes"), "bytes", None),
+            ("latency", f"p50 on {target.get('measured_on') or 'nothing'}", b.get("latency_ms"), lat.get("p50"), "ms",
+             src["label"])]
+    gate = target.get("quality") or {}
+    if b.get("max_accuracy_drop") is not None:
+        rows.append(("quality", f"{gate.get('metric', 'main metric')} lost against the teacher",
+                     b["max_accuracy_drop"], gate.get("drop"), gate.get("unit", "pt"), None))
+    estimated = b.get("latency_basis") == "estimate"
+    if estimated:  # checked against the calibrated estimate, not a host time
         board = (target.get("estimate_basis") or {}).get("board") or "a calibrated board"
-        rows[2] = ("latency", f"estimated p50 ({board})", b.get("latency_ms"), target.get("latency_estimate_ms"), "ms")
+        rows[2] = ("latency", f"estimated p50 ({board})", b.get("latency_ms"), target.get("latency_estimate_ms"), "ms",
+                   (src["estimate"] or {}).get("label", "estimated"))
+    elif src["kind"] != "device" and src["estimate"] is not None and not src["estimate"]["in_range"]:
+        rows[2] = ("latency", "estimated p50, outside its calibration range", b.get("latency_ms"),
+                   src["estimate"]["ms"], "ms", src["estimate"]["label"])
     checks = []
-    for name, what, limit, measured, unit in rows:
+    for name, what, limit, measured, unit, source in rows:
         note = None
         if limit is None:
             status = "none"
@@ -142,18 +256,35 @@ def budget_checks(target: dict) -> list[dict[str, Any]]:
             status = "unchecked" if unchecked else "pass"
             if unchecked:
                 note = unchecked[0].split(":", 1)[1].strip()
-        share = float(f"{measured / limit:.6g}") if limit and measured is not None else None
-        checks.append({"budget": name, "what": what, "unit": unit, "measured": measured, "limit": limit,
-                       "share": share, "status": status, "note": note})
+        share = float(f"{measured / limit:.6g}") if limit and measured is not None and name != "quality" else None
+        check = {"budget": name, "what": what, "unit": unit, "measured": measured, "limit": limit,
+                 "share": share, "status": status, "note": note}
+        if name == "latency":
+            check["source"] = source
+            check["estimated"] = estimated and status in ("pass", "fail")
+        checks.append(check)
     return checks
 
 
+def check_word(c: dict) -> str:
+    """The verdict word of one budget check: ``pass``, ``FAIL``, ``unchecked``, ``no budget``, and
+    ``pass, estimated`` / ``FAIL, estimated`` for a latency verdict that rests on an estimate."""
+    word = STATUS_WORD[c["status"]]
+    return f"{word}, estimated" if c.get("estimated") else word
+
+
 def _checks(target: dict) -> list[dict]:
-    return (target.get("budget") or {}).get("checks") or budget_checks(target)
+    # recomputed, not read from budget.checks: a report.json written before the latency checks
+    # carried their source still renders every latency with it
+    return budget_checks(target)
 
 
-def _amount(v, unit: str) -> str:
-    return fmt_bytes(v) if unit == "bytes" else fmt_ms_unit(v)
+def _amount(v, unit: str, source: str | None = None) -> str:
+    if unit == "bytes":
+        return fmt_bytes(v)
+    if unit in ("pt", "%"):
+        return fmt_drop(v, unit)
+    return fmt_latency(v, source) if source else fmt_ms_unit(v)
 
 
 def check_text(c: dict) -> str:
@@ -162,7 +293,12 @@ def check_text(c: dict) -> str:
         return DASH
     if c["measured"] is None:
         return f"not measured, limit {_amount(c['limit'], c['unit'])}"
-    text = f"{_amount(c['measured'], c['unit'])} of {_amount(c['limit'], c['unit'])} = {fmt_share(c['share'])}"
+    if c.get("budget") == "quality":  # "lost 10.8 pt of at most 1.0 pt, 9.8 pt over"
+        text = f"lost {_amount(c['measured'], c['unit'])} of at most {_amount(c['limit'], c['unit'])}"
+        diff = c["limit"] - c["measured"]
+        return f"{text}, {_amount(abs(diff), c['unit'])} {'left' if diff >= 0 else 'over'}"
+    text = (f"{_amount(c['measured'], c['unit'], c.get('source'))} of {_amount(c['limit'], c['unit'])} = "
+            f"{fmt_share(c['share'])}")
     if c["status"] == "unchecked":
         return text
     diff = c["limit"] - c["measured"]
@@ -172,28 +308,29 @@ def check_text(c: dict) -> str:
 def latency_shown(target: dict) -> tuple[float | None, str]:
     """The latency a verdict rests on and where it comes from: ``(ms, source)``.
 
-    ``source`` is ``"on <device>"`` for a device measurement, ``"estimated ±N %"`` for a
-    calibrated estimate (N: the fit's median leave-one-out error, when known) and ``"host, not the
-    device"`` for a time measured on the machine that ran edgekit, which never decides a budget.
+    ``source`` is the label of :func:`latency_source`: ``measured on <device>``, ``estimated``
+    (``estimated ±N %`` where held-out points support a band; ``estimated outside its
+    calibration range, no verdict``) or ``host <arch>, not the device`` for a time measured on the
+    machine that ran edgekit, which never decides a budget.
     """
-    b = target.get("budget") or {}
+    src = latency_source(target)
     p50 = (target.get("latency_ms") or {}).get("p50")
-    where = target.get("measured_on") or ""
-    if b.get("latency_basis") == "estimate" and target.get("latency_estimate_ms") is not None:
-        err = (((target.get("estimate_basis") or {}).get("fit") or {}).get("loo_median_abs_pct_error"))
-        return target["latency_estimate_ms"], "estimated" + (f" ±{err:.0f} %" if err is not None else "")
-    if where and not where.startswith("host"):
-        return p50, f"on {where}"
-    return p50, "host, not the device" if p50 is not None else "not measured"
+    est = src["estimate"]
+    if est is not None and (src["verdict_from"] == "estimate" or (src["kind"] != "device" and not est["in_range"]
+                                                                  and src["verdict_from"] is None)):
+        return est["ms"], est["label"]
+    return p50, src["label"]
 
 
 def terminal_verdict(target: dict) -> str:
-    """``pass``, ``pass, estimated`` (a latency budget met only by an estimate), ``OVER BUDGET: flash``, ..."""
+    """``pass``, ``pass, estimated`` (a latency budget met only by an estimate), ``OVER BUDGET: flash``,
+    ``OVER BUDGET: latency (estimated)``, ..."""
     checks = _checks(target)
-    failed = [c["budget"] for c in checks if c["status"] == "fail"]
+    failed = [f"{BUDGET_NAME[c['budget']]}{' (estimated)' if c.get('estimated') else ''}"
+              for c in checks if c["status"] == "fail"]
     if failed:
-        return "OVER BUDGET: " + ", ".join(BUDGET_NAME[f] for f in failed)
-    estimated = (target.get("budget") or {}).get("latency_basis") == "estimate"
+        return "OVER BUDGET: " + ", ".join(failed)
+    estimated = any(c.get("estimated") for c in checks)
     unchecked = [BUDGET_NAME[c["budget"]] for c in checks if c["status"] == "unchecked"]
     text = "pass, estimated" if estimated else "pass"
     return text + (f" ({', '.join(unchecked)} unchecked)" if unchecked else "")
@@ -206,19 +343,41 @@ def budget_bar_rows(target: dict) -> list[dict[str, Any]]:
 
 
 def budget_table(report: dict) -> Table:
-    """Per target: flash, RAM and latency against their budgets, the verdict, and why unchecked."""
-    rows, status, keys = [], [], []
+    """Per target: flash, RAM and latency against their budgets (and the quality gate, when the
+    recipe has one), the verdict, and why unchecked."""
+    rows, status, keys, words = [], [], [], []
+    gated = any((t.get("budget") or {}).get("max_accuracy_drop") is not None for t in report["targets"])
+    cols = ("flash", "ram", "latency", "quality") if gated else ("flash", "ram", "latency")
     for t in report["targets"]:
         checks = {c["budget"]: c for c in _checks(t)}
+        checks.setdefault("quality", {"budget": "quality", "status": "none", "limit": None, "measured": None})
         notes = ([f"RAM = {checks['ram']['what']}"] if checks["ram"]["status"] != "none" else [])
+        if t.get("kind") == "mcu" and checks["flash"]["status"] != "none":
+            notes.insert(0, "flash = the model array alone, not the TFLite Micro runtime")
         notes += [f"{BUDGET_NAME[n]} unchecked: {c['note']}" for n, c in checks.items() if c["status"] == "unchecked"]
+        est = latency_source(t)["estimate"]
+        if est is not None and est.get("no_band") and checks["latency"].get("estimated"):
+            notes.append(f"latency estimated ({est['board'] or est['calibration_set']}); {est['no_band']}")
         ok = (t.get("budget") or {}).get("ok")
-        rows.append((t["name"], *(check_text(checks[n]) for n in ("flash", "ram", "latency")),
-                     DASH if ok is None else ("pass" if ok else "FAIL"), "; ".join(notes) or DASH))
-        status.append((None, *(checks[n]["status"] for n in ("flash", "ram", "latency")), None, None))
+        rows.append((t["name"], *(check_text(checks[n]) for n in cols),
+                     DASH if ok is None else target_verdict_word(t), "; ".join(notes) or DASH))
+        status.append((None, *(checks[n]["status"] for n in cols), None, None))
+        words.append((None, *(check_word(checks[n]) for n in cols), None, None))
         keys.append(t["name"])
-    return Table("budgets", ("target", "flash", "RAM", "latency (p50)", "verdict", "notes"), tuple(rows),
-                 (False,) * 6, tuple(keys), tuple(status))
+    header = ("target", "flash", "RAM", "latency (p50)", *(("quality vs teacher",) if gated else ()), "verdict", "notes")
+    return Table("budgets", header, tuple(rows), (False,) * len(header), tuple(keys), tuple(status),
+                 words=tuple(words))
+
+
+def target_verdict_word(target: dict) -> str:
+    """The budget verdict of a whole target: ``pass``, ``FAIL``, or either with ``, estimated`` when
+    its latency verdict rests on an estimate."""
+    ok = (target.get("budget") or {}).get("ok")
+    if ok is None:
+        return DASH
+    word = "pass" if ok else "FAIL"
+    lat = next((c for c in _checks(target) if c["budget"] == "latency"), {})
+    return f"{word}, estimated" if lat.get("estimated") else word
 
 
 # ----------------------------------------------------------------------------- tables
@@ -261,19 +420,20 @@ def target_table(report: dict) -> Table:
     classify = m.task == "classification"
     rows, keys, variant = [], [], []
     for label, v, is_variant in target_entries(report):
-        lat = v.get("latency_ms") or {}
+        src = latency_source(v)
+        est = src["estimate"]
         rows.append((label, fmt_text(v.get("format")), fmt_text((v.get("runtime") or {}).get("name")),
                      fmt_bytes(v.get("size_bytes")), fmt_bytes(v.get("gzip_bytes")), fmt_bytes(v.get("arena_bytes")),
                      m.fmt(m.value(v)),
                      fmt_pct(v.get("agreement_with_float")) if classify else fmt_text(v.get("mean_abs_diff_vs_float")),
-                     fmt_ms(lat.get("p50")), fmt_ms(lat.get("p90")), fmt_ms(lat.get("p99")),
-                     fmt_text(v.get("measured_on"))))
+                     fmt_latency_pcts(v.get("latency_ms"), src["label"]),
+                     fmt_latency(est["ms"], est["label"]) if est else DASH))
         keys.append(v["name"])
         variant.append(is_variant)
     return Table("targets", ("target", "format", "runtime", "size", "gzip", "arena", m.label,
                              "agrees w/ float" if classify else "mean |Δ| vs float",
-                             "p50 ms", "p90 ms", "p99 ms", "measured on"), tuple(rows),
-                 (False, False, False, True, True, True, True, True, True, True, True, False),
+                             "latency, measured", "latency on the board, estimated"), tuple(rows),
+                 (False, False, False, True, True, True, True, True, False, False),  # latency cells wrap
                  tuple(keys), variant=tuple(variant))
 
 
@@ -341,17 +501,25 @@ def pareto_text(report: dict) -> str:
 
 
 def latency_rows(report: dict) -> list[dict[str, Any]]:
-    """Per measured artifact: label, measured_on and the latency percentiles (ms) with their text."""
+    """Per measured artifact: label, measured_on, ``source`` (:func:`latency_source`'s label) and the
+    latency percentiles (ms) with their text; then, for a target with a calibrated estimate, a row
+    of the estimate alone (``estimated: True``, p50 only)."""
     out = []
     for label, v, is_variant in target_entries(report):
         lat = v.get("latency_ms") or {}
-        if lat.get("p50") is None:
-            continue
-        out.append({"label": label, "name": v["name"], "variant": is_variant,
-                    "measured_on": v.get("measured_on"), **{k: lat.get(k) for k in ("p50", "p90", "p99", "mean")},
-                    **{f"{k}_text": fmt_ms(lat.get(k)) for k in ("p50", "p90", "p99")},
-                    "text": f"p50 {fmt_ms(lat.get('p50'))} · p90 {fmt_ms(lat.get('p90'))} · "
-                            f"p99 {fmt_ms(lat.get('p99'))} ms"})
+        src = latency_source(v)
+        if lat.get("p50") is not None:
+            out.append({"label": label, "name": v["name"], "variant": is_variant, "estimated": False,
+                        "measured_on": v.get("measured_on"), "source": src["label"],
+                        **{k: lat.get(k) for k in ("p50", "p90", "p99", "mean")},
+                        **{f"{k}_text": fmt_ms(lat.get(k)) for k in ("p50", "p90", "p99")},
+                        "text": fmt_latency_pcts(lat, src["label"])})
+        est = src["estimate"]
+        if est is not None:
+            out.append({"label": label, "name": v["name"], "variant": is_variant, "estimated": True,
+                        "measured_on": None, "source": est["label"], "p50": est["ms"], "p90": None, "p99": None,
+                        "mean": None, "p50_text": fmt_ms(est["ms"]), "p90_text": DASH, "p99_text": DASH,
+                        "text": fmt_latency(est["ms"], est["label"])})
     return out
 
 
@@ -371,14 +539,31 @@ def verdict(report: dict) -> tuple[str, str]:
     if unchecked:
         tail = " Unchecked: " + "; ".join(f"{what} of {', '.join(names)} ({note})"
                                           for (what, note), names in unchecked.items()) + "."
+    tail = latency_verdict_counts(report) + tail
     if over:
         return "fail", f"Over budget: {'; '.join(over)}.{tail}"
     return "pass", f"All {n} target{'s' if n != 1 else ''} within budget.{tail}"
 
 
+def latency_verdict_counts(report: dict) -> str:
+    """`` Latency verdicts: 1 measured on the device (rpi4), 2 estimated (cortex-m4, mobile), 1 unchecked.``
+    (empty without latency budgets): estimated verdicts are counted apart from measured ones."""
+    groups: dict[str, list[str]] = {"measured on the device": [], "estimated": [], "unchecked": []}
+    for t in report["targets"]:
+        c = next((c for c in _checks(t) if c["budget"] == "latency"), None)
+        if c is None or c["status"] == "none":
+            continue
+        key = "unchecked" if c["status"] == "unchecked" else ("estimated" if c.get("estimated")
+                                                             else "measured on the device")
+        groups[key].append(t["name"])
+    parts = [f"{len(names)} {what} ({', '.join(names)})" for what, names in groups.items() if names]
+    return f" Latency verdicts: {', '.join(parts)}." if parts else ""
+
+
 def headline(report: dict) -> list[dict[str, str]]:
     """One card per target: the main metric (under ``accuracy``), change against the teacher,
-    size, compression, p50, verdict."""
+    size, compression, the measured p50 and the estimate, each with its source
+    (``latency_measured``, ``latency_estimated``: None when there is none), verdict."""
     m = main_metric(report)
     teacher = next((s for s in report["stages"] if s["name"] == "teacher"), None)
     cards = []
@@ -387,10 +572,14 @@ def headline(report: dict) -> list[dict[str, str]]:
         t_acc = m.value(teacher) if teacher else None
         delta = acc - t_acc if teacher and None not in (acc, t_acc) else None
         ok = (t.get("budget") or {}).get("ok")
+        src = latency_source(t)
+        est, p50 = src["estimate"], (t.get("latency_ms") or {}).get("p50")
         cards.append({"name": t["name"], "board": fmt_text(t.get("board")), "format": fmt_text(t.get("format")),
                       "accuracy": m.fmt(acc), "delta": m.fmt_delta(delta), "size": fmt_bytes(t.get("size_bytes")),
                       "compression": fmt_ratio(t.get("compression_vs_teacher")),
-                      "p50": fmt_ms_unit((t.get("latency_ms") or {}).get("p50")),
+                      "latency_measured": fmt_latency(p50, src["label"]) if p50 is not None else None,
+                      "latency_estimated": fmt_latency(est["ms"], est["label"]) if est else None,
+                      "verdict": target_verdict_word(t),
                       "measured_on": fmt_text(t.get("measured_on")),
                       "status": "pass" if ok else ("fail" if ok is not None else "none")})
     return cards
@@ -456,7 +645,27 @@ def sparsity_facts(report: dict) -> list[tuple[str, str]]:
              ("all weights", fmt_pct(p.get("sparsity_overall")))]
     if "qat" in stages:
         facts.append(("after QAT", fmt_pct(stages["qat"].get("sparsity"))))
+    note = pruning_flash_note(report)
+    if note:
+        facts.append(("flash", note))
     return facts
+
+
+def pruning_flash_note(report: dict) -> str | None:
+    """What pruning did to the file: zeros are stored densely, so the pruned TFLite file is as large
+    as the unpruned one and only the gzip size shrinks (None without a pruned stage)."""
+    stages = {s["name"]: s for s in report["stages"]}
+    pruned = next((s for s in report["stages"] if s.get("per_layer") or s.get("target_sparsity") is not None), None)
+    if pruned is None:
+        return None
+    before = next((stages[n] for n in ("student", "teacher") if n in stages and n != pruned["name"]), None)
+    text = ("pruning stores its zeros densely: the file does not shrink, only its compressed (gzip) size does, "
+            "and a device runs the dense model")
+    if before and None not in (before.get("size_bytes"), pruned.get("size_bytes")):
+        text += (f" ({pruned['name']} {fmt_bytes(pruned['size_bytes'])}, {before['name']} "
+                 f"{fmt_bytes(before['size_bytes'])}; gzip {fmt_bytes(before.get('gzip_bytes'))} → "
+                 f"{fmt_bytes(pruned.get('gzip_bytes'))})")
+    return text
 
 
 def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
@@ -478,3 +687,70 @@ def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
                    f"{sum(map(sum, m))} test samples flagged at score ≥ {fmt_text(got.get('threshold'))}: "
                    f"precision {fmt_pct(got.get('precision'))}, recall {fmt_pct(got.get('recall'))}")
     return caption, m, labels
+
+
+# ----------------------------------------------------------------------------- what to ship
+
+
+def _io_text(io: dict | None) -> str:
+    """``int8 [1, 8, 8, 1], scale 0.00392, zero point −128`` or ``float32 [1, 10]``."""
+    if not io:
+        return DASH
+    shape = "[" + ", ".join("?" if d is None else str(d) for d in io.get("shape") or []) + "]"
+    text = f"{io.get('dtype')} {shape}"
+    if io.get("scale") is not None:
+        text += f", scale {fmt_text(float(io['scale']))}, zero point {io.get('zero_point')}"
+    return text
+
+
+def ship_table(report: dict) -> Table | None:
+    """Per target, its recommended artifact (the smallest that passes the budgets and the quality
+    gate; budgets that could not be checked are named beside it) and what it needs: runtime, arena, input and output dtype/scale/zero point; None for a
+    report without ``ship`` (written before it existed)."""
+    rows, keys = [], []
+    for t in report["targets"]:
+        plan = t.get("ship")
+        if plan is None:
+            return None
+        rec = plan["recommended"]
+        art = next((a for a in plan["artifacts"] if rec and a["format"] == rec["format"]), None)
+        if art is None:
+            rows.append((t["name"], f"none: {plan['why_none']}", DASH, DASH, DASH, DASH, DASH))
+        else:
+            unchecked = [BUDGET_NAME[c["budget"]] for c in _checks(t) if c["status"] == "unchecked"]
+            rows.append((t["name"], f"{art['format']} ({fmt_bytes(art['size_bytes'])})"
+                         + (f"; {', '.join(unchecked)} unchecked" if unchecked else ""),
+                         ", ".join(rec["files"]) or DASH,
+                         f"{art['needs']}; measured with {art['runtime']} {art.get('runtime_version') or ''}".rstrip(),
+                         fmt_bytes(art.get("arena_bytes")), _io_text(art.get("input")), _io_text(art.get("output"))))
+        keys.append(t["name"])
+    return Table("ship", ("target", "recommended", "files to put on the device", "needs", "arena", "input", "output"),
+                 tuple(rows), (False, False, False, False, True, False, False), tuple(keys))
+
+
+def ship_files_table(report: dict) -> Table | None:
+    """Every file of every artifact with its size and sha256, and whether the artifact passes."""
+    rows, keys = [], []
+    for t in report["targets"]:
+        plan = t.get("ship")
+        if plan is None:
+            return None
+        for a in plan["artifacts"]:
+            verdict = "passes" if a["passes"] else "fails " + ", ".join(a["fails"])
+            for f in a["files"]:
+                rows.append((t["name"], f"{a['format']} ({verdict})", f["path"], fmt_bytes(f["bytes"]), f["sha256"],
+                             f["role"]))
+                keys.append(t["name"])
+    return Table("ship-files", ("target", "artifact", "file", "size", "sha256", "what it is"), tuple(rows),
+                 (False, False, False, True, False, False), tuple(keys))
+
+
+def ship_notes(report: dict) -> list[str]:
+    """Sentences under the ship tables: the MCU flash note, where the preprocessing constants are."""
+    notes = []
+    if any(t.get("kind") == "mcu" for t in report["targets"]):
+        notes.append("Microcontrollers: the " + next(t["ship"]["flash_note"] for t in report["targets"]
+                                                     if t.get("kind") == "mcu" and t.get("ship")) +
+                     ". model_data.h carries the input and output scale and zero point and the preprocessing "
+                     "constants, so firmware can quantize a raw input without reading preprocess.json.")
+    return notes

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..recipe import TARGETS_DIR, Recipe, absolute_source, find_target
+from ..recipe import TARGETS_DIR, Recipe, absolute_source, find_target, with_model_paths
 
 WIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 PRUNINGS = ("none", "0.3", "0.5", "0.7", "2:4")
@@ -102,7 +102,10 @@ def tuned_base(recipe: Recipe, recipe_dir: Path, target: str) -> Recipe:
     """The recipe a study tunes: one target, the data and target paths made absolute (trial
     recipes live in ``trials/<n>/``, not beside the original), and no from-scratch student
     baseline (``student.baseline``: it would double every trial's distillation)."""
-    d = recipe.model_dump(mode="json")
+    if recipe.teacher is None or recipe.student is None:
+        raise RecipeError("edgekit tune searches students distilled from a teacher; the recipe needs both "
+                          "teacher and student (not null)")
+    d = with_model_paths(recipe, recipe_dir).model_dump(mode="json")
     d["data"]["source"] = absolute_source(d["data"]["source"], recipe_dir)
     path = find_target(target, base=recipe_dir)
     d["targets"] = [path.stem if path.parent.resolve() == TARGETS_DIR.resolve() else str(path.resolve())]

@@ -1,0 +1,405 @@
+"""Bring your own model: a user's tf_keras .keras/.h5 file, Keras SavedModel, Keras 3 .keras file
+or builder function, taken as it is (or fine-tuned only when the recipe says so) to the targets.
+
+Real TensorFlow, tf_keras, Keras 3 (in a child process) and converters; tiny models on digits.
+The whole per-format matrix with pruning and QAT is ``tools/byom_matrix.py`` (slow test below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.errors import DataError, ModelError, RecipeError, StageError
+from edgekit.model_source import classify, parse_model_ref
+from edgekit.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+KERAS3_SCRIPT = """
+import os, sys
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+with np.load(sys.argv[1]) as f:
+    x, y = f["x_train"], f["y_train"]
+i = keras.Input((8, 8, 1))
+a = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(i)
+a = keras.layers.BatchNormalization()(a)
+a = keras.layers.ReLU()(a)
+b = keras.layers.DepthwiseConv2D(3, padding="same")(a)
+b = keras.layers.ReLU(max_value=6.0)(b)
+a = keras.layers.Add()([a, b])
+a = keras.layers.MaxPooling2D()(a)
+a = keras.layers.Flatten()(a)
+o = keras.layers.Dense(10)(a)
+m = keras.Model(i, o)
+m.compile(optimizer=keras.optimizers.Adam(0.01),
+          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+m.fit(x, y, epochs=6, batch_size=64, verbose=0)
+m.save(sys.argv[2])
+print(keras.__version__)
+"""
+
+BUILDER = """
+import tf_keras as keras
+
+
+def build(input_shape, num_outputs, width):
+    i = keras.Input(input_shape)
+    x = keras.layers.Conv2D(max(1, int(8 * width)), 3, padding="same", activation="relu")(i)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(i, keras.layers.Dense(num_outputs, activation="softmax")(x))
+
+
+def broken(input_shape, num_outputs, width):
+    raise ValueError("no such layer size")
+"""
+
+
+def sha(path: Path) -> str:
+    from edgekit.model_source import sha256_of
+
+    return sha256_of(path)
+
+
+@pytest.fixture(scope="session")
+def byom(tmp_path_factory, tiny_models, digits_small):
+    """A folder with digits.npz and the tiny digits CNN as .keras, .h5 and SavedModel, a Keras 3
+    .keras model (residual + depthwise, trained by plain Keras 3 in a child process), a builder
+    file and a model with a custom layer."""
+    from edgekit._tf import keras
+
+    k = keras()
+    folder = tmp_path_factory.mktemp("byom")
+    x_tr, y_tr, x_te, y_te = digits_small
+    np.savez(folder / "digits.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    model = k.models.load_model(tiny_models.keras_path, compile=False)
+    model.save(folder / "tk.keras")
+    model.save(folder / "tk.h5")
+    model.save(folder / "tk_saved", save_format="tf")
+    env = {key: v for key, v in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    subprocess.run([sys.executable, "-c", KERAS3_SCRIPT, str(folder / "digits.npz"), str(folder / "k3.keras")],
+                   check=True, env=env, capture_output=True)
+    (folder / "my_models.py").write_text(BUILDER)
+
+    class Doubler(k.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    i = k.Input((8, 8, 1))
+    k.Model(i, k.layers.Dense(10)(k.layers.Flatten()(Doubler(name="doubler")(i)))).save(folder / "custom.keras")
+    return folder
+
+
+def recipe(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndata: {{source: 'npz:digits.npz'}}\n"
+                    "evaluate: {runs: 3, warmup: 1}\n" + textwrap.dedent(body))
+    return path
+
+
+# ----------------------------------------------------------------------------- opening the formats
+
+
+@pytest.mark.parametrize("value,fmt", [("tk.keras", "keras"), ("tk.h5", "h5"), ("tk_saved", "savedmodel")])
+def test_tf_keras_formats_load_with_their_weights(byom, tiny_models, value, fmt):
+    from edgekit.user_model import load
+
+    model, info = load(parse_model_ref(value, byom))
+    assert info["format"] == fmt
+    pred = model.predict(tiny_models.x_test, verbose=0).argmax(1)
+    assert (pred == tiny_models.keras_pred).all()  # the same trained weights
+
+
+def test_keras3_model_is_rebuilt_as_tf_keras_with_equal_outputs(byom, digits_small):
+    from edgekit._tf import keras
+    from edgekit.user_model import TOLERANCE, keras_version, load
+
+    assert keras_version(byom / "k3.keras").startswith("3.")
+    x = digits_small[2][:64]
+    model, info = load(parse_model_ref("k3.keras", byom), sample=x, work_dir=byom)
+    assert isinstance(model, keras().Model)  # tf_keras, what pruning and QAT take
+    assert info["converted_from_keras3"] and info["max_abs_diff"] <= TOLERANCE
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"DepthwiseConv2D", "Add", "BatchNormalization", "ReLU"} <= kinds
+
+
+def test_builder_is_called_with_shape_outputs_and_width(byom):
+    from edgekit.models import create_model
+
+    model = create_model("py:" + str(byom / "my_models.py") + ":build", input_shape=(8, 8, 1), num_classes=10,
+                         width=0.5)
+    assert model.output_shape == (None, 10)
+    assert model.layers[1].filters == 4
+    assert model.layers[-1].get_config()["activation"] == "linear"  # the softmax became logits
+
+
+def test_builder_error_is_one_line_naming_file_and_function(byom):
+    from edgekit.models import create_model
+
+    with pytest.raises(RecipeError) as info:
+        create_model("my_models.py:broken".replace("my_models.py", str(byom / "my_models.py")),
+                     input_shape=(8, 8, 1), num_classes=10)
+    assert "my_models.py:broken: raised ValueError: no such layer size" in str(info.value)
+    with pytest.raises(RecipeError, match="has no function 'nope' .functions: build, broken"):
+        create_model(f"{byom / 'my_models.py'}:nope", input_shape=(8, 8, 1), num_classes=10)
+
+
+def test_custom_objects_are_refused_by_name(byom):
+    from edgekit.user_model import load
+
+    with pytest.raises(ModelError) as info:
+        load(parse_model_ref("custom.keras", byom))
+    assert "not built into Keras: Doubler" in str(info.value) and info.value.exit_code == 7
+
+
+def test_input_shape_that_does_not_fit_the_data(byom):
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig
+    from edgekit.user_model import check_fits
+
+    data = load_dataset(DataConfig(source="npz:digits.npz"), base=byom)
+    with pytest.raises(DataError, match=r"the model takes inputs \(28, 28, 1\), the data gives \(8, 8, 1\)"):
+        check_fits({"input_shape": [28, 28, 1], "output_shape": [10]}, data, what="student.model")
+    with pytest.raises(DataError, match=r"gives outputs \(3,\), the data has 10 classes"):
+        check_fits({"input_shape": [8, 8, 1], "output_shape": [3]}, data, what="student.model")
+    assert check_fits({"input_shape": [8, 8], "output_shape": [10]}, data) == "squeeze"
+
+
+# ----------------------------------------------------------------------------- through the pipeline
+
+
+def test_given_model_goes_as_is_to_rpi4_and_cortex_m4(byom, tmp_path):
+    """student: {model: tk.keras, epochs: 0}, teacher: null: no training at all; the measured
+    numbers of both targets are in report.json with the model's source; the file is untouched."""
+    from edgekit.pipeline import Run
+
+    path = recipe(byom, "asis", """
+        teacher: null
+        student: {model: tk.keras, epochs: 0}
+        prune: null
+        qat: null
+        targets: [rpi4, cortex-m4]
+    """)
+    before = (sha(byom / "tk.keras"), (byom / "tk.keras").stat().st_mtime_ns)
+    report = Run(load_recipe(path), path, tmp_path / "run").execute()
+    assert (sha(byom / "tk.keras"), (byom / "tk.keras").stat().st_mtime_ns) == before
+    (stage,) = report["stages"]
+    assert stage["name"] == "student"
+    assert stage["source"]["kind"] == "keras" and stage["source"]["sha256"] == before[0]
+    assert stage["source"]["path"] == str((byom / "tk.keras").resolve())
+    entry = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert entry["teacher"]["status"] == "skipped" and entry["student"]["metrics"]["epochs_run"] == 0
+    assert stage["accuracy"] > 0.8  # the trained weights, not a fresh model
+    targets = {t["name"]: t for t in report["targets"]}
+    for name in ("rpi4", "cortex-m4"):
+        assert targets[name]["accuracy"] > 0.8 and targets[name]["size_bytes"] > 0
+    assert isinstance(targets["cortex-m4"]["arena_bytes"], int) and targets["cortex-m4"]["arena_bytes"] > 0
+    assert targets["cortex-m4"]["format"] == "tflite-full-int8"
+    assert (tmp_path / "run" / "stages" / "student" / "model.keras").is_file()
+
+
+def test_recipe_validate_opens_the_model_without_training(byom):
+    ok = recipe(byom, "v_ok", "teacher: null\nstudent: {model: k3.keras, epochs: 0}\nprune: null\nqat: null\n")
+    bad = recipe(byom, "v_bad", "teacher: {model: custom.keras, epochs: 0}\nstudent: null\n")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "recipes", "validate", str(ok), str(bad)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert f"{ok}: ok" in proc.stdout
+    assert f"{bad}: teacher.model: " in proc.stderr and "Doubler" in proc.stderr
+    assert not (byom / "stages").exists()
+
+
+def test_preflight_names_layers_of_a_given_model_before_training(byom, tmp_path):
+    """A given model with a layer QAT cannot take fails in the preflight, before any stage."""
+    from edgekit._tf import keras
+    from edgekit.pipeline import Run
+
+    k = keras()
+    i = k.Input((8, 8, 1))
+    x = k.layers.Flatten()(i)
+    x = k.layers.LayerNormalization(name="ln")(x)
+    k.Model(i, k.layers.Dense(10)(x)).save(tmp_path / "ln.keras")
+    (tmp_path / "digits.npz").write_bytes((byom / "digits.npz").read_bytes())
+    path = recipe(tmp_path, "ln", "teacher: null\nstudent: {model: ln.keras, epochs: 0}\nprune: null\n"
+                                  "qat: {epochs: 1}\ntargets: [cortex-m4]\n")
+    with pytest.raises(StageError, match=r"layer 'ln' \(LayerNormalization\): quantization-aware training"):
+        Run(load_recipe(path), path, tmp_path / "run").execute()
+    assert not (tmp_path / "run" / "stages" / "student").exists()  # nothing trained or written
+    manifest = tmp_path / "run" / "manifest.json"
+    if manifest.exists():
+        assert all(e.get("status") != "running" for e in json.loads(manifest.read_text())["stages"].values())
+
+
+# ----------------------------------------------------------------------------- refusals (no TF)
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("teacher: {model: cnn_tiny, epochs: 0}\n", "teacher.epochs: 0 means 'use the given model as it is'"),
+    ("teacher: null\nstudent: {model: missing.keras, epochs: 0}\n", "student.model: missing.keras: no such keras"),
+    ("teacher: {model: ../outside.keras, epochs: 0}\n", "leads through a symlink"),
+])
+def test_refusals(byom, tmp_path, body, fragment):
+    (tmp_path / "outside.keras").write_bytes(b"x")
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    if "outside" in body:
+        body = body.replace("../outside.keras", "linked.keras")
+        (folder / "linked.keras").symlink_to(tmp_path / "outside.keras")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipe(folder, "neg", body))
+    assert fragment in str(info.value)
+
+
+def test_kinds_of_the_fixture_files(byom):
+    assert [classify(v).kind for v in ("tk.keras", "tk.h5", "k3.keras", "my_models.py:build")] == \
+        ["keras", "keras", "keras", "builder"]
+    assert parse_model_ref("tk_saved", byom).kind == "savedmodel"
+    assert hashlib.sha256((byom / "tk.keras").read_bytes()).hexdigest() == sha(byom / "tk.keras")
+
+
+@pytest.mark.slow
+def test_every_format_reaches_rpi4_and_cortex_m4(tmp_path):
+    """tools/byom_matrix.py: each format and architecture through prune/QAT (where the model
+    allows) to rpi4 and cortex-m4 as full int8, with measured accuracy, size and arena."""
+    out = tmp_path / "matrix"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "byom_matrix.py"), "--out", str(out), "--json"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)
+    names = {r["case"] for r in rows}
+    assert {"tf_keras .keras", "tf_keras .h5", "SavedModel", "Keras 3 .keras", "builder .py",
+            "given teacher + distilled student", "residual+depthwise (Keras 3)", "MobileNetV2-like (Keras 3)",
+            "1-D CNN"} <= names
+    for r in rows:
+        assert r["error"] is None, r
+        assert r["float_accuracy"] > 0.5, r
+        m4 = r["targets"]["cortex-m4"]
+        assert m4["format"] == "tflite-full-int8" and isinstance(m4["arena_bytes"], int) and m4["arena_bytes"] > 0
+        assert m4["accuracy"] > 0.5 and r["targets"]["rpi4"]["accuracy"] > 0.5
+
+
+# ----------------------------------------------------------------------------- bring your own data
+
+
+def _skewed_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
+    """12 features, 3 classes, feature 0 100x larger than the rest (the issue's CSV): the classes
+    live in the 11 small features, which int8 inputs scaled for feature 0 cannot resolve."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, rows)
+    x = rng.normal(size=(rows, 12)) + 0.7 * np.eye(3)[y] @ rng.normal(size=(3, 12))
+    x[:, 0] = 100 * rng.normal(size=rows)
+    lines = [",".join([f"f{i}" for i in range(12)] + ["label"])]
+    lines += [",".join([f"{v:.6f}" for v in row] + [str(c)]) for row, c in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_normalize_auto_standardizes_tables_only(tmp_path, byom):
+    from edgekit.data import load_dataset, load_for_recipe
+    from edgekit.recipe import DataConfig
+
+    _skewed_csv(tmp_path / "t.csv")
+    table = load_dataset(DataConfig(source="csv:t.csv"), base=tmp_path)
+    assert table.normalization["kind"] == "zscore"
+    assert np.allclose(table.x_train.mean(0), 0, atol=1e-4) and np.allclose(table.x_train.std(0), 1, atol=1e-3)
+    assert load_dataset(DataConfig(source="csv:t.csv", normalize="none"), base=tmp_path).normalization is None
+    assert load_dataset(DataConfig(source="npz:digits.npz"), base=byom).normalization is None  # images
+    assert load_dataset(DataConfig(source="digits")).normalization is None
+    # a given trained model saw the data as it is: auto leaves it alone
+    rec = load_recipe(recipe(byom, "given_auto", "teacher: null\nstudent: {model: tk.keras, epochs: 0}\n"))
+    assert load_for_recipe(rec, base=byom).normalization is None
+
+
+def test_rank_error_lists_the_zoo_models_that_fit():
+    from edgekit.models import create_model
+
+    with pytest.raises(RecipeError) as info:
+        create_model("cnn_tiny", input_shape=(12, 1), num_classes=3)
+    assert "zoo models for it: " in str(info.value) and "mlp_tiny" in str(info.value)
+    assert "cnn_small" not in str(info.value).split("zoo models for it: ")[1]
+
+
+def test_skip_layers_error_says_the_fix(byom):
+    from edgekit._tf import keras
+    from edgekit.prune import layers_to_prune
+
+    model = keras().models.load_model(byom / "tk.keras", compile=False)  # one conv, one dense
+    with pytest.raises(StageError) as info:
+        layers_to_prune(model, ["first", "last"])
+    assert "set prune.skip_layers: [last]" in str(info.value) and "prune: null" in str(info.value)
+
+
+@pytest.mark.slow
+def test_normalize_auto_keeps_int8_accuracy_on_a_skewed_csv(tmp_path):
+    """The issue's CSV: with normalize none the int8 model lost points; auto (the default) keeps them."""
+    from edgekit.pipeline import Run
+
+    _skewed_csv(tmp_path / "t.csv")
+    acc = {}
+    for norm in ("none", "auto"):
+        path = tmp_path / f"{norm}.yaml"
+        path.write_text(f"name: n{norm}\ndata: {{source: 'csv:t.csv', normalize: {norm}}}\n"
+                        "teacher: {model: mlp_small, epochs: 30, batch_size: 32}\n"
+                        "student: {model: mlp_tiny, epochs: 30, batch_size: 32}\nprune: null\nqat: null\n"
+                        "targets: [cortex-m4]\nevaluate: {runs: 3, warmup: 1}\n")
+        report = Run(load_recipe(path), path, tmp_path / norm).execute()
+        acc[norm] = report["targets"][0]["accuracy"]
+    print("int8 cortex-m4 accuracy by data.normalize:", acc)
+    assert acc["auto"] >= acc["none"] + 0.05, acc
+
+
+def test_fine_tuning_a_given_model_changes_the_copy_only(byom):
+    """epochs > 0 on a given model fine-tunes the loaded copy (the recipe says so); the file stays."""
+    from edgekit._tf import keras
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig, TeacherConfig
+    from edgekit.user_model import fine_tune
+
+    before = sha(byom / "tk.keras")
+    model = keras().models.load_model(byom / "tk.keras", compile=False)
+    weights = [w.copy() for w in model.get_weights()]
+    data = load_dataset(DataConfig(source="npz:digits.npz"), base=byom)
+    epochs = fine_tune(model, data, TeacherConfig(model="tk.keras", epochs=1, learning_rate=0.01), seed=0)
+    assert epochs == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    assert sha(byom / "tk.keras") == before
+
+
+def test_preflight_names_ops_a_microcontroller_cannot_run():
+    from edgekit import preflight
+    from edgekit._tf import keras
+    from edgekit.recipe import load_target
+
+    k = keras()
+    model = k.Sequential([k.Input((16,)), k.layers.Dense(8, activation="gelu"), k.layers.Dense(3)])
+    problems = preflight.check_targets(model, [load_target("cortex-m4"), load_target("rpi4")])
+    assert [(p.layer, p.stage) for p in problems] == [("GELU", "target cortex-m4 (TFLite Micro)")]
+    assert preflight.check_targets(model, [load_target("rpi4")]) == []
+
+
+def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
+    """A file that is no Keras model: `edgekit run` says so in one line, exit 7, before any stage."""
+    (tmp_path / "digits.npz").write_bytes((byom / "digits.npz").read_bytes())
+    (tmp_path / "junk.keras").write_bytes(b"not a model at all")
+    path = recipe(tmp_path, "junk", "teacher: {model: junk.keras, epochs: 0}\nstudent: null\nprune: null\nqat: null\n"
+                                    "targets: [rpi4]\n")
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", str(path), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 7, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "junk.keras: not a Keras model file" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = tmp_path / "run" / "manifest.json"
+    if manifest.exists():
+        assert all(e.get("status") != "running" for e in json.loads(manifest.read_text())["stages"].values())
