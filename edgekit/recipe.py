@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import RecipeError
+from .errors import DataError, RecipeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = REPO_ROOT / "targets"
@@ -71,6 +71,7 @@ class Task(str, enum.Enum):
 
 GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
 FILE_SOURCES = ("npz", "csv", "images")  # data.source KIND:PATH, the path relative to the recipe
+ARCHIVE_SOURCES = ("ucr", "uea")  # data.source KIND:NAME, a UCR/UEA archive dataset (edgekit.archives)
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
 
 
@@ -96,27 +97,51 @@ class Training(_Strict):
         1.0, description="width multiplier of the model's filters/units (a student can be a narrow teacher)")
 
 
+class WindowConfig(_Strict):
+    """Sliding windows over each series: steps ``0, stride, 2*stride, ...`` while a whole window fits."""
+
+    length: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="time steps per window")
+    stride: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="time steps between window starts")
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
     source: str = Field(
-        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR")
+        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR "
+                              "| ucr:NAME | uea:NAME (edgekit datasets list)")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        0.2, description="share held out for the test split (all reported accuracies)")
+        0.2, description="share held out for the test split (all reported accuracies); not used by sources "
+                         "with an official split (ucr:, uea:, npz: with x_test)")
     val_split: Fraction = Field(0.1, description="share of the training split used for validation")
     label: str = Field("label", description="label column of a csv: source")
     normalize: Literal["auto", "none", "minmax", "zscore"] = Field(
         "auto", description="per-feature normalization fitted on the training split only (kept in preprocess.json); "
                             "auto: zscore for tabular csv:/npz: features, none for images, generated sources and "
                             "a given trained model")
+    window: WindowConfig | None = Field(
+        None, description="cut every series (samples of shape (length, channels)) into windows, each split on its "
+                          "own after the train/val/test split, so no series is in two splits; null: whole series")
+    normal_class: str | None = Field(
+        None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
+                          "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in GENERATED_SOURCES or (v.partition(":")[0] in FILE_SOURCES and v.partition(":")[2]):
+        kind, sep, arg = v.partition(":")
+        if sep and kind in ARCHIVE_SOURCES:
+            from .archives import lookup  # config only: a catalog, no files read
+
+            try:
+                lookup(v)
+            except DataError as exc:
+                raise ValueError(str(exc)) from None
+            return v
+        if v in GENERATED_SOURCES or (kind in FILE_SOURCES and arg):
             return v
         raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
-                         "csv:PATH or images:DIR)")
+                         "csv:PATH, images:DIR, ucr:NAME or uea:NAME)")
 
 
 class FeaturesConfig(_Strict):
