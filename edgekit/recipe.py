@@ -672,6 +672,11 @@ def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | Non
     kind, _, arg = src.partition(":")
     if kind == "images":
         return None, None, f"data.source {src} (height x width x 3)"
+    if kind in ARCHIVE_SOURCES:
+        from .archives import load
+
+        (x_tr, _), _ = load(src)[0]
+        return tuple(x_tr.shape[1:]), None, f"data.source {src} (series of shape {tuple(x_tr.shape[1:])})"
     where = recipe_relative(arg, base, "data.source")
     if kind == "csv":
         import csv
@@ -742,6 +747,19 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             shape = data_shape(recipe, base)
         except (EdgekitError, OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: data.source: {exc}")
+    win = recipe.data.window
+    if win is not None and shape is not None and shape[0] is not None:
+        per_sample, samples, what = shape
+        if len(per_sample) != 2:
+            problems.append(f"{path}: data.window: needs series of shape (length, channels); {what} has samples of "
+                            f"shape {per_sample}; remove data.window")
+            shape = None
+        elif win.length > per_sample[0]:
+            problems.append(f"{path}: data.window.length: {win.length} is longer than the series of {what}; use at "
+                            f"most {per_sample[0]}")
+            shape = None
+        else:
+            shape = ((win.length, per_sample[1]), samples, f"{what} cut into windows of {win.length} steps")
     rank = _rank_of(recipe, shape)
     if shape is not None and shape[0] is not None:
         per_sample, samples, what = shape

@@ -226,3 +226,22 @@ def test_ts_anomaly_gunpoint_recipe_end_to_end(tmp_path):
     assert mcu["name"] == "cortex-m4" and mcu["format"] == "tflite-full-int8"
     assert mcu["runtime"]["name"] == "tflite_micro" and mcu["arena_bytes"] > 0
     assert mcu["metrics"]["roc_auc"] >= 0.75                 # measured 0.832
+
+
+@pytest.mark.parametrize("data, model, expected", [
+    ('{source: "uea:BasicMotions", window: {length: 500, stride: 1}}', "conv1d_small",
+     "data.window.length: 500 is longer than the series of data.source uea:BasicMotions (series of shape (100, 6))"),
+    ('{source: digits, window: {length: 5, stride: 1}}', "cnn_small", "data.window: needs series of shape"),
+    ('{source: "uea:BasicMotions"}', "cnn_small", "'cnn_small' takes inputs of rank 3, but data.source uea:BasicMotions"),
+])
+def test_recipes_validate_knows_archive_shapes_and_windows(tmp_path, data, model, expected):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: x\ndata: {data}\nteacher: {{model: {model}}}\nstudent: {{model: {model}}}\n")
+    res = CliRunner().invoke(main, ["recipes", "validate", str(p)])
+    assert res.exit_code == 2 and expected in res.output, res.output
+
+
+def test_shipped_archive_recipes_validate():
+    res = CliRunner().invoke(main, ["recipes", "validate", "recipes/har-basicmotions-m4.yaml",
+                                    "recipes/ts-anomaly-gunpoint-m4.yaml"])
+    assert res.exit_code == 0, res.output
