@@ -4,7 +4,8 @@ Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (generated 
 ``mnist1d`` package), ``fermentation`` and ``machine-anomaly`` (simulated sensors, see
 :mod:`edgekit.simulated`), ``npz:PATH`` (arrays ``x``/``y``, or ``x_train``/``y_train``/``x_test``/
 ``y_test``; read with ``allow_pickle=False``), ``csv:PATH`` (a header row; the ``data.label``
-column holds the classes), ``images:DIR`` (one sub-folder per class). Paths are relative to the
+column holds the classes), ``images:DIR`` (one sub-folder per class), ``wav:DIR`` (one
+sub-folder of ``.wav`` recordings per class, see :mod:`edgekit.wavs`). Paths are relative to the
 recipe. ``ucr:NAME`` / ``uea:NAME``: recorded UCR/UEA archive datasets that install with a package,
 their official train/test split kept (:mod:`edgekit.archives`). Every source yields float32 inputs with a channel axis and labels: int64 classes
 (classification; anomaly: 0 normal, 1 anomaly) or float32 values (regression). Optional
@@ -115,7 +116,7 @@ def register_source(name: str):
 def list_sources() -> list[str]:
     from .archives import names
 
-    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR"] + names()
+    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR", "wav:DIR"] + names()
 
 
 @register_source("digits")
@@ -428,6 +429,13 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         pairs, class_names, _ = load(src)
         parts = [_check_xy(src, x, y, part) for (x, y), part in zip(pairs, ("train", "test"))]
         name = src
+    elif kind == "wav" and arg:
+        from .wavs import read_folder
+
+        if task == Task.regression.value:
+            raise DataError(f"{arg}: wav:DIR holds classes (one folder each); task regression needs numbers")
+        wx, wy, class_names, _ = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
+        parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
     elif kind == "npz" and arg:
         parts, name = _npz(_resolve(arg, base), read_task), Path(arg).stem
         raw_rank = _npz_rank(_resolve(arg, base))
@@ -628,13 +636,13 @@ def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
     import hashlib
 
     kind, _, arg = cfg.source.partition(":")
-    if kind not in ("npz", "csv", "images") or not arg:
+    if kind not in ("npz", "csv", "images", "wav") or not arg:
         return None
     path = _resolve(arg, base)
     h = hashlib.sha256(kind.encode())
-    if kind == "images":
+    if kind in ("images", "wav"):
         if not path.is_dir():
-            raise DataError(f"{path}: image folder not found (data.source {cfg.source})")
+            raise DataError(f"{path}: {'image' if kind == 'images' else 'wav'} folder not found (data.source {cfg.source})")
         files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
     else:
         if not path.is_file():

@@ -70,7 +70,7 @@ class Task(str, enum.Enum):
 
 
 GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
-FILE_SOURCES = ("npz", "csv", "images")  # data.source KIND:PATH, the path relative to the recipe
+FILE_SOURCES = ("npz", "csv", "images", "wav")  # data.source KIND:PATH, the path relative to the recipe
 ARCHIVE_SOURCES = ("ucr", "uea")  # data.source KIND:NAME, a UCR/UEA archive dataset (edgekit.archives)
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
 
@@ -108,7 +108,7 @@ class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
     source: str = Field(
-        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR "
+        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR | wav:DIR "
                               "| ucr:NAME | uea:NAME (edgekit datasets list)")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="share held out for the test split (all reported accuracies); not used by sources "
@@ -141,7 +141,7 @@ class DataConfig(_Strict):
         if v in GENERATED_SOURCES or (kind in FILE_SOURCES and arg):
             return v
         raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
-                         "csv:PATH, images:DIR, ucr:NAME or uea:NAME)")
+                         "csv:PATH, images:DIR, wav:DIR, ucr:NAME or uea:NAME)")
 
 
 class FeaturesConfig(_Strict):
@@ -672,6 +672,8 @@ def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | Non
     kind, _, arg = src.partition(":")
     if kind == "images":
         return None, None, f"data.source {src} (height x width x 3)"
+    if kind == "wav":
+        return None, None, f"data.source {src} (clips of shape (frames, channels))"
     if kind in ARCHIVE_SOURCES:
         from .archives import load
 
@@ -704,8 +706,8 @@ def _rank_of(recipe: Recipe, shape: tuple[tuple[int, ...] | None, int | None, st
     if shape is None:
         return None
     per_sample, _, what = shape
-    if per_sample is None:  # images
-        return 3, what
+    if per_sample is None:  # images (height, width, 3) or wav clips (frames, channels): sizes unread
+        return (2 if recipe.data.source.startswith("wav:") else 3), what
     return len(per_sample), what
 
 
@@ -730,7 +732,7 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             problems.append(f"{path}: data.source: {exc}")
             where, data_ok = None, False
         if where is not None:
-            want_dir = kind == "images"
+            want_dir = kind in ("images", "wav")
             if not (where.is_dir() if want_dir else where.is_file()):
                 looked = where if where.is_absolute() else (base / arg)
                 problems.append(f"{path}: data.source: {'folder' if want_dir else 'file'} {arg!r} not found "
