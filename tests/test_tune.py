@@ -354,7 +354,8 @@ def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
     assert [r["number"] for r in result["trials"]] == sorted(by_number)
     best = result["best"]
     assert best is not None and best["fits"] and best["flash_bytes"] <= 24576 and best["arena_bytes"] <= 12288
-    assert best["latency_basis"] == "estimate" and best["latency_ms"] is not None
+    # the tiny models lie outside the Cortex-M4 calibration set (far fewer MACs, MAX_POOL_2D): no latency verdict
+    assert best["latency_basis"] is None and best["latency_ms"] is None
     tuned = load_recipe(out / "best.yaml")
     assert tuned.targets == [str((tmp_path / "board.yaml").resolve())]
     assert tuned.student.width == best["params"]["width"]

@@ -25,8 +25,8 @@ def measured_row(report: dict, budget, *, floor: float) -> dict[str, Any]:
     p50 = (t.get("latency_ms") or {}).get("p50")
     if p50 is not None and on and not on.startswith("host-"):
         latency, basis = p50, "measured"
-    elif t.get("latency_estimate_ms") is not None:
-        latency, basis = t["latency_estimate_ms"], "estimate"
+    elif t.get("latency_estimate_ms") is not None and t.get("estimate_in_range") is not False:
+        latency, basis = t["latency_estimate_ms"], "estimate"  # an estimate outside its calibration range decides nothing
     else:
         latency, basis = None, None
     b = t.get("budget") or {}
