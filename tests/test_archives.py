@@ -245,3 +245,11 @@ def test_shipped_archive_recipes_validate():
     res = CliRunner().invoke(main, ["recipes", "validate", "recipes/har-basicmotions-m4.yaml",
                                     "recipes/ts-anomaly-gunpoint-m4.yaml"])
     assert res.exit_code == 0, res.output
+
+
+def test_compress_data_option_takes_archive_and_wav_sources(tmp_path):
+    from edgekit.compress import data_source
+
+    assert data_source("uea:BasicMotions", tmp_path) == "uea:BasicMotions"
+    (tmp_path / "clips").mkdir()
+    assert data_source("wav:clips", tmp_path) == f"wav:{(tmp_path / 'clips').resolve()}"
