@@ -736,9 +736,46 @@ def datasets_list():
     Example:
       edgekit datasets list
     """
+    from . import archives
     from .data import list_sources
 
-    click.echo("\n".join(list_sources()))
+    lines = [s for s in list_sources() if s not in archives.CATALOG]
+    lines.append("")
+    lines.append("recorded UCR/UEA archive datasets (official train/test split; edgekit datasets show NAME):")
+    for key in archives.names():
+        d = archives.CATALOG[key]
+        state = "" if archives.folder(d) is not None else f"  [not installed: {archives.INSTALL_HINT}]"
+        lines.append(f"  {key:<18} {d.about}{state}")
+    click.echo("\n".join(lines))
+
+
+@datasets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_handle_errors
+def datasets_show(name: str, as_json: bool):
+    """What an archive dataset is: its files, samples per split, length, channels, classes, the
+    1-NN Euclidean accuracy measured on its official split and the published reference.
+
+    \b
+    Example:
+      edgekit datasets show uea:BasicMotions
+    """
+    from .archives import describe
+
+    info = describe(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "classes":
+            click.echo("classes:")
+            for cname, c in value.items():
+                click.echo(f"  {c['index']}: {cname:<16} train {c['train']:>5}  test {c['test']:>5}")
+        elif key == "files":
+            click.echo("files:\n" + "\n".join(f"  {p}" for p in value))
+        else:
+            click.echo(f"{key}: {value}")
 
 
 @main.group()
