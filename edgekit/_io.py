@@ -195,13 +195,14 @@ def check_not_special(out: Path, *, flag: str = "--out", above: Iterable[Path] =
 
 
 def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), what: str = "edgekit run",
-                  flag: str = "--out", above: Iterable[Path] = ()) -> bool:
+                  flag: str = "--out", above: Iterable[Path] = (), allow: Iterable[str] = ()) -> bool:
     """The ``--out`` policy: ``out`` must be absent, empty, or hold ``what`` (one of ``markers``
     present; a folder holding only edgekit's lock file counts as empty). Raises
     :class:`~edgekit.errors.RecipeError` (exit 2) with one line otherwise, and always for the
     file system root, the home folder, the checkout, a folder above the working directory or
-    above one of ``above`` (the recipe's folder), whatever ``--force`` says. Returns whether
-    ``out`` holds ``what``."""
+    above one of ``above`` (the recipe's folder), whatever ``--force`` says. Names in ``allow``
+    do not make a folder non-empty (the recipe a run runs, when it lies in ``out``: `edgekit
+    compress` writes ``OUT/recipe.yaml`` first). Returns whether ``out`` holds ``what``."""
     from .errors import RecipeError
 
     out = Path(out)
@@ -214,7 +215,8 @@ def check_out_dir(out: Path, *, markers: Iterable[str] = ("manifest.json",), wha
         raise RecipeError(f"{flag} {out}: exists and is not a directory; choose another {flag}")
     if any((out / m).exists() or (out / m).is_symlink() for m in markers):
         return True
-    if any(p.name != ".edgekit.lock" for p in out.iterdir()):
+    allowed = {".edgekit.lock", *allow}
+    if any(p.name not in allowed for p in out.iterdir()):
         raise RecipeError(f"{flag} {out}: the folder is not empty and holds no {what} "
                           f"({' or '.join(markers)}); edgekit writes only into a new or empty folder, or one of "
                           f"its own (--force included): choose another {flag}")

@@ -400,6 +400,52 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
             click.echo(f"comparison: {out_file}", err=True)
 
 
+@main.command("compress")
+@click.argument("model")
+@click.option("--data", "data", required=True, metavar="SOURCE",
+              help="Data to calibrate and measure on: digits, mnist1d, npz:PATH, csv:PATH, images:DIR, or a "
+                   ".npz/.csv file or image folder.")
+@click.option("--target", "targets", multiple=True, required=True, metavar="TARGET",
+              help="A target profile (name or .yaml path); repeat for several.")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (default: runs/<model name>).")
+@click.option("--task", type=click.Choice(["classification", "regression", "anomaly"]), default="classification",
+              show_default=True, help="What the model predicts.")
+@click.option("--label", default=None, metavar="COLUMN", help="Label column of a csv: source (default: label).")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Training epochs: 0 (default) takes a trained model as it is; a builder FILE.py:FUNCTION is "
+                   "trained (default 10).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (its recipe.yaml must be unchanged).")
+@click.option("--force", is_flag=True, help="Start over in --out, replacing its recipe.yaml.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
+@click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+@click.pass_context
+@_handle_errors
+def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | None, task: str, label: str | None,
+             epochs: int | None, resume: bool, force: bool, as_json: bool, no_budget: bool):
+    """Compress a model file for devices: quantize, convert and measure it per target.
+
+    MODEL is a float .tflite or .onnx, a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION.
+    The recipe it runs is written to OUT/recipe.yaml: edit it and rerun with
+    `edgekit run OUT/recipe.yaml --out OUT --resume`.
+
+    \b
+    Example:
+      edgekit compress my_model.tflite --data npz:features.npz --target rpi4 --target cortex-m4
+      edgekit compress net.onnx --data digits --target mobile --out runs/net
+    """
+    from . import compress as comp
+    from .recipe import load_recipe
+
+    out = out or comp.default_out(model)
+    path = comp.write_recipe(model, data=data, targets=list(targets), out=out, task=task, epochs=epochs,
+                             label=label, resume=resume, force=force)
+    if not (ctx.obj.get("quiet") or as_json):
+        click.echo(f"recipe: {path} (edit it and rerun: edgekit run {path} --out {out} --resume)", err=True)
+    _execute(ctx, load_recipe(path), path, out, resume=resume, force=force, until=None, only=None,
+             as_json=as_json, no_budget=no_budget)
+
+
 @main.command("estimate")
 @click.argument("model", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--target", "targets_", multiple=True, required=True, metavar="NAME|PATH",
@@ -574,7 +620,9 @@ def _validate_models(rec, path: Path) -> None:
     given = [(k, getattr(rec, k)) for k in ("teacher", "student")
              if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
                                                                                          "builder")]
-    if not given:
+    converted = [(k, classify(getattr(rec, k).model)) for k in ("teacher", "student")
+                 if getattr(rec, k) is not None and classify(getattr(rec, k).model).converted]
+    if not given and not converted:
         return
     import numpy as np
 
@@ -589,6 +637,11 @@ def _validate_models(rec, path: Path) -> None:
                 info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
                                      num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
                 check_fits(info, data, what=f"{key}.model")
+        if converted:
+            from .external.stage import check_given
+
+            for key, ref in converted:
+                check_given(ref.path, ref.kind, data)  # a float .tflite/.onnx: read in this process, TF-free
     except EdgekitError as exc:
         raise type(exc)(f"{path}: {exc}") from None
 
@@ -724,9 +777,46 @@ def datasets_list():
     Example:
       edgekit datasets list
     """
+    from . import archives
     from .data import list_sources
 
-    click.echo("\n".join(list_sources()))
+    lines = [s for s in list_sources() if s not in archives.CATALOG]
+    lines.append("")
+    lines.append("recorded UCR/UEA archive datasets (official train/test split; edgekit datasets show NAME):")
+    for key in archives.names():
+        d = archives.CATALOG[key]
+        state = "" if archives.folder(d) is not None else f"  [not installed: {archives.INSTALL_HINT}]"
+        lines.append(f"  {key:<18} {d.about}{state}")
+    click.echo("\n".join(lines))
+
+
+@datasets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_handle_errors
+def datasets_show(name: str, as_json: bool):
+    """What an archive dataset is: its files, samples per split, length, channels, classes, the
+    1-NN Euclidean accuracy measured on its official split and the published reference.
+
+    \b
+    Example:
+      edgekit datasets show uea:BasicMotions
+    """
+    from .archives import describe
+
+    info = describe(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "classes":
+            click.echo("classes:")
+            for cname, c in value.items():
+                click.echo(f"  {c['index']}: {cname:<16} train {c['train']:>5}  test {c['test']:>5}")
+        elif key == "files":
+            click.echo("files:\n" + "\n".join(f"  {p}" for p in value))
+        else:
+            click.echo(f"{key}: {value}")
 
 
 @main.group()

@@ -260,18 +260,42 @@ def write_eval_npz(path: Path, data: Dataset, reference_pred: np.ndarray | None 
     return write_text(path, buf.getvalue())
 
 
-def _int8(models, data, cfg, seed, *, full: bool) -> bytes:
-    mode = "full-int8" if full else "int8"
-    if models.get("qat") is not None:
-        return to_tflite(models["qat"], mode=mode, rep=representative(data, cfg.representative_samples, seed))
-    return to_tflite(models["float"], mode=mode, rep=representative(data, cfg.representative_samples, seed))
+class KerasSource:
+    """What :func:`convert_target` makes a target's models from in a Keras run: the float Keras
+    model and the QAT model (or None). Another source (a given float .tflite or .onnx,
+    :class:`edgekit.external.GivenSource`) offers the same three members.
+
+    ``tflite(mode)``: the model in a :func:`to_tflite` mode (int8 modes from the QAT model when
+    there is one, else post-training with a representative dataset); ``onnx(out_dir)``: the ONNX
+    artifacts of a ``onnx`` format (``model.onnx``, checked in ONNX Runtime against Keras);
+    ``onnx_only``: whether mobile targets get ONNX artifacts only (False here).
+    """
+
+    onnx_only = False
+
+    def __init__(self, models: dict, data: Dataset, cfg: ConvertConfig, seed: int):
+        self.models, self.data, self.cfg, self.seed = models, data, cfg, seed
+
+    def _rep(self):
+        return representative(self.data, self.cfg.representative_samples, self.seed)
+
+    def tflite(self, mode: str) -> bytes:
+        if mode in ("int8", "full-int8") and self.models.get("qat") is not None:
+            return to_tflite(self.models["qat"], mode=mode, rep=self._rep())
+        rep = self._rep() if mode in ("int8", "full-int8", "int16x8", "full-int16x8") else None
+        return to_tflite(self.models["float"], mode=mode, rep=rep)
+
+    def onnx(self, out_dir: Path) -> list[Artifact]:
+        p, check = to_onnx(self.models["float"], out_dir / "model.onnx", x_check=self.data.x_test, task=self.data.task)
+        return [Artifact(p, "onnx", "onnxruntime", check)]
 
 
-def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: ConvertConfig, out_dir: Path,
+def convert_target(profile: TargetProfile, models, data: Dataset, cfg: ConvertConfig, out_dir: Path,
                    *, seed: int, eval_npz: Path) -> TargetArtifacts:
     """Write the artifacts of ``profile`` into ``out_dir``.
 
-    ``models``: ``{"float": keras float model, "qat": QAT model or None}``. Raises
+    ``models``: ``{"float": keras float model, "qat": QAT model or None}``, or a source object
+    with the members of :class:`KerasSource` (a given float model). Raises
     :class:`ConversionError` when a format cannot be produced, an op cannot run on the target
     (MCU: checked before any file is written) or the ONNX export disagrees with Keras. On any
     failure the files and folders this call added to ``out_dir`` are removed again (files it
@@ -280,7 +304,8 @@ def convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Con
     created = not out_dir.exists()
     before = set() if created else {p.name for p in out_dir.iterdir()}
     try:
-        return _convert_target(profile, models, data, cfg, out_dir, seed=seed, eval_npz=eval_npz)
+        source = KerasSource(models, data, cfg, seed) if isinstance(models, dict) else models
+        return _convert_target(profile, source, data, cfg, out_dir, eval_npz=eval_npz)
     except BaseException:
         _remove_new_entries(out_dir, keep=before, remove_dir=created)
         raise
@@ -302,33 +327,34 @@ def _remove_new_entries(folder: Path, *, keep: set[str], remove_dir: bool) -> No
         remove(folder, root=folder.parent)
 
 
-def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: ConvertConfig, out_dir: Path,
-                    *, seed: int, eval_npz: Path) -> TargetArtifacts:
+def _convert_target(profile: TargetProfile, source, data: Dataset, cfg: ConvertConfig, out_dir: Path,
+                    *, eval_npz: Path) -> TargetArtifacts:
     out_dir.mkdir(parents=True, exist_ok=True)
     arts: list[Artifact] = []
     files: list[Path] = []
     kind = profile.kind
-    if kind in (TargetKind.mobile, TargetKind.rpi):
+    if kind is TargetKind.mobile and source.onnx_only:
+        arts += source.onnx(out_dir)  # a given .onnx: measured as it is, and its static int8 version
+    elif kind in (TargetKind.mobile, TargetKind.rpi):
         for fmt in profile.formats:
             if fmt == "tflite-int8":
-                blob = _int8(models, data, cfg, seed, full=False)
+                blob = source.tflite("int8")
                 info = check_integer_only(blob, require_int_io=False)
                 p = write_text(out_dir / "model_int8.tflite", blob)
                 arts.append(Artifact(p, fmt, profile.runtime, {"ops": info["ops"], "float_ops": info["float_ops"]}))
             elif fmt == "tflite-fp16":
-                p = write_text(out_dir / "model_fp16.tflite", to_tflite(models["float"], mode="fp16"))
+                p = write_text(out_dir / "model_fp16.tflite", source.tflite("fp16"))
                 arts.append(Artifact(p, fmt, profile.runtime))
             elif fmt == "onnx":
-                p, check = to_onnx(models["float"], out_dir / "model.onnx", x_check=data.x_test, task=data.task)
-                arts.append(Artifact(p, fmt, "onnxruntime", check))
+                arts += source.onnx(out_dir)
             elif fmt == "tflite-full-int8":
-                blob = _int8(models, data, cfg, seed, full=True)
+                blob = source.tflite("full-int8")
                 check_integer_only(blob, require_int_io=True)
                 arts.append(Artifact(write_text(out_dir / "model_full_int8.tflite", blob), fmt, profile.runtime))
         for mode in cfg.ptq:
-            rep = representative(data, cfg.representative_samples, seed) if mode == "int16x8" else None
-            p = write_text(out_dir / f"model_{mode}.tflite", to_tflite(models["float"], mode=mode, rep=rep))
+            p = write_text(out_dir / f"model_{mode}.tflite", source.tflite(mode))
             arts.append(Artifact(p, f"tflite-{mode}", profile.runtime, {"ptq": mode}))
+    if kind in (TargetKind.mobile, TargetKind.rpi):
         files += [a.path for a in arts]
         if kind is TargetKind.rpi:
             files += write_bundle(out_dir / "bundle", arts[0].path, eval_npz, profile)
@@ -336,11 +362,10 @@ def _convert_target(profile: TargetProfile, models: dict, data: Dataset, cfg: Co
         from . import mcu
 
         if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
-            blob = to_tflite(models["float"], mode="full-int16x8",
-                             rep=representative(data, cfg.representative_samples, seed))
+            blob = source.tflite("full-int16x8")
             fmt = "tflite-full-int16x8"
         else:
-            blob = _int8(models, data, cfg, seed, full=True)
+            blob = source.tflite("full-int8")
             fmt = "tflite-full-int8"
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)

@@ -162,7 +162,8 @@ def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]
         res["runtime_note"] = note
     res["format"] = a.format
     res["file"] = a.path.name
-    for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_max_abs_diff", "onnx_samples"):
+    for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_agreement_with_source", "onnx_max_abs_diff",
+                "onnx_samples", "quantizer"):
         if key in a.extra:
             res[key] = a.extra[key]
     if "arena" in a.extra:

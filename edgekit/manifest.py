@@ -39,7 +39,7 @@ def _versions() -> dict[str, str | None]:
     from importlib import metadata
 
     out: dict[str, str | None] = {"python": platform.python_version(), "edgekit": __version__}
-    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert",
+    for dist in ("tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "litert-quantizer",
                  "tflite-micro", "tf2onnx", "onnxruntime", "numpy"):
         try:
             out[dist] = metadata.version(dist)
@@ -120,12 +120,17 @@ class Manifest:
         return True
 
     def mark(self, name: str, status: str, *, fp: str, seconds: float | None = None,
-             files: list[Path] = (), error: str | None = None, metrics: dict | None = None) -> None:
+             files: list[Path] = (), error: str | None = None, metrics: dict | None = None,
+             reason: str | None = None) -> None:
+        """Record stage ``name``: status, fingerprint, seconds, the sha256 of its files, an
+        error or (for a skipped stage) the reason, and its metrics; saves the manifest."""
         entry = {"status": status, "fingerprint": fp,
                  "seconds": None if seconds is None else round(seconds, 3),
                  "files": {str(p.relative_to(self.out_dir)): sha256_file(p) for p in files}}
         if error:
             entry["error"] = error
+        if reason:
+            entry["reason"] = reason
         if metrics is not None:
             entry["metrics"] = metrics
         self.data["stages"][name] = entry

@@ -53,13 +53,19 @@ class Run:
         self.recipe = with_model_paths(recipe, self.recipe_path.parent)
         self.progress, self.on_stage = progress, on_stage or (lambda stage, status: None)
         self.resume, self.force, self.lock_wait_s = resume, force, lock_wait_s
-        check_out_dir(self.out, above=[self.recipe_path.resolve().parent])
+        check_out_dir(self.out, above=[self.recipe_path.resolve().parent], allow=self._own_recipe())
         existing = Manifest.load(self.out)
         self._check_existing(existing)
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
         self._infos: dict[str, dict] = {}
+
+    def _own_recipe(self) -> list[str]:
+        """The recipe's file name when it lies in the run directory itself (``edgekit compress``
+        writes ``OUT/recipe.yaml``, then runs it there): it does not make ``--out`` a foreign folder."""
+        inside = self.recipe_path.resolve().parent == self.out.resolve()
+        return [self.recipe_path.name] if inside else []
 
     def _check_existing(self, existing: Manifest | None) -> None:
         """Refuse a directory that holds something this run must not continue or overwrite."""
@@ -84,7 +90,8 @@ class Run:
             self.manifest = existing
         recipe_sha = hashlib.sha256(self.recipe_path.read_bytes()).hexdigest()
         if self.force and self.manifest is None:
-            check_out_dir(self.out, above=[self.recipe_path.resolve().parent])  # again, under the lock
+            check_out_dir(self.out, above=[self.recipe_path.resolve().parent],  # again, under the lock
+                          allow=self._own_recipe())
             for name in RUN_OUTPUTS:
                 remove(self.out / name, root=self.out)
         if self.manifest is not None:
@@ -117,6 +124,16 @@ class Run:
                 info = self._source_info(stage)
                 if info is not None and check_fits(info, raw, what=f"{stage}.model") == "squeeze":
                     self._data = squeeze_data(raw)
+            if self.given is not None:  # a float .tflite/.onnx taking (features,): the same squeeze
+                from ._keras3 import ShapeMismatch, shape_fit
+                from .external import inspect_model
+
+                try:
+                    if shape_fit(inspect_model(self.given.path, self.given.kind).input_shape,
+                                 raw.input_shape) == "squeeze":
+                        self._data = squeeze_data(raw)
+                except ShapeMismatch:
+                    pass  # the student stage names the mismatch (external.check_fits)
         return self._data
 
     def _given(self, stage: str):
@@ -127,10 +144,7 @@ class Run:
         if cfg is None:
             return None
         ref = classify(cfg.model)
-        if ref.converted:
-            raise StageError(f"{stage}.model: {ref.path}: float .tflite/.onnx models are not taken by this "
-                             "version of edgekit yet")
-        return ref if ref.kind in ("keras", "savedmodel") else None
+        return ref if ref.kind in ("keras", "savedmodel") else None  # a float .tflite/.onnx: see given
 
     def _source_info(self, stage: str) -> dict | None:
         """What opening ``stage``'s given model found (see :func:`edgekit.user_model.open_in_child`),
@@ -244,7 +258,13 @@ class Run:
             from .fitting import load_model
 
             folder = self.out / "stages" / stage
-            self._models[stage] = quantize.load(folder) if stage == "qat" else load_model(folder / "model.keras")
+            if stage == "student" and self.given is not None:
+                from .external import inspect_model
+                from .external.stage import given_files
+
+                self._models[stage] = inspect_model(given_files(folder, self.given.kind)[0], self.given.kind)
+            else:
+                self._models[stage] = quantize.load(folder) if stage == "qat" else load_model(folder / "model.keras")
         return self._models[stage]
 
     # -------------------------------------------------------------- stages
@@ -260,8 +280,11 @@ class Run:
             if cfg is None:
                 continue
             conf = self._model_config(cfg) if name == "student" else cfg.model_dump(mode="json")
-            steps.append(Step(name, name, [prev] if prev else [], conf,
-                              lambda n=name, c=cfg, s=float_stage: self._train(n, c, s)))
+            fn = lambda n=name, c=cfg, s=float_stage: self._train(n, c, s)  # noqa: E731
+            if name == "student" and self.given is not None:
+                conf["float_tflite"] = self._given_needs_tflite()
+                fn = self._take_given
+            steps.append(Step(name, name, [prev] if prev else [], conf, fn))
             prev = name
             if name != "qat":
                 float_stage = name
@@ -335,7 +358,7 @@ class Run:
 
     def _execute(self, *, until: str | None, only: str | None, targets: set[str] | None = None) -> dict | None:
         r = self.recipe
-        if only is None:
+        if only is None and self.given is None:  # a given .tflite/.onnx is not trained: nothing to preflight
             from . import preflight
 
             preflight.run(r, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
@@ -343,7 +366,7 @@ class Run:
                           targets=[load_target(t, base=self.recipe_path.parent) for t in r.targets])
         for name, cfg in (("teacher", r.teacher), ("student", r.student), ("pruned", r.prune), ("qat", r.qat)):
             if cfg is None:
-                self.manifest.mark(name, "skipped", fp="skipped")
+                self.manifest.mark(name, "skipped", fp="skipped", reason=self._skip_reason(name))
                 self.on_stage(name, "skipped")
         base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
         if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
@@ -379,6 +402,41 @@ class Run:
                     report = metrics.get("report")
             fps[step.name] = fp
         return report
+
+    @property
+    def given(self):
+        """The :class:`~edgekit.model_source.ModelRef` of an already converted float student
+        (``student.model: my.tflite`` / ``my.onnx``), else None."""
+        from .model_source import classify
+
+        s = self.recipe.student
+        ref = classify(s.model) if s is not None else None
+        return ref if ref is not None and ref.converted else None
+
+    def _given_needs_tflite(self) -> bool:
+        """Whether a given .onnx must become a float .tflite: the recipe has an rpi or mcu target."""
+        from .recipe import TargetKind
+
+        return self.given.kind == "onnx" and any(
+            load_target(t, base=self.recipe_path.parent).kind is not TargetKind.mobile for t in self.recipe.targets)
+
+    def _skip_reason(self, name: str) -> str:
+        key = "prune" if name == "pruned" else name
+        if self.given is not None:
+            return (f"student.model is an already converted float {self.given.kind} model "
+                    f"({self.given.path.name}), taken as it is: nothing to train ({key}: null)")
+        return f"{key}: null in the recipe"
+
+    def _take_given(self):
+        from .external.stage import take_given
+
+        ref = self.given
+        remove(self.out / "stages" / "student", root=self.out)  # edgekit's own copy of a past take
+        files, metrics = take_given(ref.path, ref.kind, self.data, out_dir=self.out / "stages" / "student",
+                                    needs_tflite=self._given_needs_tflite())
+        self.manifest.data["source"] = metrics["source"]
+        self._models.pop("student", None)
+        return files, metrics
 
     def _model_config(self, cfg) -> dict:
         """A training stage's config for its fingerprint: with the sha256 of a given model file or
@@ -470,8 +528,18 @@ class Run:
 
         folder = self.out / "targets" / profile.name
         remove(folder, root=self.out)
-        models = {"float": self._model(self.float_stage),
-                  "qat": self._model(self.qat_stage) if self.qat_stage else None}
+        if self.given is not None:
+            from .external import GivenSource, inspect_model
+            from .external.stage import given_files
+
+            given = self._model("student")
+            made = given_files(self.out / "stages" / "student", given.kind)[1]
+            float_tflite = given if given.kind == "tflite" else (
+                inspect_model(made, "tflite") if made is not None and made.is_file() else None)
+            models = GivenSource(given, float_tflite, self.data, self.recipe.convert, self.recipe.seed)
+        else:
+            models = {"float": self._model(self.float_stage),
+                      "qat": self._model(self.qat_stage) if self.qat_stage else None}
         arts = convert_target(profile, models, self.data, self.recipe.convert, folder,
                               seed=self.recipe.seed, eval_npz=eval_npz)
         return arts.files, {"artifacts": [_artifact_json(a, self.out) for a in arts.artifacts]}

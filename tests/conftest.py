@@ -62,6 +62,7 @@ class TinyModels:
     x_test: np.ndarray
     y_test: np.ndarray
     keras_pred: np.ndarray
+    onnx: Path | None = None  # float ONNX of the same model (tf2onnx, opset 13, NHWC input "input")
 
 
 @pytest.fixture(scope="session")
@@ -125,8 +126,14 @@ def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
     pred = model.predict(x_te, verbose=0).argmax(1)
     npz = out / "eval.npz"
     np.savez(npz, x=x_te, y=y_te, ref=pred)
+    import tf2onnx
+
+    spec = (tf().TensorSpec((None, *model.input_shape[1:]), tf().float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
+    onnx_path = out / "float.onnx"
+    onnx_path.write_bytes(proto.SerializeToString())
     return TinyModels(keras_path, paths["float"], paths["int8"], paths["full_int8"], npz,
-                      x_te, y_te, pred)
+                      x_te, y_te, pred, onnx_path)
 
 
 def _spec(lite):

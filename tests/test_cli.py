@@ -22,7 +22,7 @@ def cli():
                                   ["targets"], ["targets", "list"], ["targets", "show"], ["models", "list"],
                                   ["datasets", "list"], ["deploy"], ["estimate"], ["train"], ["distill"], ["prune"],
                                   ["quantize"], ["convert"], ["eval"], ["report"], ["tune"],
-                                  ["export"], ["export", "airflow"]])
+                                  ["export"], ["export", "airflow"], ["compress"]])
 def test_help_everywhere(cli, args):
     res = cli(*args, "--help")
     assert res.exit_code == 0

@@ -31,7 +31,7 @@ _STAGE_KEYS = ("params", "nonzero_params", "sparsity", "sparsity_overall", "size
                "size_format", "accuracy")
 _STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "scheme", "strategy", "replicas",
                  "temperature", "alpha", "baseline_accuracy", "baseline_metrics", "distillation_gain",
-                 "threshold_rule", "source")
+                 "threshold_rule", "given", "source", "onnx2tf")
 
 
 def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str,
@@ -94,6 +94,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             "dataset": {k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
             "features": features,
             "reference_for_agreement": reference,
+            # the given model file (kind, path, sha256): the run's, else the last stage that took one
+            "source": data.get("source") or next((s["source"] for s in reversed(stages) if s.get("source")), None),
             "stages": stages, "targets": targets,
             "versions": data.get("versions"), "git_commit": data.get("git_commit"),
             "created": data.get("created"), "recipe_sha256": data.get("recipe_sha256")}
