@@ -557,7 +557,7 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
 
 @main.group()
 def recipes():
-    """Validate and show recipes (no TensorFlow needed)."""
+    """List, copy, validate and show recipes (no TensorFlow needed)."""
 
 
 @recipes.command("validate")
@@ -659,6 +659,47 @@ def recipes_show(file: Path):
     from .recipe import load_recipe, resolved_yaml
 
     click.echo(resolved_yaml(load_recipe(file)), nl=False)
+
+
+@recipes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@_handle_errors
+def recipes_list(as_json: bool):
+    """List the example recipes shipped with edgekit.
+
+    \b
+    Example:
+      edgekit recipes list
+      edgekit recipes init quickstart my-recipe.yaml
+    """
+    from .recipe import list_recipes, recipe_summary, shipped_recipe
+
+    rows = [{"name": n, "file": str(shipped_recipe(n)), "summary": recipe_summary(shipped_recipe(n))}
+            for n in list_recipes()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['summary']}")
+
+
+@recipes.command("init")
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@_handle_errors
+def recipes_init(name: str, dest: Path | None):
+    """Copy the shipped recipe NAME to DEST (default ./NAME.yaml) to start from; never
+    overwrites an existing file.
+
+    \b
+    Example:
+      edgekit recipes init quickstart my-recipe.yaml
+      edgekit run my-recipe.yaml --out runs/mine
+    """
+    from .recipe import init_recipe
+
+    click.echo(str(init_recipe(name, dest)))
 
 
 @main.group()

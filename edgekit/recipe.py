@@ -26,7 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import DataError, RecipeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = REPO_ROOT / "targets"
+# Target profiles and example recipes ship inside the package (edgekit/data/targets, .../recipes),
+# so an installed wheel has them; in a checkout those two are symlinks to the top-level targets/
+# and recipes/ folders, which stay the place to edit them.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+TARGETS_DIR = DATA_DIR / "targets"
+RECIPES_DIR = DATA_DIR / "recipes"
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Names that become file or folder names (a recipe's ``name``, a target profile's ``name``):
@@ -813,6 +818,57 @@ def _csv_header_problem(where: Path, label: str) -> str | None:
 def list_targets() -> list[str]:
     """Names of the built-in target profiles."""
     return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def list_recipes() -> list[str]:
+    """Names of the example recipes shipped with edgekit (``edgekit recipes init NAME``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def shipped_recipe(name: str) -> Path:
+    """The file of the shipped example recipe ``name``; :class:`RecipeError` naming the known ones."""
+    known = list_recipes()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(f"unknown example recipe {name!r}{hint} (known: {', '.join(known)})")
+    return RECIPES_DIR / f"{name}.yaml"
+
+
+def recipe_summary(path: Path, width: int = 100) -> str:
+    """The first sentence of a recipe file's leading ``#`` comment (what the recipe is), cut to
+    about ``width`` characters at a word; '' when the file starts with no comment."""
+    lines = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(" ".join(lines).split())
+    end = text.find(". ")
+    text = text[: end + 1] if end >= 0 else text
+    if len(text) > width:
+        text = text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return text
+
+
+def init_recipe(name: str, dest: Path | None = None) -> Path:
+    """Copy the shipped example recipe ``name`` to ``dest`` (a file, or a folder to put
+    ``NAME.yaml`` in; default ``./NAME.yaml``) to start from. Never overwrites: an existing file
+    is a :class:`RecipeError` (exit 2) and is left as it was. Returns the path written."""
+    source = shipped_recipe(name)
+    dest = Path(dest) if dest is not None else Path(f"{name}.yaml")
+    if dest.is_dir():
+        dest = dest / f"{name}.yaml"
+    if dest.exists() or dest.is_symlink():
+        raise RecipeError(f"{dest} already exists; edgekit does not overwrite it: name another "
+                          f"DEST (edgekit recipes init {name} DEST)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "xb") as f:  # exclusive: a file that appears meanwhile is not overwritten
+            f.write(source.read_bytes())
+    except FileExistsError:
+        raise RecipeError(f"{dest} already exists; edgekit does not overwrite it") from None
+    return dest
 
 
 def recipe_relative(name: str, base: Path | None, what: str) -> Path:
