@@ -1,7 +1,7 @@
 """Latency estimates: the op-level cost model, the calibrated fit, uncalibrated targets, the CLI.
 
 Tolerances: MACs and bytes are exact (integers from shapes). The MLPerf Tiny models converted
-here must land within the leave-one-out error the README states for cortex-m4 (the worst LOO
+here must land within the leave-one-out error docs/targets.md states for cortex-m4 (the worst LOO
 error of the fit, since these very models are its calibration points, and the estimate of a
 model the fit has seen is in-sample); the LOO estimate is reported beside it and printed.
 """
@@ -138,7 +138,7 @@ def test_calibration_file_is_complete_and_sourced():
 
 
 def test_readme_states_the_current_loo_errors():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "targets.md").read_text()
     section = text.split("## Latency estimates", 1)[1].split("\n## ", 1)[0]
     for name in estimate.load_calibration().sets:
         fit = estimate.fit_set(name)

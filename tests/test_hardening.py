@@ -3,7 +3,7 @@ the documented exit code (2 bad input, 3 data, 5 conversion, 6 budget, 7 device,
 failure), and no traceback without --debug. Property-based tests fuzz the recipe loader and the
 evaluator's input handling. Faults that need a trained run (SIGINT/SIGKILL mid-stage, an op a
 target cannot run, an impossible budget, SSH failures) are covered in test_interrupt.py,
-test_convert.py and test_deploy.py; the README's Troubleshooting table lists them all.
+test_convert.py and test_deploy.py; docs/troubleshooting.md lists them all.
 """
 
 from __future__ import annotations
