@@ -21,6 +21,8 @@ SCHEME_TEXT = {"qat-int8": "QAT int8", "ptq-int8": "PTQ int8", "ptq-int16x8": "P
 def _prune_text(choice: str) -> str:
     if choice == "none":
         return "none"
+    if choice.startswith("channels-"):  # structured: the share of prunable channels removed
+        return f"{100 * float(choice.split('-', 1)[1]):.0f} % of channels"
     return f"{choice} (m:n)" if ":" in choice else f"{100 * float(choice):.0f} %"
 
 
