@@ -1,4 +1,4 @@
-"""The study of :mod:`edgekit.tune`: an Optuna study in ``study.db``, its ask/tell loop over
+"""The study of :mod:`edgekit.tune`: an Optuna study in ``study.db`` (or a shared database), its ask/tell loop over
 parallel worker processes, interrupted trials retried on resume, and :func:`tune` itself.
 """
 
