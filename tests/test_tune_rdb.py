@@ -24,6 +24,9 @@ from edgekit.cli import main
 from edgekit.errors import RecipeError
 from edgekit.tune.storage import ENV, mask, resolve
 
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed:UserWarning")  # the tests ask directly
+
+
 # ----------------------------------------------------------------------------- the URL (fast, no server)
 
 
@@ -184,3 +187,24 @@ def test_two_machines_share_one_postgresql_study_and_run_no_trial_twice(pg, tmp_
     assert not (tmp_path / "report" / "trials").exists() and not (tmp_path / "report" / "teacher").exists()
     for f in ("tune.json", "tune.md", "tune.html", "best.yaml"):
         assert "s3cret" not in (tmp_path / "report" / f).read_text()
+
+
+def test_ctrl_c_hands_back_only_this_machines_trials(pg, monkeypatch):
+    """Stopping one machine fails and requeues its own running trials, never another machine's."""
+    import optuna
+
+    from edgekit.tune import storage as st
+    from edgekit.tune.study import _Ctx
+
+    monkeypatch.setenv(ENV, pg.url_with_password)
+    rdb = st.open_storage(resolve(pg.url), Path("."))
+    study = optuna.create_study(study_name="two-machines", storage=rdb, directions=["maximize", "minimize"])
+    dist = {"width": optuna.distributions.CategoricalDistribution([1.0, 2.0])}
+    mine, theirs = study.ask(dist), study.ask(dist)
+    ctx = _Ctx(study, None, None, None, Path("."), 0.0, 1, lambda kind, info: None, shared=True)
+    ctx._beating.add(mine._trial_id)
+    ctx._abort()
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[mine.number] == "FAIL" and states[theirs.number] == "RUNNING"
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs["retry_of"] for t in queued] == [mine.number]
