@@ -360,33 +360,37 @@ def _io_quantization(path: Path) -> dict[str, Any]:
     """(scale, zero_point) of the int8 tensors at the model's input and output.
 
     For a full-int8 model these are the I/O tensors; for an int8 model with float I/O, the
-    output of the first QUANTIZE op and the input of the last DEQUANTIZE op.
+    output of the first QUANTIZE op and the input of the last DEQUANTIZE op. Read from the
+    flatbuffer (:mod:`edgekit.tflite_file`), subgraph 0.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from .tflite_file import read
 
-    it = Interpreter(model_path=str(path))
-    tensors = {d["index"]: d for d in it.get_tensor_details()}
-    ops = it._get_ops_details()  # noqa: SLF001 - op graph, read only
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    sg = read(path).subgraphs[0]
+    inp, out = sg.inputs[0], sg.outputs[0]
 
-    def quant(detail: dict | None) -> dict[str, Any] | None:
-        if detail is None or np.dtype(detail["dtype"]).kind not in "iu":
+    def quant(index: int | None) -> dict[str, Any] | None:
+        t = sg.tensor(index) if index is not None else None
+        try:
+            dtype = np.dtype(t.dtype.lower()) if t is not None else None
+        except TypeError:  # a type numpy has no dtype for (INT4, RESOURCE...): not an integer I/O tensor
+            dtype = None
+        if dtype is None or dtype.kind not in "iu" or t.per_tensor is None:
             return None
-        scale, zero = detail["quantization"]
+        scale, zero = t.per_tensor
         if not scale:
             return None
-        lim = np.iinfo(np.dtype(detail["dtype"]))
-        return {"dtype": np.dtype(detail["dtype"]).name, "scale": float(scale),
+        lim = np.iinfo(dtype)
+        return {"dtype": dtype.name, "scale": float(scale),
                 "zero_point": int(zero), "qmin": int(lim.min), "qmax": int(lim.max),
                 "range": [float((lim.min - zero) * scale), float((lim.max - zero) * scale)]}
 
     q_in, q_out = quant(inp), quant(out)
     if q_in is None:
-        op = next((o for o in ops if o["op_name"] == "QUANTIZE" and inp["index"] in list(o["inputs"])), None)
-        q_in = quant(tensors.get(int(op["outputs"][0]))) if op is not None else None
+        op = next((o for o in sg.operators if o.op == "QUANTIZE" and inp in o.inputs), None)
+        q_in = quant(op.outputs[0]) if op is not None else None
     if q_out is None:
-        op = next((o for o in ops if o["op_name"] == "DEQUANTIZE" and out["index"] in list(o["outputs"])), None)
-        q_out = quant(tensors.get(int(op["inputs"][0]))) if op is not None else None
+        op = next((o for o in sg.operators if o.op == "DEQUANTIZE" and out in o.outputs), None)
+        q_out = quant(op.inputs[0]) if op is not None else None
     return {"input": q_in, "output": q_out}
 
 
