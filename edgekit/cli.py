@@ -557,7 +557,7 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
 
 @main.group()
 def recipes():
-    """Validate and show recipes (no TensorFlow needed)."""
+    """List, copy, validate and show recipes (no TensorFlow needed)."""
 
 
 @recipes.command("validate")
@@ -661,6 +661,47 @@ def recipes_show(file: Path):
     click.echo(resolved_yaml(load_recipe(file)), nl=False)
 
 
+@recipes.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@_handle_errors
+def recipes_list(as_json: bool):
+    """List the example recipes shipped with edgekit.
+
+    \b
+    Example:
+      edgekit recipes list
+      edgekit recipes init quickstart my-recipe.yaml
+    """
+    from .recipe import list_recipes, recipe_summary, shipped_recipe
+
+    rows = [{"name": n, "file": str(shipped_recipe(n)), "summary": recipe_summary(shipped_recipe(n))}
+            for n in list_recipes()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=0)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['summary']}")
+
+
+@recipes.command("init")
+@click.argument("name")
+@click.argument("dest", required=False, type=click.Path(path_type=Path))
+@_handle_errors
+def recipes_init(name: str, dest: Path | None):
+    """Copy the shipped recipe NAME to DEST (default ./NAME.yaml) to start from; never
+    overwrites an existing file.
+
+    \b
+    Example:
+      edgekit recipes init quickstart my-recipe.yaml
+      edgekit run my-recipe.yaml --out runs/mine
+    """
+    from .recipe import init_recipe
+
+    click.echo(str(init_recipe(name, dest)))
+
+
 @main.group()
 def targets():
     """List and show device target profiles."""
@@ -736,9 +777,46 @@ def datasets_list():
     Example:
       edgekit datasets list
     """
+    from . import archives
     from .data import list_sources
 
-    click.echo("\n".join(list_sources()))
+    lines = [s for s in list_sources() if s not in archives.CATALOG]
+    lines.append("")
+    lines.append("recorded UCR/UEA archive datasets (official train/test split; edgekit datasets show NAME):")
+    for key in archives.names():
+        d = archives.CATALOG[key]
+        state = "" if archives.folder(d) is not None else f"  [not installed: {archives.INSTALL_HINT}]"
+        lines.append(f"  {key:<18} {d.about}{state}")
+    click.echo("\n".join(lines))
+
+
+@datasets.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_handle_errors
+def datasets_show(name: str, as_json: bool):
+    """What an archive dataset is: its files, samples per split, length, channels, classes, the
+    1-NN Euclidean accuracy measured on its official split and the published reference.
+
+    \b
+    Example:
+      edgekit datasets show uea:BasicMotions
+    """
+    from .archives import describe
+
+    info = describe(name)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key, value in info.items():
+        if key == "classes":
+            click.echo("classes:")
+            for cname, c in value.items():
+                click.echo(f"  {c['index']}: {cname:<16} train {c['train']:>5}  test {c['test']:>5}")
+        elif key == "files":
+            click.echo("files:\n" + "\n".join(f"  {p}" for p in value))
+        else:
+            click.echo(f"{key}: {value}")
 
 
 @main.group()

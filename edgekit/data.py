@@ -4,8 +4,10 @@ Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (generated 
 ``mnist1d`` package), ``fermentation`` and ``machine-anomaly`` (simulated sensors, see
 :mod:`edgekit.simulated`), ``npz:PATH`` (arrays ``x``/``y``, or ``x_train``/``y_train``/``x_test``/
 ``y_test``; read with ``allow_pickle=False``), ``csv:PATH`` (a header row; the ``data.label``
-column holds the classes), ``images:DIR`` (one sub-folder per class). Paths are relative to the
-recipe. Every source yields float32 inputs with a channel axis and labels: int64 classes
+column holds the classes), ``images:DIR`` (one sub-folder per class), ``wav:DIR`` (one
+sub-folder of ``.wav`` recordings per class, see :mod:`edgekit.wavs`). Paths are relative to the
+recipe. ``ucr:NAME`` / ``uea:NAME``: recorded UCR/UEA archive datasets that install with a package,
+their official train/test split kept (:mod:`edgekit.archives`). Every source yields float32 inputs with a channel axis and labels: int64 classes
 (classification; anomaly: 0 normal, 1 anomaly) or float32 values (regression). Optional
 normalization (min-max or z-score per feature) is fitted on the training split only and its
 parameters travel with the run (``Dataset.normalization``) so a device applies the same; so is
@@ -25,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DataError, one_line
-from .recipe import DataConfig, FeaturesConfig, Task, recipe_relative
+from .recipe import ARCHIVE_SOURCES, DataConfig, FeaturesConfig, Task, recipe_relative
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class Dataset:
     normalization: dict | None = None   # {"kind", "offset", "scale"}: x_model = (x_raw - offset) / scale
     task: str = Task.classification.value
     reduction: dict | None = None
+    class_names: tuple[str, ...] | None = None   # the source's names of classes 0..K-1 (archives), else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -80,7 +83,8 @@ class Dataset:
         return {"name": self.name, "train": len(self.x_train), "val": len(self.x_val),
                 "test": len(self.x_test),
                 "classes": None if self.task == Task.regression.value else self.num_classes,
-                "input_shape": list(self.input_shape), "task": self.task}
+                "input_shape": list(self.input_shape), "task": self.task,
+                **({"class_names": list(self.class_names)} if self.class_names is not None else {})}
 
     def reduction_info(self) -> dict | None:
         """What the input reduction does, for the report: kind, input size before and after,
@@ -110,7 +114,9 @@ def register_source(name: str):
 
 
 def list_sources() -> list[str]:
-    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR"]
+    from .archives import names
+
+    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR", "wav:DIR"] + names()
 
 
 @register_source("digits")
@@ -414,11 +420,27 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     src = cfg.source
     kind, _, arg = src.partition(":")
     raw_rank = None
-    if kind == "npz" and arg:
-        parts, name = _npz(_resolve(arg, base), task), Path(arg).stem
+    class_names = None
+    # with data.normal_class the files hold classes (mapped to 0/1 below): read them as classes
+    read_task = Task.classification.value if cfg.normal_class is not None and task == Task.anomaly.value else task
+    if kind in ARCHIVE_SOURCES and arg:
+        from .archives import load
+
+        pairs, class_names, _ = load(src)
+        parts = [_check_xy(src, x, y, part) for (x, y), part in zip(pairs, ("train", "test"))]
+        name = src
+    elif kind == "wav" and arg:
+        from .wavs import read_folder
+
+        if task == Task.regression.value:
+            raise DataError(f"{arg}: wav:DIR holds classes (one folder each); task regression needs numbers")
+        wx, wy, class_names, _ = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
+        parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
+    elif kind == "npz" and arg:
+        parts, name = _npz(_resolve(arg, base), read_task), Path(arg).stem
         raw_rank = _npz_rank(_resolve(arg, base))
     elif kind == "csv" and arg:
-        parts, name = _csv(_resolve(arg, base), cfg.label, task), Path(arg).stem
+        parts, name = _csv(_resolve(arg, base), cfg.label, read_task), Path(arg).stem
     elif kind == "images" and arg:
         parts, name = _images(_resolve(arg, base)), Path(arg).name
         if task == Task.regression.value:
@@ -426,13 +448,15 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     elif src in _SOURCES:
         got = _SOURCES[src]()
         pairs = got if isinstance(got, list) else [got]
-        parts = [_check_xy(src, x, y, part, task)
+        parts = [_check_xy(src, x, y, part, read_task)
                  for (x, y), part in zip(pairs, ("train", "test") if len(pairs) > 1 else ("",))]
         name = src
     else:
         close = difflib.get_close_matches(src, list(_SOURCES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"unknown dataset source {src!r}{hint} (known: {', '.join(list_sources())})")
+    if cfg.normal_class is not None:
+        parts, class_names = _one_class_normal(name, parts, class_names, cfg.normal_class, task)
     # a table of features (csv:, or npz: with x of shape (samples, features)): auto-normalized
     tabular = kind == "csv" or (kind == "npz" and all(x.ndim == 3 and x.shape[-1] == 1 for x, _ in parts)
                                 and raw_rank == 2)
@@ -475,6 +499,10 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         x_tr, x_va, y_tr, y_va = _split(name, "data.val_split", x_tr, y_tr, cfg.val_split, seed, stratify)
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
+    if cfg.window is not None:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
+            _windows(name, x, y, cfg.window.length, cfg.window.stride, part)
+            for x, y, part in ((x_tr, y_tr, "train"), (x_va, y_va, "val"), (x_te, y_te, "test")))
     norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te, tabular=tabular)
     if task == Task.regression.value:
         log.info("dataset %s: %d train, %d val, %d test, regression (labels %.3g..%.3g)", name, len(x_tr),
@@ -482,7 +510,44 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     else:
         log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
     reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
-    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction)
+    return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction,
+                   tuple(class_names) if class_names is not None else None)
+
+
+def _one_class_normal(name: str, parts: list, class_names: list[str] | None, normal: str, task: str):
+    """``data.normal_class``: that class becomes 0 (normal), every other 1 (anomaly)."""
+    if task != Task.anomaly.value:
+        raise DataError(f"dataset {name!r}: data.normal_class applies to task anomaly only; remove it or set task: anomaly")
+    k = int(max(int(y.max()) for _, y in parts if len(y))) + 1
+    known = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if normal in known:
+        idx = known.index(normal)
+    else:
+        close = difflib.get_close_matches(normal, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"dataset {name!r}: data.normal_class {normal!r} is not one of its classes{hint} "
+                        f"(classes: {', '.join(known)})")
+    log.info("dataset %s: class %r is normal (0), the other %d class(es) anomalies (1)", name, normal, len(known) - 1)
+    mapped = [(x, (y != idx).astype("int64")) for x, y in parts]
+    return mapped, ["normal: " + normal, "anomaly: " + ", ".join(c for c in known if c != normal)]
+
+
+def _windows(name: str, x: np.ndarray, y: np.ndarray, length: int, stride: int, part: str):
+    """Every window of ``length`` steps, starts ``stride`` apart, of each series in ``x`` (n, steps,
+    channels); each window keeps its series' label. Called per split, so windows never cross splits."""
+    if x.ndim != 3:
+        raise DataError(f"dataset {name!r}: data.window needs series of shape (length, channels); samples here "
+                        f"have shape {x.shape[1:]}")
+    steps = x.shape[1]
+    if length > steps:
+        raise DataError(f"dataset {name!r}: data.window.length {length} is longer than its series ({steps} steps); "
+                        f"use at most {steps}")
+    starts = np.arange(0, steps - length + 1, stride)
+    idx = starts[:, None] + np.arange(length)[None, :]
+    wx = x[:, idx, :].reshape(-1, length, x.shape[2])
+    wy = np.repeat(y, len(starts))
+    log.info("data.window: %d %s series -> %d windows of %d steps (stride %d)", len(x), part, len(wx), length, stride)
+    return wx, wy
 
 
 def _split(name: str, key: str, x: np.ndarray, y: np.ndarray, share: float, seed: int, stratify):
@@ -571,13 +636,13 @@ def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
     import hashlib
 
     kind, _, arg = cfg.source.partition(":")
-    if kind not in ("npz", "csv", "images") or not arg:
+    if kind not in ("npz", "csv", "images", "wav") or not arg:
         return None
     path = _resolve(arg, base)
     h = hashlib.sha256(kind.encode())
-    if kind == "images":
+    if kind in ("images", "wav"):
         if not path.is_dir():
-            raise DataError(f"{path}: image folder not found (data.source {cfg.source})")
+            raise DataError(f"{path}: {'image' if kind == 'images' else 'wav'} folder not found (data.source {cfg.source})")
         files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
     else:
         if not path.is_file():

@@ -566,7 +566,9 @@ def measure_arena(model_path: os.PathLike | str, *, margin_bytes: int | None = N
     (unsupported op, bad model, or a bigger arena needed), with the interpreter's error lines
     and the ops missing from :data:`TFLM_OPS`; ``ValueError`` for negative margins or
     ``upper_bytes < 16``; ``FileNotFoundError`` when the file does not exist.
-    Side effects: starts subprocesses; writes nothing.
+    Side effects: starts subprocesses; writes nothing, except that with ``$EDGEKIT_ARENA_CACHE``
+    set to a folder a measurement is cached there by the sha256 of the model bytes and the
+    tflite-micro version (the test suite sets it, so the same model is not searched twice).
     """
     path = Path(model_path)
     if not path.is_file():
@@ -577,6 +579,56 @@ def measure_arena(model_path: os.PathLike | str, *, margin_bytes: int | None = N
         raise ValueError(f"margin_fraction must be >= 0, got {margin_fraction}")
     if upper_bytes < _ALIGN:
         raise ValueError(f"upper_bytes must be >= {_ALIGN}, got {upper_bytes}")
+    cache = _arena_cache_file(path, margin_bytes, margin_fraction, upper_bytes)
+    if cache is not None:
+        try:
+            cached = ArenaMeasurement(**json.loads(cache.read_text()))
+            log.info("tensor arena for %s: %d B (cached measurement of the same bytes, %s)", path.name,
+                     cached.min_bytes, cache.name)
+            return cached
+        except (OSError, ValueError, TypeError):
+            pass  # not there yet, or unreadable: measure
+    result = _measure_arena(path, margin_bytes=margin_bytes, margin_fraction=margin_fraction,
+                            upper_bytes=upper_bytes, timeout_s=timeout_s)
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(dataclasses.asdict(result)))
+            os.replace(tmp, cache)
+        except OSError as exc:  # a cache that cannot be written only costs time
+            log.debug("arena cache not written: %s", exc)
+    return result
+
+
+ARENA_CACHE_ENV = "EDGEKIT_ARENA_CACHE"
+_ARENA_CACHE_SCHEMA = 1  # bump when the search or ArenaMeasurement changes
+
+
+def _arena_cache_file(path: Path, margin_bytes, margin_fraction, upper_bytes) -> Path | None:
+    """Where the measurement of these model bytes is cached, when ``$EDGEKIT_ARENA_CACHE`` names
+    a folder: keyed by the sha256 of the bytes, the tflite-micro version and the search settings
+    (the search is deterministic for them). Only real TFLite flatbuffers are cached."""
+    folder = os.environ.get(ARENA_CACHE_ENV)
+    if not folder:
+        return None
+    blob = path.read_bytes()
+    if blob[4:8] != b"TFL3":
+        return None
+    try:
+        from importlib.metadata import version
+
+        tflm = version("tflite-micro")
+    except Exception:  # noqa: BLE001 - no version, no cache
+        return None
+    key = hashlib.sha256(blob)
+    key.update(json.dumps([_ARENA_CACHE_SCHEMA, tflm, margin_bytes, margin_fraction, upper_bytes,
+                           _pointer_bits()]).encode())
+    return Path(folder) / f"arena-{key.hexdigest()}.json"
+
+
+def _measure_arena(path: Path, *, margin_bytes: int | None, margin_fraction: float, upper_bytes: int,
+                   timeout_s: float) -> ArenaMeasurement:
     start = time.perf_counter()
     upper = _round_up(upper_bytes)
     first = try_arena(path, upper, timeout_s=timeout_s)

@@ -23,10 +23,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import RecipeError
+from .errors import DataError, RecipeError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TARGETS_DIR = REPO_ROOT / "targets"
+# Target profiles and example recipes ship inside the package (edgekit/data/targets, .../recipes),
+# so an installed wheel has them; in a checkout those two are symlinks to the top-level targets/
+# and recipes/ folders, which stay the place to edit them.
+DATA_DIR = Path(__file__).resolve().parent / "data"
+TARGETS_DIR = DATA_DIR / "targets"
+RECIPES_DIR = DATA_DIR / "recipes"
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 """Names that become file or folder names (a recipe's ``name``, a target profile's ``name``):
@@ -70,7 +75,8 @@ class Task(str, enum.Enum):
 
 
 GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
-FILE_SOURCES = ("npz", "csv", "images")  # data.source KIND:PATH, the path relative to the recipe
+FILE_SOURCES = ("npz", "csv", "images", "wav")  # data.source KIND:PATH, the path relative to the recipe
+ARCHIVE_SOURCES = ("ucr", "uea")  # data.source KIND:NAME, a UCR/UEA archive dataset (edgekit.archives)
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
 
 
@@ -96,27 +102,51 @@ class Training(_Strict):
         1.0, description="width multiplier of the model's filters/units (a student can be a narrow teacher)")
 
 
+class WindowConfig(_Strict):
+    """Sliding windows over each series: steps ``0, stride, 2*stride, ...`` while a whole window fits."""
+
+    length: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="time steps per window")
+    stride: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="time steps between window starts")
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
     source: str = Field(
-        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR")
+        "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR | wav:DIR "
+                              "| ucr:NAME | uea:NAME (edgekit datasets list)")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
-        0.2, description="share held out for the test split (all reported accuracies)")
+        0.2, description="share held out for the test split (all reported accuracies); not used by sources "
+                         "with an official split (ucr:, uea:, npz: with x_test)")
     val_split: Fraction = Field(0.1, description="share of the training split used for validation")
     label: str = Field("label", description="label column of a csv: source")
     normalize: Literal["auto", "none", "minmax", "zscore"] = Field(
         "auto", description="per-feature normalization fitted on the training split only (kept in preprocess.json); "
                             "auto: zscore for tabular csv:/npz: features, none for images, generated sources and "
                             "a given trained model")
+    window: WindowConfig | None = Field(
+        None, description="cut every series (samples of shape (length, channels)) into windows, each split on its "
+                          "own after the train/val/test split, so no series is in two splits; null: whole series")
+    normal_class: str | None = Field(
+        None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
+                          "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
 
     @field_validator("source")
     @classmethod
     def _known_source(cls, v: str) -> str:
-        if v in GENERATED_SOURCES or (v.partition(":")[0] in FILE_SOURCES and v.partition(":")[2]):
+        kind, sep, arg = v.partition(":")
+        if sep and kind in ARCHIVE_SOURCES:
+            from .archives import lookup  # config only: a catalog, no files read
+
+            try:
+                lookup(v)
+            except DataError as exc:
+                raise ValueError(str(exc)) from None
+            return v
+        if v in GENERATED_SOURCES or (kind in FILE_SOURCES and arg):
             return v
         raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
-                         "csv:PATH or images:DIR)")
+                         "csv:PATH, images:DIR, wav:DIR, ucr:NAME or uea:NAME)")
 
 
 class FeaturesConfig(_Strict):
@@ -647,6 +677,13 @@ def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | Non
     kind, _, arg = src.partition(":")
     if kind == "images":
         return None, None, f"data.source {src} (height x width x 3)"
+    if kind == "wav":
+        return None, None, f"data.source {src} (clips of shape (frames, channels))"
+    if kind in ARCHIVE_SOURCES:
+        from .archives import load
+
+        (x_tr, _), _ = load(src)[0]
+        return tuple(x_tr.shape[1:]), None, f"data.source {src} (series of shape {tuple(x_tr.shape[1:])})"
     where = recipe_relative(arg, base, "data.source")
     if kind == "csv":
         import csv
@@ -674,8 +711,8 @@ def _rank_of(recipe: Recipe, shape: tuple[tuple[int, ...] | None, int | None, st
     if shape is None:
         return None
     per_sample, _, what = shape
-    if per_sample is None:  # images
-        return 3, what
+    if per_sample is None:  # images (height, width, 3) or wav clips (frames, channels): sizes unread
+        return (2 if recipe.data.source.startswith("wav:") else 3), what
     return len(per_sample), what
 
 
@@ -700,7 +737,7 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             problems.append(f"{path}: data.source: {exc}")
             where, data_ok = None, False
         if where is not None:
-            want_dir = kind == "images"
+            want_dir = kind in ("images", "wav")
             if not (where.is_dir() if want_dir else where.is_file()):
                 looked = where if where.is_absolute() else (base / arg)
                 problems.append(f"{path}: data.source: {'folder' if want_dir else 'file'} {arg!r} not found "
@@ -717,6 +754,19 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             shape = data_shape(recipe, base)
         except (EdgekitError, OSError, UnicodeDecodeError) as exc:
             problems.append(f"{path}: data.source: {exc}")
+    win = recipe.data.window
+    if win is not None and shape is not None and shape[0] is not None:
+        per_sample, samples, what = shape
+        if len(per_sample) != 2:
+            problems.append(f"{path}: data.window: needs series of shape (length, channels); {what} has samples of "
+                            f"shape {per_sample}; remove data.window")
+            shape = None
+        elif win.length > per_sample[0]:
+            problems.append(f"{path}: data.window.length: {win.length} is longer than the series of {what}; use at "
+                            f"most {per_sample[0]}")
+            shape = None
+        else:
+            shape = ((win.length, per_sample[1]), samples, f"{what} cut into windows of {win.length} steps")
     rank = _rank_of(recipe, shape)
     if shape is not None and shape[0] is not None:
         per_sample, samples, what = shape
@@ -768,6 +818,57 @@ def _csv_header_problem(where: Path, label: str) -> str | None:
 def list_targets() -> list[str]:
     """Names of the built-in target profiles."""
     return sorted(p.stem for p in TARGETS_DIR.glob("*.yaml"))
+
+
+def list_recipes() -> list[str]:
+    """Names of the example recipes shipped with edgekit (``edgekit recipes init NAME``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def shipped_recipe(name: str) -> Path:
+    """The file of the shipped example recipe ``name``; :class:`RecipeError` naming the known ones."""
+    known = list_recipes()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RecipeError(f"unknown example recipe {name!r}{hint} (known: {', '.join(known)})")
+    return RECIPES_DIR / f"{name}.yaml"
+
+
+def recipe_summary(path: Path, width: int = 100) -> str:
+    """The first sentence of a recipe file's leading ``#`` comment (what the recipe is), cut to
+    about ``width`` characters at a word; '' when the file starts with no comment."""
+    lines = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(" ".join(lines).split())
+    end = text.find(". ")
+    text = text[: end + 1] if end >= 0 else text
+    if len(text) > width:
+        text = text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+    return text
+
+
+def init_recipe(name: str, dest: Path | None = None) -> Path:
+    """Copy the shipped example recipe ``name`` to ``dest`` (a file, or a folder to put
+    ``NAME.yaml`` in; default ``./NAME.yaml``) to start from. Never overwrites: an existing file
+    is a :class:`RecipeError` (exit 2) and is left as it was. Returns the path written."""
+    source = shipped_recipe(name)
+    dest = Path(dest) if dest is not None else Path(f"{name}.yaml")
+    if dest.is_dir():
+        dest = dest / f"{name}.yaml"
+    if dest.exists() or dest.is_symlink():
+        raise RecipeError(f"{dest} already exists; edgekit does not overwrite it: name another "
+                          f"DEST (edgekit recipes init {name} DEST)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "xb") as f:  # exclusive: a file that appears meanwhile is not overwritten
+            f.write(source.read_bytes())
+    except FileExistsError:
+        raise RecipeError(f"{dest} already exists; edgekit does not overwrite it") from None
+    return dest
 
 
 def recipe_relative(name: str, base: Path | None, what: str) -> Path:

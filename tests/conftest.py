@@ -3,10 +3,51 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+
+# ----------------------------------------------------------------------------- CI, hypothesis, tools
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+# Property-based tests take their example counts from a profile, not from their own
+# @settings: few locally (a fast default suite), many in CI. HYPOTHESIS_PROFILE=ci runs CI's
+# counts here. A test's @settings may set deadline and health checks, not max_examples.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("default", max_examples=100, deadline=None)
+_hypothesis_settings.register_profile("ci", max_examples=1000, deadline=None, print_blob=True)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "default"))
+
+# TFLite Micro arena searches are cached by the sha256 of the model bytes for this session (and
+# its subprocesses), so a model measured once is not searched again (edgekit.mcu.measure_arena).
+# Set EDGEKIT_ARENA_CACHE yourself (e.g. to .cache/arena) to keep the cache between sessions.
+if not os.environ.get("EDGEKIT_ARENA_CACHE"):
+    import atexit
+    import tempfile
+
+    _ARENA_CACHE = tempfile.mkdtemp(prefix="edgekit-test-arena-cache-")
+    os.environ["EDGEKIT_ARENA_CACHE"] = _ARENA_CACHE
+    atexit.register(shutil.rmtree, _ARENA_CACHE, True)
+
+
+def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> None:
+    """Skip the calling test when the tool ``name`` (a program on PATH, or ``missing`` given: why
+    it cannot be used) is not there; under ``CI=true`` fail instead, so a skip never hides a tool
+    that CI is supposed to install (.ci/run installs sshd, Chromium, g++ and arm-none-eabi)."""
+    if missing is None and shutil.which(name) is None:
+        missing = f"{name} not found on PATH"
+    if missing is None:
+        return
+    reason = f"{missing}{f' ({hint})' if hint else ''}"
+    if IN_CI:
+        pytest.fail(f"CI=true and a tool is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +179,59 @@ def finished_run(tmp_path_factory) -> FinishedRun:
     return FinishedRun(recipe_path, out, report)
 
 
+# The bank's other tasks: regression (PCA folded into the first layer, mobile and rpi4) and anomaly
+# detection (an autoencoder on cortex-m4), each run once per session. Read-only, like finished_run.
+TINY_REGRESSION = """
+name: tiny-regression
+seed: 0
+task: regression
+data: {source: fermentation, normalize: zscore}
+features: {reduce: pca, components: 12}
+teacher: {model: mlp_small, epochs: 3, batch_size: 64, learning_rate: 0.003}
+student: {model: mlp_small, width: 0.25, epochs: 3, batch_size: 64, learning_rate: 0.003, alpha: 0.5, baseline: true}
+prune: {target_sparsity: 0.5, epochs: 2, batch_size: 64}
+qat: {epochs: 1, batch_size: 64}
+targets: [mobile, rpi4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+TINY_ANOMALY = """
+name: tiny-anomaly
+seed: 0
+task: anomaly
+data: {source: machine-anomaly, val_split: 0.15, normalize: minmax}
+teacher: {model: fc_autoencoder, width: 0.25, epochs: 4, batch_size: 32}
+student: {model: fc_autoencoder, width: 0.25, epochs: 2, batch_size: 32, alpha: 0.5}
+prune: null
+qat: null
+targets: [cortex-m4]
+evaluate: {warmup: 2, runs: 10}
+"""
+
+
+def _bank_run(tmp_path_factory, text: str, name: str) -> tuple[Path, dict]:
+    from edgekit.pipeline import Run
+    from edgekit.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp(name)
+    recipe = folder / f"{name}.yaml"
+    recipe.write_text(text)
+    report = Run(load_recipe(recipe), recipe, folder / "run").execute()
+    return folder / "run", report
+
+
+@pytest.fixture(scope="session")
+def regression_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, report) of TINY_REGRESSION; its recipe is ``run.parent / "regression.yaml"``."""
+    return _bank_run(tmp_path_factory, TINY_REGRESSION, "regression")
+
+
+@pytest.fixture(scope="session")
+def anomaly_run(tmp_path_factory) -> tuple[Path, dict]:
+    """(run directory, report) of TINY_ANOMALY; its recipe is ``run.parent / "anomaly.yaml"``."""
+    return _bank_run(tmp_path_factory, TINY_ANOMALY, "anomaly")
+
+
 def copy_run(run: FinishedRun, dest: Path) -> FinishedRun:
     """A private copy of a finished run (its recipe file beside it), for tests that change it."""
     import shutil
@@ -148,3 +242,65 @@ def copy_run(run: FinishedRun, dest: Path) -> FinishedRun:
     out = dest / "run"
     shutil.copytree(run.out, out)
     return FinishedRun(recipe_path, out, run.report)
+
+
+# ----------------------------------------------------------------------------- the model zoo, converted once
+
+# The MLPerf Tiny models at their reference input shapes (name -> (input shape, classes));
+# ``zoo_reference_int8`` (slow tests) converts these; ``zoo_int8`` converts every zoo model at a
+# small shape of its rank (default suite).
+ZOO_REFERENCE_SHAPES = {
+    "resnet8": ((32, 32, 3), 10),
+    "ds_cnn": ((49, 10, 1), 12),
+    "mobilenet_v1_025": ((96, 96, 3), 2),
+    "fc_autoencoder": ((640, 1), 1),
+}
+ZOO_SMALL_SHAPES = {3: (8, 8, 1), 2: (40, 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooModel:
+    name: str
+    input_shape: tuple
+    classes: int
+    full_int8: Path        # int8 in and out, from 8 seeded random samples
+    x: np.ndarray          # those samples
+
+
+def _convert_zoo(out: Path, shapes: dict[str, tuple[tuple, int]]) -> dict[str, ZooModel]:
+    from edgekit.convert import to_tflite
+    from edgekit.models import create_model
+
+    zoo = {}
+    for name, (shape, classes) in sorted(shapes.items()):
+        model = create_model(name, input_shape=shape, num_classes=classes, seed=0)
+        x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+
+        def rep(x=x):
+            for i in range(len(x)):
+                yield [x[i : i + 1]]
+
+        path = out / f"{name}.tflite"
+        path.write_bytes(to_tflite(model, mode="full-int8", rep=rep))
+        zoo[name] = ZooModel(name, shape, classes, path, x)
+    return zoo
+
+
+@pytest.fixture(scope="session")
+def zoo_int8(tmp_path_factory) -> dict[str, ZooModel]:
+    """Every zoo model (seed 0, width 1) at a small input shape of its rank, full int8, converted
+    once per session."""
+    from edgekit.models import list_models, model_rank
+
+    shapes = {name: (ZOO_SMALL_SHAPES[model_rank(name)], 10) for name in list_models()}
+    # DS-CNN's (10, 4) first kernel on 8x8 leaves outputs so small that TFLite Micro and LiteRT
+    # round them 2 steps apart; its reference input is small anyway
+    shapes["ds_cnn"] = ZOO_REFERENCE_SHAPES["ds_cnn"]
+    return _convert_zoo(tmp_path_factory.mktemp("zoo"), shapes)
+
+
+@pytest.fixture(scope="session")
+def zoo_reference_int8(tmp_path_factory) -> dict[str, ZooModel]:
+    """The four MLPerf Tiny zoo models at their reference input shapes, full int8, converted once
+    per session (slow tests: TFLite Micro at full size, the latency estimates' calibration check)."""
+    return _convert_zoo(tmp_path_factory.mktemp("zoo_reference"), ZOO_REFERENCE_SHAPES)

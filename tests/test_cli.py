@@ -70,7 +70,7 @@ def test_config_commands_import_no_tensorflow():
     code = ("import sys; from click.testing import CliRunner; from edgekit.cli import main; r = CliRunner();"
             "[r.invoke(main, a) for a in (['--help'], ['recipes', 'validate', 'recipes/quickstart.yaml'],"
             " ['recipes', 'show', 'recipes/quickstart.yaml'], ['targets', 'list'], ['models', 'list'],"
-            " ['datasets', 'list'])];"
+            " ['datasets', 'list'], ['recipes', 'list'])];"
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'sklearn', 'tflite_micro') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conftest import require_tool
 from edgekit.cli import main
 from sshd import SshServer, free_port, host_key_line, keygen, skip_reason
 
@@ -45,9 +46,7 @@ def run(tiny_run, tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
+    require_tool("sshd", missing=skip_reason())  # skips here, fails under CI=true
     server = SshServer.start(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
@@ -377,8 +376,7 @@ def test_device_check_parsing_and_requirements(tiny_run):
 def _emulator_reason() -> str | None:
     if os.geteuid() != 0:
         return "the emulated Pi needs root (chroot)"
-    if skip_reason():
-        return skip_reason()
+    require_tool("sshd", missing=skip_reason())
     check = subprocess.run(["bash", str(ROOT / "tools" / "pi_emulator.sh"), "check"], capture_output=True)
     if check.returncode != 0:
         return "emulated Pi not set up: run `sudo bash tools/pi_emulator.sh` (about 5 min, cached in .cache/)"

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
+MIN_SIZE_RATIO = 30   # teacher file / Cortex-M4 file (measured: 41)
+MAX_DROP = 0.015      # accuracy points below the teacher, as a fraction (measured: 0.003)
+
 
 def test_quickstart_end_to_end(tmp_path):
     out = tmp_path / "quickstart"
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", "recipes/quickstart.yaml", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
+    seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if os.environ.get("EDGEKIT_QUICKSTART_SECONDS_FILE"):  # .ci/run: the quickstart time for tools/bench_suite.py
+        Path(os.environ["EDGEKIT_QUICKSTART_SECONDS_FILE"]).write_text(f"{seconds:.1f}\n")
+    print(f"\nquickstart: {seconds:.0f} s through the CLI")
     assert "report:" in proc.stderr and "report.html" in proc.stderr
     # issue 26: the default output is edgekit's own and fits on one screen
     from test_console import noise_lines
@@ -28,15 +38,25 @@ def test_quickstart_end_to_end(tmp_path):
     targets = {t["kind"]: t for t in report["targets"]}
     assert list(stages) == ["teacher", "student", "pruned", "qat"]
     assert set(targets) == {"mobile", "rpi", "mcu"} and len(report["targets"]) == 3
-    # the walking skeleton's bar (issue 3)
-    assert stages["teacher"]["accuracy"] >= 0.97
+    # what the quickstart promises: a much smaller model at about the teacher's accuracy. Measured
+    # here: the Cortex-M4 file 41x smaller than the teacher's, 0.3 points below it (one of the 360
+    # test digits is 0.28 points); the bars leave room for TensorFlow's run-to-run noise only.
+    teacher = stages["teacher"]
+    assert teacher["accuracy"] >= 0.97
     assert abs(stages["pruned"]["sparsity"] - 0.6) <= 0.05
     for t in report["targets"]:
-        assert t["accuracy"] >= 0.93, t["name"]
+        assert t["accuracy"] >= teacher["accuracy"] - MAX_DROP, (t["name"], t["accuracy"], teacher["accuracy"])
+        assert t["agreement_with_float"] >= 0.98, t["name"]
         assert t["latency_ms"]["p50"] is not None and t["size_bytes"] > 0
+        assert t["budget"]["ok"], t["budget"]["violations"]
     mcu = targets["mcu"]
     assert mcu["arena_bytes"] > 0
-    assert stages["teacher"]["size_bytes"] / mcu["size_bytes"] >= 10
+    ratio = teacher["size_bytes"] / mcu["size_bytes"]
+    print(f"\nquickstart: student {stages['student']['params']:,} params; "
+          f"cortex-m4 {ratio:.0f}x smaller than the teacher ({teacher['size_bytes']} B -> "
+          f"{mcu['size_bytes']} B), accuracy {100 * (mcu['accuracy'] - teacher['accuracy']):+.1f} points "
+          f"({teacher['accuracy']:.4f} -> {mcu['accuracy']:.4f})")
+    assert ratio >= MIN_SIZE_RATIO
     print(json.dumps({"stages": report["stages"],
                       "targets": [{k: t[k] for k in ("name", "format", "size_bytes", "accuracy",
                                                       "agreement_with_float", "arena_bytes", "latency_ms")}

@@ -1,4 +1,9 @@
-"""A run killed (SIGKILL) or interrupted (Ctrl-C) during QAT resumes without retraining."""
+"""A run killed (SIGKILL) or interrupted (Ctrl-C) during QAT resumes without retraining.
+
+Slow: real signals to a real ``edgekit run`` process. The same logic runs in process in the
+default suite (tests/test_pipeline.py::test_resume_after_an_interrupt_reruns_only_what_changed):
+QAT interrupted from inside Keras' fit, a manifest as a killed process leaves it, --resume.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ def _wait_for_qat(proc: subprocess.Popen, out: Path, timeout_s: float = 600) -> 
         time.sleep(0.2)
     proc.kill()
     pytest.fail("QAT never started")
+
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])

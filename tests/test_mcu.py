@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import require_tool  # noqa: E402 - skips locally, fails under CI=true
 from edgekit import mcu
 from edgekit.errors import ConversionError
 
@@ -139,9 +139,9 @@ def test_write_op_resolver_refuses_unsupported_ops(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_op_resolver_header_compiles_against_a_stub_resolver(tmp_path):
     """Without TFLM headers, a stub with the same Add* API checks the C++ and the count N."""
+    require_tool("g++", hint="apt-get install g++; CI installs it")
     ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "RESHAPE"]
     mcu.write_op_resolver(ops, tmp_path / "op_resolver.h", name="ModelOps")
     stub = tmp_path / "tensorflow/lite/micro/micro_mutable_op_resolver.h"
@@ -188,8 +188,7 @@ def test_write_c_array_round_trips_and_compiles(tiny_models, arena, tmp_path):
     assert all(ln.count("0x") == 12 for ln in rows[:-1]) and 1 <= rows[-1].count("0x") <= 12
     assert sorted(p.name for p in h.parent.iterdir()) == ["model_data.cc", "model_data.h"]
 
-    if shutil.which("gcc") is None:
-        pytest.skip("needs gcc")
+    require_tool("gcc", hint="apt-get install gcc; CI installs it")
     obj = tmp_path / "model_data.o"
     subprocess.run(["gcc", "-c", "-x", "c++", "-std=c++17", "-Wall", "-Wextra", "-Werror",
                     str(c), "-o", str(obj)], check=True)
@@ -209,10 +208,9 @@ def test_write_c_array_round_trips_and_compiles(tiny_models, arena, tmp_path):
     assert out == f"{len(model)} 0 {arena.recommended_bytes} TFL3\n"
 
 
-@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
-                    reason="arm-none-eabi-g++ not on PATH (Debian: gcc-arm-none-eabi)")
 def test_c_array_compiles_for_cortex_m4(tiny_models, tmp_path, capsys):
     """The C array as an MCU build sees it; prints the object's flash size (text + data)."""
+    require_tool("arm-none-eabi-g++", hint="Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi; CI installs it")
     model = tiny_models.full_int8_tflite.read_bytes()
     _, c = mcu.write_c_array(model, tmp_path, arena_bytes=4096)
     obj = tmp_path / "model_data.o"
@@ -294,6 +292,32 @@ def test_measured_arena_runs_and_a_much_smaller_one_fails(tiny_models, arena):
     small = mcu.try_arena(path, arena.min_bytes // 4, timeout_s=30)
     assert not small.ok and small.returncode not in (0, None)  # failed, did not hang
     assert small.error
+
+
+def test_arena_measurement_is_cached_by_model_bytes(tiny_models, tmp_path, monkeypatch):
+    """With $EDGEKIT_ARENA_CACHE set, the same bytes (at any path) are not searched again; other
+    bytes or other search settings are, and without the variable nothing is cached."""
+    monkeypatch.setenv(mcu.ARENA_CACHE_ENV, str(tmp_path / "cache"))
+    first = mcu.measure_arena(tiny_models.full_int8_tflite)
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert re.fullmatch(r"arena-[0-9a-f]{64}\.json", entry.name)
+
+    def searched(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(mcu, "try_arena", searched)
+    same = tmp_path / "same.tflite"
+    same.write_bytes(tiny_models.full_int8_tflite.read_bytes())
+    assert mcu.measure_arena(same) == first
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(same, margin_bytes=first.margin_bytes + 16)
+    other = tmp_path / "other.tflite"
+    other.write_bytes(tiny_models.int8_tflite.read_bytes())
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(other)
+    monkeypatch.delenv(mcu.ARENA_CACHE_ENV)
+    with pytest.raises(AssertionError, match="searched again"):
+        mcu.measure_arena(same)
 
 
 def test_a_tiny_arena_crash_is_reported_not_raised(tiny_models):

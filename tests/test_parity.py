@@ -17,36 +17,21 @@ import pytest
 from edgekit.errors import DataError, EdgekitError
 from edgekit import parity
 from edgekit.parity import _top_classes, compare, render_compare
-from edgekit.pipeline import Run
-from edgekit.recipe import load_recipe
 
-# teacher -> student -> QAT (no pruning: the last float stage is the student), two targets
-TINY = """
-name: parity-tiny
-seed: 3
-data: {source: digits}
-teacher: {model: cnn_tiny, epochs: 3, batch_size: 32, learning_rate: 0.01}
-student: {model: cnn_tiny, epochs: 2, batch_size: 32, learning_rate: 0.01}
-prune: null
-qat: {epochs: 1, batch_size: 32}
-convert: {representative_samples: 100}
-targets: [mobile, cortex-m4]
-evaluate: {warmup: 1, runs: 3, samples: 150}
-"""
-
-VARIANTS = {"keras_teacher", "keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
-            "tflite_fp16:mobile", "onnx:mobile", "tflm_int8:cortex-m4"}
-INT8 = ("keras_qat", "tflite_int8:mobile", "tflm_int8:cortex-m4")
+# The session's finished tiny run (tests/conftest.py): teacher -> student -> pruned -> QAT, targets
+# mobile, rpi4 and cortex-m4; the last float stage (the reference) is the pruned one, the teacher
+# and the student are rows beside it.
+VARIANTS = {"keras_teacher", "keras_student", "keras_float", "keras_qat", "tflite_float", "tflite_int8:mobile",
+            "tflite_fp16:mobile", "onnx:mobile", "tflite_int8:rpi4", "tflm_int8:cortex-m4"}
+INT8 = ("keras_qat", "tflite_int8:mobile", "tflite_int8:rpi4", "tflm_int8:cortex-m4")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("parity")
-    recipe = folder / "tiny.yaml"
-    recipe.write_text(TINY)
-    out = folder / "run"
-    Run(load_recipe(recipe), recipe, out).execute()
-    return out
+def run_dir(tmp_path_factory, finished_run):
+    """This module's copy of the finished run (compare writes eval/compare.json into it)."""
+    from conftest import copy_run
+
+    return copy_run(finished_run, tmp_path_factory.mktemp("parity")).out
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +47,10 @@ def test_every_variant_runs_on_the_same_samples(run_dir, result):
     rows = _rows(result)
     assert set(rows) == VARIANTS
     assert result["schema"] == "edgekit.compare/1"
-    assert result["samples"] == 150 and result["errors"] == []
-    assert result["reference"] == {"variant": "keras_float", "stage": "student",
-                                   "file": "stages/student/model.keras", "matches_eval_ref": 1.0}
     y = np.load(run_dir / "eval" / "eval.npz")["y"]
+    assert result["samples"] == len(y) and result["errors"] == []
+    assert result["reference"] == {"variant": "keras_float", "stage": "pruned",
+                                   "file": "stages/pruned/model.keras", "matches_eval_ref": 1.0}
     for r in rows.values():
         assert r["error"] is None, r
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["agreement"] <= 1.0
@@ -179,3 +164,17 @@ def test_cli_eval_compare(run_dir):
     res = runner.invoke(main, ["eval", str(run_dir), "--compare", "--threshold", "1.01"], catch_exceptions=False)
     assert res.exit_code == 1
     assert "tflm_int8:cortex-m4" in res.output
+
+
+def test_reference_is_the_last_float_stage_the_run_has(tmp_path):
+    """Without pruning the reference is the student (the run above has pruning): the stage
+    eval.npz's ``ref`` came from, else the first of pruned > student > teacher that exists."""
+    from edgekit.parity import _float_stage
+
+    for stage in ("teacher", "student"):
+        (tmp_path / "stages" / stage).mkdir(parents=True)
+        (tmp_path / "stages" / stage / "model.keras").write_bytes(b"")
+    assert _float_stage(tmp_path, {"stages": {}}, {}) == "student"
+    assert _float_stage(tmp_path, {"stages": {}}, {"student": "failed"}) == "teacher"
+    named = {"stages": {"eval-data": {"metrics": {"reference": "teacher"}}}}
+    assert _float_stage(tmp_path, named, {}) == "teacher"

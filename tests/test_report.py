@@ -248,7 +248,12 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def chromium_dom(page: Path, *, screenshot: Path | None = None) -> str:
     """The DOM of ``page`` as headless Chromium renders it from disk (scripts run); asserts that
-    Chromium exited cleanly and logged no console error or uncaught exception."""
+    Chromium exited cleanly and logged no console error or uncaught exception. Without Chromium
+    the calling test skips, and fails under CI=true (tests/conftest.py require_tool)."""
+    from conftest import require_tool
+
+    require_tool("chromium", missing=None if CHROMIUM else "chromium not found",
+                 hint="apt-get install chromium; CI installs it")
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     shot = [f"--screenshot={screenshot}"] if screenshot else []
     try:
@@ -266,7 +271,6 @@ def chromium_dom(page: Path, *, screenshot: Path | None = None) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; CI installs it)")
 def test_html_in_headless_chromium(tiny_run, tmp_path):
     """Open report.html from disk in Chromium: every figure has a size, no script or console error,
     the rendered tables hold report.json's numbers, and a screenshot is taken."""
@@ -376,7 +380,6 @@ def test_every_latency_in_report_md_says_where_it_comes_from(tiny_run):
             assert v["latency_source"]["label"] == "host x86_64, not the device" or v["latency_source"]["kind"] == "host"
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium; CI installs it)")
 def test_every_latency_in_report_html_says_where_it_comes_from(tiny_run):
     """Every cell, card line, note, SVG row and tooltip of the rendered page that shows a latency
     carries its source in the same block."""
@@ -465,6 +468,7 @@ def test_report_command_rerenders_one_run(tiny_run, tmp_path):
     (out / "report.html").unlink()
     copy_to = tmp_path / "copy.html"
     res = CliRunner().invoke(main, ["--quiet", "report", str(out), "--out", str(copy_to)], catch_exceptions=False)
-    assert res.exit_code in (0, 6), res.output
+    assert all(t["budget"]["ok"] for t in report["targets"])  # the tiny run fits every board: exit 0
+    assert res.exit_code == 0, res.output
     assert (out / "report.html").read_text() == copy_to.read_text()
     assert json.loads((out / "report.json").read_text())["targets"] == report["targets"]

@@ -5,7 +5,6 @@ gcc/g++ as C and C++."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 
 import pytest
@@ -62,8 +61,10 @@ def test_report_pages_say_what_to_ship_and_what_pruning_did(finished_run):
 
 
 def test_header_io_and_preprocessing_constants_compile_as_c_and_cpp(tiny_models, tmp_path):
-    if shutil.which("gcc") is None or shutil.which("g++") is None:
-        pytest.skip("needs gcc and g++")
+    from conftest import require_tool
+
+    require_tool("gcc", hint="apt-get install gcc; CI installs it")
+    require_tool("g++", hint="apt-get install g++; CI installs it")
     blob = tiny_models.full_int8_tflite.read_bytes()
     io = io_quantization(blob)
     assert io["input"]["dtype"] == "int8" and io["input"]["scale"] > 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgekit.data import load_dataset
-from edgekit.recipe import DataConfig, PruneConfig, QatConfig, StudentConfig, TeacherConfig
+from edgekit.recipe import DataConfig, PruneConfig, StudentConfig
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,14 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, data):
-    from edgekit import train
+def teacher(finished_run):
+    """The teacher the session's finished run trained with train.run (cnn_tiny, 4 epochs on
+    digits): its model file and metrics. Read-only; the stage tests below start from it."""
+    import types
 
-    cfg = TeacherConfig(model="cnn_tiny", epochs=6, batch_size=32, learning_rate=0.01)
-    return train.run(data, cfg, seed=0, out_dir=tmp_path_factory.mktemp("teacher"))
+    folder = finished_run.out / "stages" / "teacher"
+    return types.SimpleNamespace(model_path=folder / "model.keras",
+                                 metrics=json.loads((folder / "metrics.json").read_text()))
 
 
 def test_dataset_split_is_seeded_and_stratified(data):
@@ -35,13 +38,14 @@ def test_dataset_split_is_seeded_and_stratified(data):
     assert counts.min() >= 30  # stratified: every class present in the test split
 
 
-def test_teacher_trains_and_saves(teacher):
+def test_teacher_trains_and_saves(teacher, finished_run):
     m = teacher.metrics
     assert m["replicas"] == 1 and m["strategy"] == "OneDeviceStrategy"
     assert m["accuracy"] > 0.85
     assert teacher.model_path.is_file()
-    saved = json.loads((teacher.model_path.parent / "metrics.json").read_text())
-    assert saved["accuracy"] == m["accuracy"] and saved["config"]["model"] == "cnn_tiny"
+    assert m["config"]["model"] == "cnn_tiny" and m["epochs_run"] == m["config"]["epochs"] == 4
+    stage = next(s for s in finished_run.report["stages"] if s["name"] == "teacher")
+    assert stage["accuracy"] == m["accuracy"]  # the report shows what the stage measured
 
 
 def test_distillation_loss_matches_formula():
@@ -71,7 +75,7 @@ def test_distill_with_baseline(teacher, data, tmp_path):
     cfg = StudentConfig(model="cnn_tiny", epochs=3, batch_size=32, learning_rate=0.01)
     res = distill.run(load_model(teacher.model_path), data, cfg, seed=0, out_dir=tmp_path, baseline=True)
     assert 0.5 < res.metrics["accuracy"] <= 1.0
-    assert 0.0 <= res.metrics["baseline_accuracy"] <= 1.0
+    assert res.metrics["baseline_accuracy"] > 0.5  # the same student trained from scratch: a real model too
     assert res.metrics["distillation_gain"] == pytest.approx(
         res.metrics["accuracy"] - res.metrics["baseline_accuracy"], abs=1e-6)
 
@@ -115,33 +119,35 @@ def test_prune_unknown_skip_layer(teacher, data, tmp_path):
         prune.run(load_model(teacher.model_path), data, PruneConfig(skip_layers=["nope"]), seed=0, out_dir=tmp_path)
 
 
-def test_qat_preserves_sparsity_and_roundtrips(teacher, data, tmp_path):
-    from edgekit import prune, quantize
-    from edgekit.fitting import load_model
+def test_qat_preserves_sparsity_and_roundtrips(finished_run):
+    """The finished run's pruned (50 %) and QAT stages, as prune.run and quantize.run wrote them."""
+    from edgekit import quantize
+    from edgekit.data import load_for_recipe
+    from edgekit.recipe import load_recipe
 
-    pr = prune.run(load_model(teacher.model_path), data,
-                   PruneConfig(target_sparsity=0.5, epochs=2, batch_size=32, skip_layers=["last"]),
-                   seed=0, out_dir=tmp_path / "pruned")
-    q = quantize.run(load_model(pr.model_path), data, QatConfig(epochs=1, batch_size=32), seed=0,
-                     out_dir=tmp_path / "qat", pruned=True, pruned_layers=pr.metrics["pruned_layers"])
-    assert q.metrics["scheme"] == "prune_preserve_8bit"
+    stages = finished_run.out / "stages"
+    pr = json.loads((stages / "pruned" / "metrics.json").read_text())
+    q = json.loads((stages / "qat" / "metrics.json").read_text())
+    assert q["scheme"] == "prune_preserve_8bit"
     # zeros survive QAT: at least the share of zeros the pruned model had
-    assert q.metrics["kernel_sparsity_after"] >= pr.metrics["sparsity_overall"] - 1e-6
-    assert q.metrics["sparsity"] >= pr.metrics["sparsity"] - 1e-6  # the pruned layers stay as sparse
-    assert q.metrics["size_format"] == "tflite-int8"
-    assert q.metrics["size_bytes"] < pr.metrics["size_bytes"]
-    assert q.metrics["calibrated_ranges"] >= 2
-    reloaded = quantize.load(tmp_path / "qat")
+    assert q["kernel_sparsity_after"] >= pr["sparsity_overall"] - 1e-6
+    assert q["sparsity"] >= pr["sparsity"] - 1e-6  # the pruned layers stay as sparse
+    assert q["size_format"] == "tflite-int8"
+    assert q["size_bytes"] < pr["size_bytes"]
+    assert q["calibrated_ranges"] >= 2
+    reloaded = quantize.load(stages / "qat")
     # ranges start from the float activations: ReLU outputs use [0, max], not tfmot's [-6, 6]
     relu_min = [w for w in reloaded.weights if "post_activation_min" in w.name][0]
     assert float(relu_min.numpy()) == 0.0
+    data = load_for_recipe(load_recipe(finished_run.recipe_path), base=finished_run.recipe_path.parent)
     x = data.x_test[:16]
-    fresh = quantize.load(tmp_path / "qat")
+    fresh = quantize.load(stages / "qat")
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), fresh.predict(x, verbose=0))
     assert (reloaded.predict(data.x_test, verbose=0).argmax(1) == data.y_test).mean() == pytest.approx(
-        q.metrics["accuracy"], abs=1e-9)
+        q["accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow  # a fresh process: logical CPUs must be set before TensorFlow starts
 def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
     """The teacher trains under MirroredStrategy with 2 replicas when 2 devices are visible."""
     code = textwrap.dedent(f"""
@@ -154,7 +160,7 @@ def test_mirrored_strategy_on_two_virtual_cpus(tmp_path):
         from edgekit.data import load_dataset
         from edgekit.recipe import DataConfig, TeacherConfig
         d = load_dataset(DataConfig(source="digits"), seed=0)
-        r = train.run(d, TeacherConfig(model="cnn_tiny", epochs=3, learning_rate=0.01,
+        r = train.run(d, TeacherConfig(model="cnn_tiny", epochs=2, learning_rate=0.01,
                                                    strategy="auto"), seed=0,
                       out_dir=__import__("pathlib").Path({str(tmp_path)!r}))
         print(json.dumps(r.metrics))

@@ -1,5 +1,6 @@
-"""Regression and anomaly detection through the whole pipeline: tiny runs of the generated
-datasets (default suite), and the two shipped recipes end to end through the CLI (slow).
+"""Regression and anomaly detection through the whole pipeline: the session's tiny runs of the
+generated datasets (``regression_run``, ``anomaly_run`` in tests/conftest.py; default suite), and
+the two shipped recipes end to end through the CLI (slow).
 
 Tolerances: a regression int8 target's MAE may exceed the float reference's by at most 10 %
 (the int8 output step of a 0-400 h label is about 1.5 h); the fixed PCA layer is unchanged
@@ -15,56 +16,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgekit.pipeline import Run
 from edgekit.recipe import load_recipe
 
 INT8_MAE_TOLERANCE = 0.10   # int8 MAE <= (1 + this) x the float reference's MAE
-
-TINY_REGRESSION = """
-name: tiny-regression
-seed: 0
-task: regression
-data: {source: fermentation, normalize: zscore}
-features: {reduce: pca, components: 12}
-teacher: {model: mlp_small, epochs: 3, batch_size: 64, learning_rate: 0.003}
-student: {model: mlp_small, width: 0.25, epochs: 3, batch_size: 64, learning_rate: 0.003, alpha: 0.5, baseline: true}
-prune: {target_sparsity: 0.5, epochs: 2, batch_size: 64}
-qat: {epochs: 1, batch_size: 64}
-targets: [mobile, rpi4]
-evaluate: {warmup: 2, runs: 10}
-"""
-
-TINY_ANOMALY = """
-name: tiny-anomaly
-seed: 0
-task: anomaly
-data: {source: machine-anomaly, val_split: 0.15, normalize: minmax}
-teacher: {model: fc_autoencoder, width: 0.25, epochs: 4, batch_size: 32}
-student: {model: fc_autoencoder, width: 0.25, epochs: 2, batch_size: 32, alpha: 0.5}
-prune: null
-qat: null
-targets: [cortex-m4]
-evaluate: {warmup: 2, runs: 10}
-"""
-
-
-def _run(tmp_path_factory, text: str, name: str):
-    folder = tmp_path_factory.mktemp(name)
-    recipe = folder / f"{name}.yaml"
-    recipe.write_text(text)
-    report = Run(load_recipe(recipe), recipe, folder / "run").execute()
-    return folder / "run", report
-
-
-@pytest.fixture(scope="module")
-def regression_run(tmp_path_factory):
-    return _run(tmp_path_factory, TINY_REGRESSION, "regression")
-
-
-@pytest.fixture(scope="module")
-def anomaly_run(tmp_path_factory):
-    return _run(tmp_path_factory, TINY_ANOMALY, "anomaly")
-
 
 def _check_task_report(report: dict, task: str, keys: set[str]) -> None:
     """report.json names the task and every stage and target carries the task's metrics."""
@@ -160,9 +114,13 @@ def test_compare_refuses_tasks_other_than_classification(anomaly_run):
 
 
 def _cli_run(recipe: str, out) -> dict:
+    import time
+
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", recipe, "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"\n{recipe}: {(time.perf_counter() - start) / 60:.1f} min")
     return json.loads((out / "report.json").read_text())
 
 

@@ -152,23 +152,20 @@ def test_distillation_losses_match_formulas():
 
 
 @pytest.fixture(scope="module")
-def small_models(tmp_path_factory):
-    """A regression MLP and a small autoencoder, trained a little, as int8 TFLite files with eval.npz."""
-    from edgekit import tasks
+def small_models(tmp_path_factory, regression_run, anomaly_run):
+    """The reference (float) models of the session's regression and anomaly runs (no training
+    here), as float32, int8 and (anomaly) full-int8 TFLite files, with eval.npz files of 300
+    test samples."""
     from edgekit.convert import representative, to_tflite, write_eval_npz
-    from edgekit.models import create_model
+    from edgekit.data import load_for_recipe
+    from edgekit.fitting import load_model
+    from edgekit.recipe import load_recipe
 
     out = tmp_path_factory.mktemp("task_models")
-    reg = load_dataset(DataConfig(source="fermentation", normalize="zscore"), seed=0, task="regression")
-    ano = load_dataset(DataConfig(source="machine-anomaly", normalize="minmax", val_split=0.15), seed=0,
-                       task="anomaly")
     made = {}
-    for name, data, model_name in (("regression", reg, "mlp_tiny"), ("anomaly", ano, "fc_autoencoder")):
-        task = tasks.get(data.task)
-        model = create_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes,
-                             width=0.25, seed=0)
-        model.compile(optimizer="adam", loss=task.loss())
-        model.fit(*task.fit_data(data), epochs=4, batch_size=64, verbose=0)
+    for name, (run, report) in (("regression", regression_run), ("anomaly", anomaly_run)):
+        data = load_for_recipe(load_recipe(run.parent / f"{name}.yaml"), base=run.parent)
+        model = load_model(run / "stages" / report["reference_for_agreement"] / "model.keras")
         for mode in ("float32", "int8") + (("full-int8",) if name == "anomaly" else ()):
             (out / f"{name}_{mode}.tflite").write_bytes(
                 to_tflite(model, mode=mode, rep=representative(data, 100, 0) if "int8" in mode else None))

@@ -2,7 +2,9 @@
 worker processes on 127.0.0.1 (multi-worker, a killed worker, parameter servers, a "real"
 cluster file).
 
-The cluster tests start ``edgekit`` in its own session and kill that whole process group in a
+The cluster tests (slow: process-level; the cluster file, TF_CONFIG, usage errors, the input
+pipeline, mixed precision and the backup logic run in process in the default suite) start
+``edgekit`` in its own session and kill that whole process group in a
 finalizer (the workers also die with their supervisor), and every wait has a timeout.
 Mirrored training on two logical CPUs is tested in ``test_stages.py``.
 """
@@ -238,6 +240,36 @@ def test_backup_is_kept_only_for_the_same_config_seed_and_data(tmp_path):
     assert not (backup / "chief").exists()
 
 
+def test_interrupted_teacher_continues_from_its_backup_in_process(tmp_path):
+    """The backup logic of a killed run, in process: training stops (KeyboardInterrupt from inside
+    fit) after epoch 2 of 4; calling train.run again restores the backup and trains exactly the
+    epochs that were not backed up. The process-level kill is the slow test below."""
+    from edgekit import train
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig
+
+    data = load_dataset(DataConfig(source="digits"), seed=0)
+    cfg = TeacherConfig(model="cnn_tiny", epochs=4, batch_size=64, learning_rate=0.01)
+    out = tmp_path / "teacher"
+
+    def stop_after_two(stage, epoch, epochs, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.run(data, cfg, seed=0, out_dir=out, progress=stop_after_two)
+    index = out / train.BACKUP_DIR / "chief" / "checkpoint"
+    assert index.is_file() and not (out / "model.keras").exists()
+    assert int(index.read_text().split('"')[1].rsplit("-", 1)[1]) == 2  # ckpt-2: two epochs backed up
+    seen = []
+    res = train.run(data, cfg, seed=0, out_dir=out, progress=lambda s, e, n, logs: seen.append(e))
+    assert res.metrics["resumed_from_epoch"] == 2 and res.metrics["epochs_run"] == 4 and seen == [3, 4]
+    assert res.metrics["steps"] == 2 * int(np.ceil(len(data.x_train) / 64))
+    assert res.metrics["accuracy"] > 0.5
+    assert not (out / train.BACKUP_DIR).exists() and res.model_path.is_file()
+
+
+@pytest.mark.slow
 def test_run_resume_continues_teacher_from_backup(tmp_path, spawn):
     """``edgekit run`` killed (SIGKILL) during teacher training; ``run --resume`` continues from
     the last backup: exactly the epochs that were backed up are not trained again."""
@@ -264,6 +296,7 @@ def test_run_resume_continues_teacher_from_backup(tmp_path, spawn):
 # ----------------------------------------------------------------------------- clusters on 127.0.0.1
 
 
+@pytest.mark.slow
 def test_two_workers_from_a_cluster_file_stay_in_sync(tmp_path, spawn):
     """Two machines' commands (``--cluster cluster.yaml --task worker:I``), run here on loopback:
     the same losses every epoch and bit-identical final weights; only the chief writes."""
@@ -306,6 +339,7 @@ def test_two_workers_from_a_cluster_file_stay_in_sync(tmp_path, spawn):
     assert teacher["status"] == "done" and "cluster" not in teacher["metrics"]
 
 
+@pytest.mark.slow
 def test_killed_worker_is_restarted_and_resumes_from_backup(tmp_path, spawn):
     """``--workers 2``: SIGKILL worker 1 after an epoch finished; the cluster restarts from the
     backup and no finished epoch is run again."""
@@ -337,6 +371,7 @@ def test_killed_worker_is_restarted_and_resumes_from_backup(tmp_path, spawn):
     assert not (stage / ".backup").exists()
 
 
+@pytest.mark.slow
 def test_parameter_server_cluster(tmp_path, spawn):
     """``--workers 1 --ps 1``: a coordinator runs model.fit with a DatasetCreator; a worker and a
     parameter server run tf.distribute.Server; the servers are stopped once it is done."""

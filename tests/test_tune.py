@@ -1,5 +1,6 @@
-"""edgekit tune: search space, early pruning bounds, best trial, report, CLI errors, and a real
-tiny study that is killed and resumed without rerunning its finished trials."""
+"""edgekit tune: search space, early pruning bounds, best trial, report, CLI errors, the resume
+logic in process, and (slow) a real tiny study that is killed and resumed without rerunning its
+finished trials."""
 
 from __future__ import annotations
 
@@ -276,20 +277,57 @@ def _workers_of(out: Path) -> list[int]:
 
 
 def test_nothing_fits_exits_6_after_pruning_every_trial_before_training(tmp_path):
+    """Through the CLI in process (no trial starts a worker: each is pruned before training)."""
     (tmp_path / "tiny.yaml").write_text(TINY)
     (tmp_path / "board.yaml").write_text(TIGHT_BOARD.replace("name: tight-m4", "name: board")
                                          .replace("flash_bytes: 24576", "flash_bytes: 1000"))
-    proc = _tune(tmp_path, tmp_path / "study", "--json")
-    stdout, stderr = proc.communicate(timeout=600)
-    assert proc.returncode == 6, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1].startswith("error: no trial fits board's budgets within 30 points")
-    result = json.loads(stdout)
+    res = CliRunner().invoke(main, ["-q", "tune", str(tmp_path / "tiny.yaml"), "--target", str(tmp_path / "board.yaml"),
+                                    "--trials", "3", "--jobs", "2", "--max-accuracy-drop", "30",
+                                    "--out", str(tmp_path / "study"), "--json"])
+    assert res.exit_code == 6, res.output[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith("error: no trial fits board's budgets within 30 points")
+    result = json.loads(res.stdout)
     assert result["best"] is None and result["counts"]["PRUNED"] == 3 and result["counts"]["COMPLETE"] == 0
     assert all(r["pruned_reason"].startswith("flash: the weights alone take") for r in result["trials"])
     assert not (tmp_path / "study" / "best.yaml").exists() and not (tmp_path / "study" / "trials").exists()
     assert "**NOT FOUND**" in (tmp_path / "study" / "tune.md").read_text()
 
 
+def test_stale_trials_of_a_killed_study_are_failed_and_queued_again():
+    """What a resume does first, in process: trials a killed study left RUNNING become FAIL
+    (``interrupted``); those that had parameters are queued again (``retry_of``), those killed
+    while the sampler chose are not; finished trials are untouched and none of the interrupted
+    ones counts toward --trials. The process-level kill is the slow test below."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from edgekit.tune.study import _counted, _retry_stale
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"width": CategoricalDistribution([0.5, 1.0]), "prune": CategoricalDistribution(["none", "0.5"])}
+    done = study.ask(dist)
+    study.tell(done, [0.97, 9000.0])
+    training = study.ask(dist)          # killed while its worker trained
+    choosing = study.ask()              # killed while the sampler was choosing: no parameters yet
+    stale = _retry_stale(study)
+    assert stale == [training.number, choosing.number]
+    trials = study.get_trials()
+    assert trials[done.number].state == TrialState.COMPLETE and trials[done.number].values == [0.97, 9000.0]
+    for n in stale:
+        assert trials[n].state == TrialState.FAIL and trials[n].user_attrs["interrupted"] is True
+        assert not _counted(trials[n])
+    assert _counted(trials[done.number])
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.user_attrs["retry_of"], t.system_attrs["fixed_params"]) for t in waiting] == \
+        [(training.number, training.params)]
+    retry = study.ask(dist)             # the next trial asked for is the queued retry, same point
+    assert retry.params == training.params and retry.user_attrs["retry_of"] == training.number
+    assert _retry_stale(study) == [retry.number]  # asked but never told: stale again if killed now
+
+
+@pytest.mark.slow
 def test_tiny_study_killed_and_resumed_runs_no_finished_trial_again(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     (tmp_path / "board.yaml").write_text(TIGHT_BOARD.replace("name: tight-m4", "name: board"))

@@ -3,7 +3,7 @@
 
 For every calibration set in edgekit/data/latency_calibration.yaml: the fitted coefficients,
 and for every published measurement the estimate of the fit on all points (in-sample) and of a
-fit that left that model out (LOO). The LOO median is the error the README states. Usage:
+fit that left that model out (LOO). The LOO median is the error docs/targets.md states. Usage:
 
     .venv/bin/python tools/bench_estimate.py [--json] [--set NAME ...]
     .venv/bin/python tools/bench_estimate.py --update-features   # rebuild the calibration models

@@ -1,4 +1,4 @@
-"""Regenerate the recipe reference in README.md from the recipe schema (run after changing it)."""
+"""Regenerate the recipe reference in docs/recipes.md from the recipe schema (run after changing it)."""
 
 from __future__ import annotations
 
@@ -21,5 +21,5 @@ def render(readme: str) -> str:
 
 
 if __name__ == "__main__":
-    path = ROOT / "README.md"
+    path = ROOT / "docs" / "recipes.md"
     path.write_text(render(path.read_text()))
