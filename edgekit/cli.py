@@ -184,13 +184,22 @@ def _stage_command(name: str, stage: str, summary: str, example: str, extra=()):
         targets = kw.get("targets_") or ()
         if kw.get("baseline"):
             rec = rec.model_copy(update={"student": rec.student.model_copy(update={"baseline": True})})
+        if kw.get("per_layer") and not kw.get("compare"):
+            raise click.UsageError("--per-layer goes with --compare: edgekit eval RUN --compare --per-layer")
         if kw.get("compare"):
             if targets:
                 raise click.UsageError("--compare covers every target; leave out --target")
             from .parity import compare, render_compare
 
             result = compare(run_dir, threshold=kw["threshold"])
-            click.echo(json.dumps(result, indent=2) if as_json else render_compare(result))
+            text = None if as_json else render_compare(result)
+            if kw.get("per_layer"):
+                from . import layer_error
+
+                per_layer = layer_error.for_run(run_dir)
+                result = {**result, "per_layer": per_layer}
+                text = None if as_json else f"{text}\n\n{layer_error.render(per_layer)}"
+            click.echo(json.dumps(result, indent=2) if as_json else text)
             if not result["ok"]:
                 ctx.exit(1)
             return
@@ -337,7 +346,10 @@ _stage_command("eval", "eval", "Measure every target (or the --target ones) in i
                              help="Run the test split through Keras float, TFLite float, int8 and TFLite Micro "
                                   "and report their agreement (exit 1 when a variant is below --threshold)."),
                 click.option("--threshold", type=click.FloatRange(0, 1.01), default=0.98, show_default=True,
-                             help="Lowest acceptable agreement with the float model (with --compare).")])
+                             help="Lowest acceptable agreement with the float model (with --compare)."),
+                click.option("--per-layer", "per_layer", is_flag=True,
+                             help="With --compare: each Keras layer's int8 activation error (SNR, NMSE) against "
+                                  "the float model on the same samples, naming the worst layers.")])
 
 
 @main.command("report")

@@ -515,11 +515,17 @@ class Run:
             return self._adopt("student", cfg, teacher=model)
         if name == "student":
             res = distill.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
+        elif name == "pruned" and cfg.structure == "channels":
+            from . import structured
+
+            res = structured.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "pruned":
             res = prune.run(model, self.data, cfg, seed=seed, out_dir=out, progress=self.progress)
         elif name == "qat":
-            pruned_layers = (self.manifest.entry("pruned") or {}).get("metrics", {}).get("pruned_layers", [])
-            res = quantize.run(model, self.data, cfg, seed=seed, out_dir=out, pruned=(src == "pruned"),
+            pruned_metrics = (self.manifest.entry("pruned") or {}).get("metrics", {})
+            pruned_layers = pruned_metrics.get("pruned_layers", [])
+            sparse = src == "pruned" and "channels_removed" not in pruned_metrics  # channel-pruned: dense
+            res = quantize.run(model, self.data, cfg, seed=seed, out_dir=out, pruned=sparse,
                                pruned_layers=pruned_layers if src == "pruned" else [], progress=self.progress)
         else:  # pragma: no cover
             raise StageError(f"unknown stage {name}")

@@ -105,7 +105,8 @@ def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: di
     else:
         model = create_model(compressed, input_shape=input_shape, num_classes=num_classes, width=cfg.width,
                              reduction=reduction)
-    problems: list = check_model(model, qat=recipe.qat is not None, prune=recipe.prune is not None)
+    magnitude = recipe.prune is not None and recipe.prune.structure != "channels"  # tfmot wraps the layers
+    problems: list = check_model(model, qat=recipe.qat is not None, prune=magnitude)
     from .model_source import classify
 
     if (given and stage in given) or classify(compressed).kind == "builder":  # zoo models are known to convert

@@ -179,9 +179,12 @@ class StudentConfig(Training):
 
 
 class PruneConfig(_Strict):
-    """Magnitude pruning with tensorflow-model-optimization."""
+    """Pruning: magnitude (tensorflow-model-optimization; ``structure: 'm:n'`` for m:n sparsity) or, with
+    ``structure: channels``, structured pruning that removes whole filters/channels/units and
+    rebuilds a smaller dense model (:mod:`edgekit.structured`), so the file itself shrinks."""
 
-    target_sparsity: Fraction = Field(0.6, description="share of zero weights in the pruned layers")
+    target_sparsity: Fraction = Field(0.6, description="share of zero weights in the pruned layers (structure "
+                                      "channels: share of the prunable channels removed)")
     epochs: Annotated[int, Field(ge=1, le=10_000)] = Field(5, description="fine-tuning epochs while pruning")
     schedule: Literal["polynomial", "constant"] = Field("polynomial", description="pruning schedule")
     frequency: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
@@ -192,12 +195,22 @@ class PruneConfig(_Strict):
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = Field(5e-4, description="learning rate")
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = Field(64, description="samples per step")
     strict: bool = Field(False, description="fail (not warn) when sparsity is more than 0.05 below target")
-    structure: Annotated[str, Field(pattern=r"^[1-9][0-9]*:[1-9][0-9]*$")] | None = Field(
-        None, description="structured m:n sparsity, e.g. '2:4' (m non-zeros in every n input weights)")
+    structure: Annotated[str, Field(pattern=r"^([1-9][0-9]*:[1-9][0-9]*|channels)$")] | None = Field(
+        None, description="structured m:n sparsity, e.g. '2:4' (m non-zeros in every n input weights), or "
+                          "'channels' (remove whole filters/channels/units: a smaller dense model)")
 
     @model_validator(mode="after")
     def _structure_matches_target(self):
-        if self.structure is not None:
+        if self.structure == "channels":
+            if self.target_sparsity <= 0.0:
+                raise ValueError("structure 'channels' removes target_sparsity of the channels: "
+                                 "set target_sparsity above 0 (e.g. 0.5)")
+            magnitude_only = [k for k, v in (("schedule", self.schedule != "polynomial"),
+                                             ("frequency", self.frequency is not None)) if v]
+            if magnitude_only:
+                raise ValueError(f"structure 'channels' removes channels at once, then fine-tunes: "
+                                 f"{' and '.join(magnitude_only)} apply to magnitude pruning only; remove them")
+        elif self.structure is not None:
             m, n = map(int, self.structure.split(":"))
             if m >= n:
                 raise ValueError(f"structure {self.structure!r}: m must be smaller than n")

@@ -28,11 +28,13 @@ def test_one_line_cuts_at_the_limit():
 def test_each_document_has_its_own_schema_name():
     from edgekit.parity import SCHEMA as eval_compare
     from edgekit.report.compare import SCHEMA as runs_compare
+    from edgekit.layer_error import SCHEMA as per_layer
     from edgekit.tune import SCHEMA as tune
 
     assert eval_compare == "edgekit.compare/1"  # edgekit eval --compare
+    assert per_layer == "edgekit.per_layer/1"  # edgekit eval --compare --per-layer
     assert runs_compare == "edgekit.runs-compare/1"  # edgekit report RUN_A RUN_B --json
-    assert len({eval_compare, runs_compare, tune}) == 3
+    assert len({eval_compare, runs_compare, tune, per_layer}) == 4
 
 
 def test_the_cli_offers_the_pipelines_stage_list():

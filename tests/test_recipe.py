@@ -126,3 +126,24 @@ def test_non_utf8_and_huge_numbers(tmp_path):
     p.write_text("name: x\nteacher: {epochs: 100000000000000000000000000000}\n")
     with pytest.raises(RecipeError, match="teacher.epochs: .* is out of range"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize("prune, message", [
+    ("{structure: channels, target_sparsity: 0.0}", r"prune: structure 'channels' removes target_sparsity of the "
+                                                    r"channels: set target_sparsity above 0"),
+    ("{structure: channels, frequency: 10}", r"prune: structure 'channels' .*frequency apply to magnitude pruning"),
+    ("{structure: channels, schedule: constant}", r"schedule apply to magnitude pruning only"),
+    ("{structure: rows}", r"prune.structure"),
+])
+def test_channel_structure_combinations_are_checked(tmp_path, prune, message):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"name: x\nprune: {prune}\n")
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(p)
+
+
+def test_channel_structure_is_accepted(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("name: x\nprune: {structure: channels, target_sparsity: 0.5}\n")
+    r = load_recipe(p)
+    assert (r.prune.structure, r.prune.target_sparsity) == ("channels", 0.5)

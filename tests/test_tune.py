@@ -58,6 +58,13 @@ def test_space_and_trial_recipes():
     r = trial_recipe(base, {"width": 0.5, "prune": "0.3", "scheme": "qat-int8"})
     assert (r.prune.structure, r.prune.target_sparsity, r.qat) == (None, 0.3, base.qat)
     assert r.teacher == base.teacher and r.data == base.data and r.seed == base.seed  # the teacher is shared
+    assert "channels-0.5" in mcu.prunings                                         # structured pruning
+    r = trial_recipe(base, {"width": 1.0, "prune": "channels-0.5", "scheme": "qat-int8"})
+    assert (r.prune.structure, r.prune.target_sparsity, r.qat) == ("channels", 0.5, base.qat)
+    assert base_params(trial_recipe(base, {"width": 1.0, "prune": "channels-0.3", "scheme": "ptq-int8"}))["prune"] \
+        == "channels-0.3"
+    r = trial_recipe(r, {"width": 1.0, "prune": "2:4", "scheme": "qat-int8"})     # and back to m:n
+    assert (r.prune.structure, r.prune.target_sparsity) == ("2:4", 0.5)
 
 
 def test_tuned_base_makes_paths_absolute(tmp_path):
@@ -461,3 +468,19 @@ def test_digits_tight_mcu_budget_found_within_two_points_and_best_yaml_reproduce
               f"acc {r['accuracy']} {r['pruned_reason'] or ''}")
     assert target["size_bytes"] == best["flash_bytes"] and target["arena_bytes"] == best["arena_bytes"]
     assert abs(target["accuracy"] - best["accuracy"]) <= REPRODUCE_ACCURACY_TOLERANCE
+
+
+def test_early_verdict_bounds_a_channel_pruning_by_the_smaller_model():
+    """channels-0.5 builds a smaller model: its bounds, not the unpruned student's, decide."""
+    from edgekit.models import create_model
+    from edgekit.tune import early_verdict, footprint_bounds
+
+    base = tuned_base(load_recipe(QUICKSTART), QUICKSTART.parent, "cortex-m4")
+    wide = create_model("cnn_tiny", input_shape=(8, 8, 1), num_classes=10, width=3.0, seed=0)
+    full = footprint_bounds(wide)["flash_lower_bytes"]
+    params = {"width": 3.0, "prune": "channels-0.5", "scheme": "qat-int8"}
+    bounds, reason = early_verdict(wide, params, trial_recipe(base, params), Budget(flash_bytes=full - 1))
+    assert bounds["flash_lower_bytes"] < full - 1 and reason is None   # fits once half the channels are gone
+    params = {"width": 3.0, "prune": "0.5", "scheme": "qat-int8"}      # magnitude: the file stays as large
+    _, reason = early_verdict(wide, params, trial_recipe(base, params), Budget(flash_bytes=full - 1))
+    assert reason.startswith("flash: the weights alone take")

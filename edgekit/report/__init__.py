@@ -31,7 +31,7 @@ _STAGE_KEYS = ("params", "nonzero_params", "sparsity", "sparsity_overall", "size
                "size_format", "accuracy")
 _STAGE_EXTRAS = ("target_sparsity", "per_layer", "kernel_sparsity_after", "scheme", "strategy", "replicas",
                  "temperature", "alpha", "baseline_accuracy", "baseline_metrics", "distillation_gain",
-                 "threshold_rule", "given", "source", "onnx2tf")
+                 "threshold_rule", "given", "source", "onnx2tf", "structure", "channels_removed")
 
 
 def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, reference: str,

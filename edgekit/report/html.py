@@ -253,6 +253,14 @@ def render_html(report: dict) -> str:
                       + '<p class="note">Share of zero weights in each pruned layer\'s kernel.</p>'
                       + '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"
                                                       for k, v in view.sparsity_facts(report)) + "</dl></div>")
+    kept = view.channels_kept(report)
+    if kept:
+        stage, items = kept
+        panels.append(f'<div class="panel" id="channels-kept"><h2>Channels kept ({_e(stage)})</h2><table>'
+                      + "<tr><th>layer</th><th>kept</th><th>of</th></tr>"
+                      + "".join(f"<tr><td>{_e(name)}</td><td>{k}</td><td>{n}</td></tr>" for name, k, n in items)
+                      + '</table><dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"
+                                                             for k, v in view.sparsity_facts(report)) + "</dl></div>")
     cm = view.confusion(report)
     if cm:
         caption, matrix, labels = cm

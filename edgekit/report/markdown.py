@@ -63,6 +63,12 @@ def render_markdown(report: dict) -> str:
         out += [f"### Per-layer sparsity ({md_text(stage)})", "",
                 "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in view.sparsity_facts(report)) + ".", "",
                 md_table(["layer", "sparsity"], [[name, fmt_pct(v)] for name, v in items]), ""]
+    kept = view.channels_kept(report)
+    if kept:
+        stage, items = kept
+        out += [f"### Channels kept ({md_text(stage)})", "",
+                "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in view.sparsity_facts(report)) + ".", "",
+                md_table(["layer", "kept", "of"], [[name, str(k), str(n)] for name, k, n in items]), ""]
     cm = view.confusion(report)
     if cm:
         caption, matrix, labels = cm

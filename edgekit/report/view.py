@@ -635,12 +635,29 @@ def per_layer_sparsity(report: dict) -> tuple[str, float | None, list[tuple[str,
     return None
 
 
+def channels_kept(report: dict) -> tuple[str, list[tuple[str, int, int]]] | None:
+    """(stage, [(layer, channels kept, channels before)]) of a structured (channel) pruning, or None."""
+    for s in report["stages"]:
+        st = s.get("structure")
+        if isinstance(st, dict) and st.get("kind") == "channels":
+            return s["name"], [(name, int(k), int(n)) for name, (k, n) in st.get("kept", {}).items()]
+    return None
+
+
 def sparsity_facts(report: dict) -> list[tuple[str, str]]:
-    """(label, value) about sparsity: the target, what the pruned layers and all weights reached, after QAT."""
+    """(label, value) about sparsity: the target, what the pruned layers and all weights reached, after QAT
+    (for structured pruning: the channels removed and the parameters before and after)."""
     stages = {s["name"]: s for s in report["stages"]}
     p = next((s for s in report["stages"] if s.get("per_layer") or s.get("target_sparsity") is not None), None)
     if p is None:
         return []
+    if isinstance(p.get("structure"), dict):
+        st = p["structure"]
+        facts = [("target", f"{fmt_pct(p.get('target_sparsity'))} of the prunable channels"),
+                 ("channels removed", fmt_pct(p.get("channels_removed"))),
+                 ("parameters", f"{st.get('params_before')} → {st.get('params_after')}")]
+        note = pruning_flash_note(report)
+        return facts + ([("flash", note)] if note else [])
     facts = [("target", fmt_pct(p.get("target_sparsity"))), ("pruned layers", fmt_pct(p.get("sparsity"))),
              ("all weights", fmt_pct(p.get("sparsity_overall")))]
     if "qat" in stages:
@@ -659,6 +676,15 @@ def pruning_flash_note(report: dict) -> str | None:
     if pruned is None:
         return None
     before = next((stages[n] for n in ("student", "teacher") if n in stages and n != pruned["name"]), None)
+    if isinstance(pruned.get("structure"), dict):
+        text = (f"structured pruning removed {fmt_pct(pruned.get('channels_removed'))} of the prunable channels "
+                "and rebuilt a smaller dense model")
+        if before and None not in (before.get("size_bytes"), pruned.get("size_bytes")):
+            change = pruned["size_bytes"] / before["size_bytes"] - 1
+            verb = "the file shrank" if change < 0 else "the file did not shrink"
+            text += (f": {verb} ({pruned['name']} {fmt_bytes(pruned['size_bytes'])}, {before['name']} "
+                     f"{fmt_bytes(before['size_bytes'])}, {change:+.0%}); a device runs this smaller model")
+        return text
     text = ("pruning stores its zeros densely: the file does not shrink, only its compressed (gzip) size does, "
             "and a device runs the dense model")
     if before and None not in (before.get("size_bytes"), pruned.get("size_bytes")):

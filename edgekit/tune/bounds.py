@@ -56,17 +56,33 @@ def early_verdict(model, params: dict[str, Any], recipe: Recipe, budget) -> tupl
     """(bounds, reason): the reason a trial cannot fit (or cannot run), or None to train it.
 
     Checks the flash and arena bounds of :func:`footprint_bounds` against ``budget``, and for an
-    ``m:n`` pruning that every layer to prune has a multiple of ``n`` input channels.
+    ``m:n`` pruning that every layer to prune has a multiple of ``n`` input channels. For a
+    channel pruning (``channels-S``) the bounds are those of the smaller model it builds (the
+    channel counts do not depend on training), and a model with no channel to remove cannot run.
     """
-    bounds = footprint_bounds(model, scheme=params["scheme"])
     reasons = []
+    choice = str(params["prune"])
+    if choice.startswith("channels-") and recipe.prune is not None:
+        from ..prune import layers_to_prune
+        from ..structured import shrink
+
+        try:
+            names = layers_to_prune(model, recipe.prune.skip_layers)
+            skip = {layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None} - set(names)
+            small, kept, _ = shrink(model, float(choice[len("channels-"):]), skip)
+            if kept:
+                model = small
+            else:
+                reasons.append("structure channels: no layer has channels that can be removed")
+        except EdgekitError as exc:
+            reasons.append(str(exc))
+    bounds = footprint_bounds(model, scheme=params["scheme"])
     if budget.flash_bytes is not None and bounds["flash_lower_bytes"] > budget.flash_bytes:
         reasons.append(f"flash: the weights alone take {bounds['flash_lower_bytes']} bytes > budget "
                        f"{budget.flash_bytes} bytes")
     if budget.ram_bytes is not None and bounds["arena_lower_bytes"] > budget.ram_bytes:
         reasons.append(f"ram: one op's input + output take {bounds['arena_lower_bytes']} bytes > budget "
                        f"{budget.ram_bytes} bytes")
-    choice = str(params["prune"])
     if ":" in choice and recipe.prune is not None:
         from ..prune import layers_to_prune
 

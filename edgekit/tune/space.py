@@ -1,6 +1,7 @@
 """The search space of :mod:`edgekit.tune`: the choices a study makes, and the recipe of a trial.
 
-A trial's parameters are a width, a pruning (``none``, a sparsity or an ``m:n`` pattern) and a
+A trial's parameters are a width, a pruning (``none``, a sparsity, an ``m:n`` pattern or
+``channels-S``: structured pruning removing the share ``S`` of the channels) and a
 quantization scheme; :func:`trial_recipe` turns them into an ordinary, validated recipe, and
 :func:`tuned_base` is the recipe a study searches around (one target, absolute paths).
 """
@@ -15,13 +16,16 @@ from ..errors import RecipeError
 from ..recipe import TARGETS_DIR, Recipe, absolute_source, find_target, with_model_paths
 
 WIDTHS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
-PRUNINGS = ("none", "0.3", "0.5", "0.7", "2:4")
+PRUNINGS = ("none", "0.3", "0.5", "0.7", "2:4", "channels-0.3", "channels-0.5")
+CHANNELS = "channels-"
+"""Prefix of a structured (channel) pruning choice: ``channels-0.5`` removes half the channels."""
 SCHEMES = ("qat-int8", "ptq-int8", "ptq-int16x8")
 
 
 @dataclasses.dataclass(frozen=True)
 class Space:
-    """The choices of a study. ``prunings``: ``"none"``, a sparsity (``"0.5"``) or ``"m:n"``."""
+    """The choices of a study. ``prunings``: ``"none"``, a sparsity (``"0.5"``), ``"m:n"`` or
+    ``"channels-0.5"``."""
 
     widths: tuple[float, ...] = WIDTHS
     prunings: tuple[str, ...] = PRUNINGS
@@ -41,9 +45,11 @@ class Space:
 
 
 def prune_choice(recipe: Recipe) -> str:
-    """A recipe's pruning as a search-space choice: ``none``, ``"0.6"`` or ``"2:4"``."""
+    """A recipe's pruning as a search-space choice: ``none``, ``"0.6"``, ``"2:4"`` or ``"channels-0.5"``."""
     if recipe.prune is None:
         return "none"
+    if recipe.prune.structure == "channels":
+        return f"{CHANNELS}{recipe.prune.target_sparsity:g}"
     return recipe.prune.structure or f"{recipe.prune.target_sparsity:g}"
 
 
@@ -73,7 +79,8 @@ def trial_recipe(base: Recipe, params: dict[str, Any]) -> Recipe:
     """``base`` with a trial's width, pruning and scheme; validated like any recipe.
 
     ``prune: "none"`` drops pruning; a sparsity keeps the base's pruning settings (or the
-    defaults) at that target; ``"m:n"`` sets the structure and its sparsity ``1 - m/n``.
+    defaults) at that target; ``"m:n"`` sets the structure and its sparsity ``1 - m/n``;
+    ``"channels-S"`` sets ``structure: channels`` removing the share ``S`` of the channels.
     ``qat-int8`` keeps the base's QAT settings (or the defaults); ``ptq-*`` sets ``qat: null`` and
     ``convert.mcu_scheme``.
     """
@@ -84,7 +91,10 @@ def trial_recipe(base: Recipe, params: dict[str, Any]) -> Recipe:
         d["prune"] = None
     else:
         prune = d["prune"] or {}
-        if ":" in choice:
+        if choice.startswith(CHANNELS):
+            d["prune"] = {**prune, "target_sparsity": float(choice[len(CHANNELS):]), "structure": "channels",
+                          "schedule": "polynomial", "frequency": None}
+        elif ":" in choice:
             m, n = map(int, choice.split(":"))
             d["prune"] = {**prune, "target_sparsity": 1 - m / n, "structure": choice}
         else:
