@@ -36,8 +36,8 @@ from .comparison import SCHEMA, TOP_CLASSES, _quant_facts, _row, _top_classes, c
 from .diagnose import SATURATION_SHARE
 from .diagnose import diagnose as _diagnose  # noqa: F401
 from .render import render_compare
-from .variants import (FLOAT_STAGES, HOST_TFLITE_RUNTIME, MICRO_TIMEOUT_S, REFERENCE, _float_stage,  # noqa: F401
-                       _io_quantization)
+from .variants import (FLOAT_STAGES, HOST_TFLITE_RUNTIME, MICRO_TIMEOUT_S, REFERENCE, _artifacts,  # noqa: F401
+                       _float_stage, _io_quantization, _read_json)
 
 __all__ = ["FLOAT_STAGES", "HOST_TFLITE_RUNTIME", "MICRO_TIMEOUT_S", "REFERENCE", "SATURATION_SHARE", "SCHEMA",
            "TOP_CLASSES", "compare", "render_compare"]
