@@ -1,14 +1,20 @@
 """Stage 5: convert per target, with the real TFLite converter (and tf2onnx for ONNX).
 
-One converter per target kind, behind one interface: ``convert_target(profile, models, data,
-cfg, out_dir) -> TargetArtifacts``. What each kind ships:
+One entry for every target kind: ``convert_target(profile, models, data, cfg, out_dir) ->
+TargetArtifacts`` hands the work to the kind's module in :mod:`edgekit.targets` (found in its
+registry; an unknown kind fails naming the known ones). What each kind ships:
 
-- ``mobile``: ``model_int8.tflite`` (int8, float I/O), ``model_fp16.tflite``, ``model.onnx``
-- ``rpi``:    ``model_int8.tflite`` and ``bundle/`` (model, standalone evaluator, test sample,
-  requirements.txt, run.sh): copy it to a Pi and run ``sh run.sh``
-- ``mcu``:    ``model_int8.tflite`` (full integer, int8 I/O), ``model_data.h/.cc`` (aligned C
-  array + measured arena), ``op_resolver.h``; with ``convert.mcu_scheme: int16x8`` the same file
-  names hold the int16x8 model (int16 activations and I/O; format ``tflite-full-int16x8``)
+- ``mobile`` (:mod:`edgekit.targets.mobile`): ``model_int8.tflite`` (int8, float I/O),
+  ``model_fp16.tflite``, ``model.onnx``
+- ``rpi`` (:mod:`edgekit.targets.rpi`): ``model_int8.tflite`` and ``bundle/`` (model, standalone
+  evaluator, test sample, requirements.txt, run.sh): copy it to a Pi and run ``sh run.sh``
+- ``mcu`` (:mod:`edgekit.targets.mcu`): ``model_int8.tflite`` (full integer, int8 I/O),
+  ``model_data.h/.cc`` (aligned C array + measured arena), ``op_resolver.h``; with
+  ``convert.mcu_scheme: int16x8`` the same file names hold the int16x8 model (int16 activations
+  and I/O; format ``tflite-full-int16x8``)
+
+This module holds what the kinds share: the converters (:func:`to_tflite`, :func:`to_onnx`), the
+integer-only check, the evaluator's input file and the sources a target is made from.
 
 Int8 models come from the QAT model when there is one, else by post-training quantization of
 the float model with a representative dataset drawn from the training split. After conversion
@@ -30,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from ._io import write_json, write_text
+from ._io import write_text
 from ._tf import tf
 from .data import Dataset
 from .errors import ConversionError
 from .fitting import size_info
-from .recipe import ConvertConfig, TargetKind, TargetProfile
+from .recipe import ConvertConfig, TargetProfile
 
 log = logging.getLogger(__name__)
 
@@ -329,65 +335,11 @@ def _remove_new_entries(folder: Path, *, keep: set[str], remove_dir: bool) -> No
 
 def _convert_target(profile: TargetProfile, source, data: Dataset, cfg: ConvertConfig, out_dir: Path,
                     *, eval_npz: Path) -> TargetArtifacts:
+    from . import targets
+
+    spec = targets.get(profile.kind)  # an unknown kind fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    arts: list[Artifact] = []
-    files: list[Path] = []
-    kind = profile.kind
-    if kind is TargetKind.mobile and source.onnx_only:
-        arts += source.onnx(out_dir)  # a given .onnx: measured as it is, and its static int8 version
-    elif kind in (TargetKind.mobile, TargetKind.rpi):
-        for fmt in profile.formats:
-            if fmt == "tflite-int8":
-                blob = source.tflite("int8")
-                info = check_integer_only(blob, require_int_io=False)
-                p = write_text(out_dir / "model_int8.tflite", blob)
-                arts.append(Artifact(p, fmt, profile.runtime, {"ops": info["ops"], "float_ops": info["float_ops"]}))
-            elif fmt == "tflite-fp16":
-                p = write_text(out_dir / "model_fp16.tflite", source.tflite("fp16"))
-                arts.append(Artifact(p, fmt, profile.runtime))
-            elif fmt == "onnx":
-                arts += source.onnx(out_dir)
-            elif fmt == "tflite-full-int8":
-                blob = source.tflite("full-int8")
-                check_integer_only(blob, require_int_io=True)
-                arts.append(Artifact(write_text(out_dir / "model_full_int8.tflite", blob), fmt, profile.runtime))
-        for mode in cfg.ptq:
-            p = write_text(out_dir / f"model_{mode}.tflite", source.tflite(mode))
-            arts.append(Artifact(p, f"tflite-{mode}", profile.runtime, {"ptq": mode}))
-    if kind in (TargetKind.mobile, TargetKind.rpi):
-        files += [a.path for a in arts]
-        if kind is TargetKind.rpi:
-            files += write_bundle(out_dir / "bundle", arts[0].path, eval_npz, profile)
-    elif kind is TargetKind.mcu:
-        from . import mcu
-
-        if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
-            blob = source.tflite("full-int16x8")
-            fmt = "tflite-full-int16x8"
-        else:
-            blob = source.tflite("full-int8")
-            fmt = "tflite-full-int8"
-        ops = mcu.model_ops(blob)
-        mcu.check_ops(ops)
-        info = check_integer_only(blob, require_int_io=True)
-        p = write_text(out_dir / "model_int8.tflite", blob)
-        arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
-        from .opcosts import io_quantization
-
-        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
-                                  preprocess=preprocess_json(data))
-        res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
-        extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
-        write_json(out_dir / "arena.json", extra["arena"])
-        arts.append(Artifact(p, fmt, "tflite_micro", extra))
-        files += [p, h, cc, res, out_dir / "arena.json"]
-    else:  # pragma: no cover - TargetKind is closed
-        raise ConversionError(f"unknown target kind {kind}")
-    pre = preprocess_json(data)
-    if pre is not None:
-        files.append(write_json(out_dir / "preprocess.json", pre))
-        if kind is TargetKind.rpi:
-            files.append(write_json(out_dir / "bundle" / "preprocess.json", pre))
+    arts, files = spec.convert(source, profile, targets.ConvertContext(data, cfg, out_dir, eval_npz))
     for a in arts:
         log.info("%s: %s %s (%d bytes)", profile.name, a.format, a.path.name, size_info(a.path.read_bytes())["size_bytes"])
     return TargetArtifacts(profile, arts, files)
@@ -405,45 +357,3 @@ def preprocess_json(data: Dataset) -> dict | None:
     return {"normalize": norm["kind"], "formula": "x_model = (x_raw - offset) / scale",
             "shape": list(norm["offset"].shape), "offset": norm["offset"].ravel().tolist(),
             "scale": norm["scale"].ravel().tolist()}
-
-
-RUN_SH = """#!/bin/sh
-# Run the edgekit evaluator on this device and print its JSON report.
-# Usage: sh run.sh [extra evaluate.py options, e.g. --threads 4 --runs 200]
-# Needs: python3 with the packages in requirements.txt (pip install -r requirements.txt);
-# set PYTHON to use another interpreter (an absolute path: run.sh changes into its folder).
-set -e
-cd "$(dirname "$0")"
-PY=${PYTHON:-python3}
-exec "$PY" evaluate.py --model {model} --data eval.npz "$@"
-"""
-
-# What the bundle's requirements.txt pins per runtime: versions known to run the models that
-# TensorFlow 2.21 writes (tflite-runtime 2.14 needs numpy<2; DESIGN.md "Checked to work here").
-BUNDLE_REQUIREMENTS = {
-    "ai_edge_litert": "ai-edge-litert==2.3.0\nnumpy>=1.26\n",
-    "tflite_runtime": "tflite-runtime==2.14.0\nnumpy<2\n",
-    "onnxruntime": "onnxruntime>=1.17\nnumpy>=1.26\n",
-}
-
-
-def write_bundle(folder: Path, model: Path, eval_npz: Path, profile: TargetProfile) -> list[Path]:
-    """A self-contained folder to copy to a Pi: model, evaluator, test sample, requirements, run.sh.
-
-    ``model.tflite`` (or ``model.onnx`` for an ONNX primary model), ``evaluate.py`` (the
-    standalone evaluator, numpy + one runtime), ``eval.npz``, ``requirements.txt`` (the
-    profile's runtime and numpy; ai-edge-litert for runtimes that have no Pi wheel) and
-    ``run.sh`` (``sh run.sh [--runs N ...]`` prints the evaluator's JSON). Every file is
-    written atomically; returns their paths.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    name = "model.onnx" if model.suffix == ".onnx" else "model.tflite"
-    runtime = "onnxruntime" if name == "model.onnx" else profile.runtime
-    runtime_req = BUNDLE_REQUIREMENTS.get(runtime, BUNDLE_REQUIREMENTS["ai_edge_litert"])
-    out = [write_text(folder / name, model.read_bytes()),
-           write_text(folder / "evaluate.py", EVALUATOR.read_bytes()),
-           write_text(folder / "eval.npz", eval_npz.read_bytes()),
-           write_text(folder / "requirements.txt", f"# runtime for {profile.board or profile.name}\n{runtime_req}"),
-           write_text(folder / "run.sh", RUN_SH.replace("{model}", name))]
-    (folder / "run.sh").chmod(0o755)
-    return out

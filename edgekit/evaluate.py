@@ -19,6 +19,7 @@ from typing import Any
 from .convert import EVALUATOR, Artifact, TargetArtifacts
 from .errors import DeviceError
 from .recipe import Budget, EvaluateConfig, TargetKind
+from .targets import get as target_kind
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,12 @@ def run_evaluator(model: Path, data: Path, *, runtime: str, cfg: EvaluateConfig,
         return json.loads(out.read_text())
 
 
-def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> dict[str, Any]:
+def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind | str) -> dict[str, Any]:
     """Compare measured numbers with the profile's budget.
 
-    Flash: the model file size. RAM: the tensor arena for MCUs, the RSS growth caused by
-    loading the model elsewhere. Latency: against the p50 measured on the device itself when
+    Flash: the model file size. RAM: the number the kind's spec names (``ram_key`` in
+    :mod:`edgekit.targets`: the tensor arena for MCUs, the RSS growth caused by loading the
+    model elsewhere). Latency: against the p50 measured on the device itself when
     there is one (a host latency says nothing about a Pi), else against the calibrated estimate
     (``latency_estimate_ms``, :mod:`edgekit.estimate`) when the model lies inside the estimate's
     calibration range (``estimate_in_range``), else it is listed as unchecked;
@@ -77,13 +79,13 @@ def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind) -> di
             unchecked.append("flash_bytes: model size not measured")
         elif size > budget.flash_bytes:
             violations.append(f"flash: model {size} bytes > budget {budget.flash_bytes} bytes")
-    ram = result.get("arena_bytes") if kind is TargetKind.mcu else result.get("rss_growth_bytes")
+    spec = target_kind(kind)
+    ram = result.get(spec.ram_key)
     if budget.ram_bytes is not None:
         if ram is None:
             unchecked.append("ram_bytes: not measured")
         elif ram > budget.ram_bytes:
-            what = "arena" if kind is TargetKind.mcu else "RSS growth"
-            violations.append(f"ram: {what} {ram} bytes > budget {budget.ram_bytes} bytes")
+            violations.append(f"ram: {spec.ram_label} {ram} bytes > budget {budget.ram_bytes} bytes")
     basis = None
     if budget.latency_ms is not None:
         on = str(result.get("measured_on", ""))

@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from . import __version__
 from ._io import write_text
 from .errors import RecipeError
-from .recipe import Recipe, TargetKind, _read_yaml, absolute_source, _Strict, _validate, find_target, load_recipe, load_target
+from .recipe import Recipe, _read_yaml, absolute_source, _Strict, _validate, find_target, load_recipe, load_target
 
 __all__ = ["AIRFLOW_VERSION", "DeployHost", "ExportResult", "Inventory", "check_dag_id", "check_schedule",
            "export_airflow", "load_inventory", "render_dag"]
@@ -108,7 +108,9 @@ def load_inventory(path: Path, recipe: Recipe, *, recipe_path: Path) -> list[Dep
     inv = _validate(Inventory, _read_yaml(path, "inventory"), path)
     loaded = {t: load_target(t, base=recipe_path.parent) for t in recipe.targets}
     profiles = {p.name: p for p in loaded.values()}
-    pis = [name for name, p in profiles.items() if p.kind is TargetKind.rpi]
+    from . import targets
+
+    pis = [name for name, p in profiles.items() if targets.get(p.kind).ssh_bundle]
     hosts, measured_by = [], {}
     for i, h in enumerate(inv.hosts):
         where = f"{path}: hosts.{i}"
@@ -123,7 +125,7 @@ def load_inventory(path: Path, recipe: Recipe, *, recipe_path: Path) -> list[Dep
             if target not in profiles:
                 raise RecipeError(f"{where}.target: {h.target!r} is not a target of recipe {recipe.name!r} "
                                   f"(its Pi targets: {', '.join(pis) or 'none'})")
-            if profiles[target].kind is not TargetKind.rpi:
+            if not targets.get(profiles[target].kind).ssh_bundle:
                 raise RecipeError(f"{where}.target: {target!r} is a {profiles[target].kind.value} target; deploy "
                                   f"measures Raspberry Pi bundles (the recipe's Pi targets: {', '.join(pis) or 'none'})")
         if target in measured_by:

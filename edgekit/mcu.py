@@ -204,51 +204,12 @@ def model_ops(model: bytes | bytearray | memoryview | os.PathLike) -> list[str]:
     operator of some subgraph uses are listed.
 
     Raises :class:`ConversionError` when the bytes are not a TFLite flatbuffer (wrong file
-    identifier, truncated or corrupt tables). No side effects; imports ``tflite_micro`` (for its
-    schema) on first use, never TensorFlow.
+    identifier, truncated or corrupt tables) or the path is no file. No side effects; read by
+    :func:`edgekit.tflite_file.read` (``tflite_micro``'s schema), never TensorFlow.
     """
-    if isinstance(model, os.PathLike):
-        data = Path(model).read_bytes()
-        what = str(model)
-    else:
-        data = bytes(model)
-        what = f"model ({len(data)} bytes)"
-    from tflite_micro.python.tflite_micro import runtime
+    from .tflite_file import read
 
-    fb = runtime.schema_fb
-    names = _builtin_names(fb)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"(expected file identifier 'TFL3' at byte 4, found {data[4:8]!r})")
-    try:
-        root = fb.Model.GetRootAsModel(data, 0)
-        codes = []
-        for i in range(root.OperatorCodesLength()):
-            oc = root.OperatorCodes(i)
-            code = runtime.get_builtin_code_from_operator_code(oc)
-            if code == fb.BuiltinOperator.CUSTOM:
-                custom = oc.CustomCode()
-                codes.append("CUSTOM:" + (custom.decode("utf-8") if custom else "<unnamed>"))
-            else:
-                codes.append(names.get(code, f"BUILTIN_{code}"))
-        used: set[str] = set()
-        n_subgraphs = root.SubgraphsLength()
-        if n_subgraphs == 0:
-            raise ValueError("the model has no subgraph")
-        for s in range(n_subgraphs):
-            sg = root.Subgraphs(s)
-            for j in range(sg.OperatorsLength()):
-                idx = sg.Operators(j).OpcodeIndex()
-                if not 0 <= idx < len(codes):
-                    raise ValueError(f"operator {j} of subgraph {s} uses opcode index {idx}, "
-                                     f"but the model has {len(codes)} operator codes")
-                used.add(codes[idx])
-    except ConversionError:
-        raise
-    except Exception as e:  # flatbuffers raises struct.error / IndexError / UnicodeError on junk
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"({type(e).__name__}: {e})") from e
-    return sorted(used)
+    return read(model).ops
 
 
 def check_ops(ops: Iterable[str], *, target: str = "tflite-micro") -> None:
@@ -764,11 +725,6 @@ def _arena_note(arena: int | ArenaMeasurement) -> tuple[int, list[str]]:
     if size < 0:
         raise ValueError(f"arena_bytes must be >= 0, got {size}")
     return size, ["Tensor arena in bytes, as given to edgekit (not measured by write_c_array)."]
-
-
-def _builtin_names(fb) -> dict[int, str]:
-    return {v: k for k, v in vars(fb.BuiltinOperator).items()
-            if not k.startswith("_") and isinstance(v, int)}
 
 
 def _guard(path: Path) -> str:

@@ -5,8 +5,8 @@ batch matmul, transposed convolutions, recurrent cells) and memory traffic (byte
 written, weights apart), see :func:`op_costs`; :func:`model_features` sums them into the
 features the latency estimates (:mod:`edgekit.estimate`) are fitted on, and :func:`summary`
 gives the totals per op class, the op kinds and the largest tensor (what a calibration set's
-validity range is checked against). The flatbuffer schema comes from ``tflite_micro`` (imported
-lazily). No side effects.
+validity range is checked against). The model is read by :mod:`edgekit.tflite_file` (the
+schema from ``tflite_micro``, imported lazily). No side effects.
 
 Example::
 
@@ -17,14 +17,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from .errors import ConversionError
+from .tflite_file import Operator, Tensor, read
 
 __all__ = ["FEATURES", "OP_CLASSES", "OpCost", "io_quantization", "model_features", "op_costs", "summary"]
 
@@ -113,26 +111,6 @@ class OpCost:
 # op-level cost model
 
 
-def _read_model(model) -> tuple[bytes, str]:
-    if isinstance(model, (os.PathLike, str)):
-        path = Path(model)
-        if not path.is_file():
-            raise ConversionError(f"{path}: model file not found")
-        return path.read_bytes(), str(path)
-    data = bytes(model)
-    return data, f"model ({len(data)} bytes)"
-
-
-@functools.cache
-def _schema():
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
-
-    def names(enum_cls) -> dict[int, str]:
-        return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-    return fb, names(fb.BuiltinOperator), names(fb.TensorType)
-
-
 def op_costs(model: bytes | bytearray | memoryview | os.PathLike | str) -> list[OpCost]:
     """MACs and bytes of every operator of a TFLite model, in execution order (subgraph 0).
 
@@ -148,59 +126,25 @@ def op_costs(model: bytes | bytearray | memoryview | os.PathLike | str) -> list[
 
     Every op also gets the bytes of its input and output tensors, the memory traffic that the
     memory-bound ops (depthwise, pooling, elementwise, reshape, quantize) cost. Raises
-    :class:`ConversionError` for a missing file or bytes that are not a TFLite flatbuffer.
-    No side effects.
+    :class:`ConversionError` for a missing file or bytes that are not a TFLite flatbuffer
+    (:func:`edgekit.tflite_file.read`). No side effects.
     """
-    data, what = _read_model(model)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"(expected file identifier 'TFL3' at byte 4, found {data[4:8]!r})")
-    fb, op_names, type_names = _schema()
-    try:
-        root = fb.Model.GetRootAsModel(data, 0)
-        codes = []
-        for i in range(root.OperatorCodesLength()):
-            oc = root.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-            if code == fb.BuiltinOperator.CUSTOM:
-                custom = oc.CustomCode()
-                codes.append("CUSTOM:" + (custom.decode("utf-8") if custom else "<unnamed>"))
-            else:
-                codes.append(op_names.get(code, f"BUILTIN_{code}"))
-        if root.SubgraphsLength() == 0:
-            raise ValueError("the model has no subgraph")
-        sg = root.Subgraphs(0)
-        tensors = []
-        for t in range(sg.TensorsLength()):
-            ten = sg.Tensors(t)
-            shape = tuple(int(d) for d in ten.ShapeAsNumpy()) if ten.ShapeLength() else ()
-            b = ten.Buffer()
-            buf = root.Buffers(b) if 0 < b < root.BuffersLength() else None
-            const = bool(buf is not None and (buf.DataLength() > 0 or buf.Size() > 0))
-            tensors.append((shape, type_names.get(ten.Type(), "UNKNOWN"), const))
-        costs = []
-        for j in range(sg.OperatorsLength()):
-            o = sg.Operators(j)
-            name = codes[o.OpcodeIndex()]
-            ins = [tensors[i] if 0 <= i < len(tensors) else None
-                   for i in (o.InputsAsNumpy() if o.InputsLength() else [])]
-            outs = [tensors[i] for i in (o.OutputsAsNumpy() if o.OutputsLength() else [])
-                    if 0 <= i < len(tensors)]
-            present = [t for t in ins if t is not None]
-            costs.append(OpCost(
-                index=j, op=name, op_class=_CLASS_OF.get(name, "other"),
-                macs=int(_macs(name, ins, outs, o, fb)),
-                bytes_read=sum(_nbytes(t) for t in present),
-                bytes_written=sum(_nbytes(t) for t in outs),
-                weight_bytes=sum(_nbytes(t) for t in present if t[2]),
-                dtype=_activation_dtype(name, present),
-                output_shape=outs[0][0] if outs else (),
-                max_tensor_bytes=max((_nbytes(t) for t in [*present, *outs] if not t[2]), default=0)))
-    except ConversionError:
-        raise
-    except Exception as e:  # flatbuffers raises struct.error / IndexError / UnicodeError on junk
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer "
-                              f"({type(e).__name__}: {e})") from e
+    sg = read(model).subgraphs[0]
+    costs = []
+    for o in sg.operators:
+        name = o.op
+        ins = [sg.tensor(i) for i in o.inputs]
+        outs = [t for t in map(sg.tensor, o.outputs) if t is not None]
+        present = [t for t in ins if t is not None]
+        costs.append(OpCost(
+            index=o.index, op=name, op_class=_CLASS_OF.get(name, "other"),
+            macs=int(_macs(o, ins, outs)),
+            bytes_read=sum(_nbytes(t) for t in present),
+            bytes_written=sum(_nbytes(t) for t in outs),
+            weight_bytes=sum(_nbytes(t) for t in present if t.const),
+            dtype=_activation_dtype(name, present),
+            output_shape=outs[0].shape if outs else (),
+            max_tensor_bytes=max((_nbytes(t) for t in [*present, *outs] if not t.const), default=0)))
     return costs
 
 
@@ -208,23 +152,24 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(max(int(d), 1) for d in shape)
 
 
-def _nbytes(t) -> int:
-    shape, dtype, _ = t
-    return math.ceil(_numel(shape) * _TYPE_BYTES.get(dtype, 4))
+def _nbytes(t: Tensor) -> int:
+    return math.ceil(_numel(t.shape) * _TYPE_BYTES.get(t.dtype, 4))
 
 
-def _activation_dtype(name: str, present: list) -> str:
+def _activation_dtype(name: str, present: list[Tensor]) -> str:
     if name == "TRANSPOSE_CONV" and len(present) > 2:   # inputs: output_shape, weights, input
-        return present[2][1]
-    variable = [t for t in present if not t[2]]
-    return (variable or present or [((), "NONE", False)])[0][1]
+        return present[2].dtype
+    variable = [t for t in present if not t.const]
+    first = (variable or present or [None])[0]
+    return first.dtype if first is not None else "NONE"
 
 
-def _macs(name: str, ins: list, outs: list, o, fb) -> int:
+def _macs(o: Operator, ins: list[Tensor | None], outs: list[Tensor]) -> int:
+    name = o.op
     if not outs:
         return 0
-    n_out = _numel(outs[0][0])
-    w = ins[1][0] if len(ins) > 1 and ins[1] is not None else ()
+    n_out = _numel(outs[0].shape)
+    w = ins[1].shape if len(ins) > 1 and ins[1] is not None else ()
     if name == "CONV_2D" and len(w) == 4:             # filter [out_c, kh, kw, in_c / groups]
         return n_out * w[1] * w[2] * w[3]
     if name == "CONV_3D" and len(w) == 5:             # filter [kd, kh, kw, in_c, out_c]
@@ -233,24 +178,18 @@ def _macs(name: str, ins: list, outs: list, o, fb) -> int:
         return n_out * w[1] * w[2]
     if name == "TRANSPOSE_CONV":                      # inputs: output_shape, weights [oc, kh, kw, ic], input
         if len(ins) > 2 and ins[2] is not None and len(w) == 4:
-            return _numel(ins[2][0]) * w[0] * w[1] * w[2]
+            return _numel(ins[2].shape) * w[0] * w[1] * w[2]
         return 0
     if name == "FULLY_CONNECTED" and len(w) == 2:     # weights [units, depth]
         return n_out * w[1]
     if name == "BATCH_MATMUL":
-        if not ins or ins[0] is None or len(ins[0][0]) < 2:
+        if not ins or ins[0] is None or len(ins[0].shape) < 2:
             return 0
-        lhs = ins[0][0]
-        adj_x = False
-        opts = o.BuiltinOptions()
-        if opts is not None and o.BuiltinOptionsType() == fb.BuiltinOptions.BatchMatMulOptions:
-            bo = fb.BatchMatMulOptions()
-            bo.Init(opts.Bytes, opts.Pos)
-            adj_x = bool(bo.AdjX())
-        return n_out * (lhs[-2] if adj_x else lhs[-1])
+        lhs = ins[0].shape
+        return n_out * (lhs[-2] if o.options.get("adj_x") else lhs[-1])
     if _CLASS_OF.get(name) == "fully_connected":      # recurrent cells: each weight matrix once per step
-        weights = sum(_numel(t[0]) for t in ins[1:] if t is not None and t[2] and len(t[0]) == 2)
-        steps = ins[0][0][1] if ins and ins[0] is not None and len(ins[0][0]) == 3 else 1
+        weights = sum(_numel(t.shape) for t in ins[1:] if t is not None and t.const and len(t.shape) == 2)
+        steps = ins[0].shape[1] if ins and ins[0] is not None and len(ins[0].shape) == 3 else 1
         return weights * max(int(steps), 1)
     return 0
 
@@ -292,21 +231,11 @@ def io_quantization(model: bytes | bytearray | memoryview | os.PathLike | str) -
     ``{"input": {"dtype", "shape", "scale", "zero_point"}, "output": {...}}``; scale and zero
     point are None for a tensor without (per-tensor) quantization. Raises
     :class:`ConversionError` for bytes that are not a TFLite flatbuffer."""
-    data, what = _read_model(model)
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ConversionError(f"{what} is not a valid TFLite flatbuffer")
-    fb, _, type_names = _schema()
-    root = fb.Model.GetRootAsModel(data, 0)
-    sg = root.Subgraphs(0)
+    sg = read(model).subgraphs[0]
 
     def one(index: int) -> dict[str, Any]:
-        t = sg.Tensors(index)
-        q = t.Quantization()
-        scale = zero = None
-        if q is not None and q.ScaleLength() == 1:
-            scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0
-        return {"dtype": type_names.get(t.Type(), "UNKNOWN").lower(),
-                "shape": [int(d) for d in t.ShapeAsNumpy()] if t.ShapeLength() else [],
-                "scale": scale, "zero_point": zero}
+        t = sg.tensors[index]
+        scale, zero = t.per_tensor or (None, None)
+        return {"dtype": t.dtype.lower(), "shape": list(t.shape), "scale": scale, "zero_point": zero}
 
-    return {"input": one(int(sg.Inputs(0))), "output": one(int(sg.Outputs(0)))}
+    return {"input": one(sg.inputs[0]), "output": one(sg.outputs[0])}

@@ -414,11 +414,13 @@ class Run:
         return ref if ref is not None and ref.converted else None
 
     def _given_needs_tflite(self) -> bool:
-        """Whether a given .onnx must become a float .tflite: the recipe has an rpi or mcu target."""
-        from .recipe import TargetKind
+        """Whether a given .onnx must become a float .tflite: the recipe has a target whose kind
+        does not take the .onnx as it is (rpi, mcu: ``takes_given_onnx`` in :mod:`edgekit.targets`)."""
+        from . import targets
 
         return self.given.kind == "onnx" and any(
-            load_target(t, base=self.recipe_path.parent).kind is not TargetKind.mobile for t in self.recipe.targets)
+            not targets.get(load_target(t, base=self.recipe_path.parent).kind).takes_given_onnx
+            for t in self.recipe.targets)
 
     def _skip_reason(self, name: str) -> str:
         key = "prune" if name == "pruned" else name

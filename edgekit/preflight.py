@@ -69,24 +69,23 @@ def check_model(model, *, qat: bool, prune: bool) -> list[Problem]:
 
 
 def check_targets(model, profiles) -> list[Problem]:
-    """Ops of ``model`` (converted to float TFLite) that a microcontroller target's TFLite Micro
-    has no kernel for; nothing to check without an mcu target."""
-    mcu = [p for p in profiles or () if getattr(p.kind, "value", p.kind) == "mcu"]
-    if not mcu:
+    """Ops of ``model`` (converted to float TFLite) that a target cannot run, as each profile's
+    kind judges them (:meth:`edgekit.targets.TargetKindSpec.check`: a microcontroller's TFLite
+    Micro has no kernel for them); the model is converted only when a kind looks at its ops."""
+    from . import targets
+
+    judged = [(p, spec) for p in profiles or () if (spec := targets.get(p.kind)).checks_ops()]
+    if not judged:
         return []
     from .fitting import tflite_bytes
-    from .mcu import TFLM_OPS, model_ops
+    from .mcu import model_ops
 
     try:
         ops = model_ops(tflite_bytes(model))
     except Exception as exc:  # noqa: BLE001 - the converter's own error, shown where conversion fails
         return [Problem(model.name, "model", "the TFLite converter",
                         f"it does not convert ({' '.join(str(exc).split())[:200]})")]
-    missing = [op for op in ops if op not in TFLM_OPS]
-    return [Problem(op, "TFLite op", f"target {p.name} (TFLite Micro)",
-                    "no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
-                    "Add/Concatenate/ReLU/Reshape, or drop the target")
-            for p in mcu for op in missing]
+    return [problem for p, spec in judged for problem in spec.check(ops, p)]
 
 
 def run(recipe, *, input_shape: tuple[int, ...], num_classes: int, reduction: dict | None = None,

@@ -123,7 +123,7 @@ def test_forced_threshold_gives_a_diagnosis(run_copy):
 
 def test_a_tflite_micro_crash_is_an_error_row_not_a_crash(run_copy, monkeypatch):
     """A 100-byte arena makes TFLM fail (it can SIGSEGV): the child process takes it."""
-    monkeypatch.setattr(parity, "_arena_bytes", lambda run_dir, artifact: 100)
+    monkeypatch.setattr(parity.variants, "_arena_bytes", lambda run_dir, artifact: 100)
     res = compare(run_copy, samples=10)
     rows = _rows(res)
     assert res["errors"] == ["tflm_int8:cortex-m4"] and not res["ok"]

@@ -134,7 +134,8 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
     :class:`EdgekitError` when the run has no such bundle or the target is not a Pi.
     """
     from ..manifest import Manifest
-    from ..recipe import TargetKind, load_target
+    from .. import targets
+    from ..recipe import load_target
 
     run_dir = Path(run_dir)
     if Manifest.load(run_dir) is None:
@@ -148,7 +149,7 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
             raise EdgekitError(f"{run_dir}: name the target with --target (Pi bundles in this run: {have})")
         target = bundles[0]
     profile = load_target(target)
-    if profile.kind is not TargetKind.rpi:
+    if not targets.get(profile.kind).ssh_bundle:
         raise EdgekitError(f"--target {target}: deploy runs Raspberry Pi bundles; {profile.name} is a "
                            f"{profile.kind.value} target")
     bundle = run_dir / "targets" / profile.name / "bundle"

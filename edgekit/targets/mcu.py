@@ -1,0 +1,60 @@
+"""Target kind ``mcu``: a microcontroller running TensorFlow Lite Micro.
+
+Ships ``model_int8.tflite`` (full integer, int8 I/O; with ``convert.mcu_scheme: int16x8`` the
+same file name holds the int16x8 model), ``model_data.h/.cc`` (the aligned C array and the
+measured arena), ``op_resolver.h`` and ``arena.json``. Every op must have a TFLite Micro kernel:
+checked before training (preflight) and again before any file is written. RAM budget: the
+tensor arena, measured by :func:`edgekit.mcu.measure_arena`. The toolchain is :mod:`edgekit.mcu`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .base import ConvertContext, TargetKindSpec, write_preprocess
+
+FIX = ("no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
+       "Add/Concatenate/ReLU/Reshape, or drop the target")
+
+
+class McuKind(TargetKindSpec):
+    name = "mcu"
+    ram_key = "arena_bytes"
+    ram_label = "arena"
+
+    def checks_ops(self) -> bool:
+        return True
+
+    def check(self, ops, profile):
+        from ..mcu import TFLM_OPS
+        from ..preflight import Problem
+
+        return [Problem(op, "TFLite op", f"target {profile.name} (TFLite Micro)", FIX)
+                for op in ops if op not in TFLM_OPS]
+
+    def convert(self, source, profile, ctx: ConvertContext) -> tuple[list, list[Path]]:
+        from .. import mcu
+        from .._io import write_json, write_text
+        from ..convert import Artifact, check_integer_only, preprocess_json
+        from ..opcosts import io_quantization
+
+        cfg, out_dir = ctx.cfg, ctx.out_dir
+        if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
+            blob = source.tflite("full-int16x8")
+            fmt = "tflite-full-int16x8"
+        else:
+            blob = source.tflite("full-int8")
+            fmt = "tflite-full-int8"
+        ops = mcu.model_ops(blob)
+        mcu.check_ops(ops)
+        info = check_integer_only(blob, require_int_io=True)
+        p = write_text(out_dir / "model_int8.tflite", blob)
+        arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
+        h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
+                                  preprocess=preprocess_json(ctx.data))
+        res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
+        extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
+        write_json(out_dir / "arena.json", extra["arena"])
+        art = Artifact(p, fmt, "tflite_micro", extra)
+        return [art], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx)]
