@@ -20,6 +20,7 @@ working directory, the checkout or the recipe; :func:`check_page_out` is the one
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import contextvars
 import json
 import os
@@ -28,7 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["check_not_special", "check_out_dir", "confined", "guard", "remove", "run_lock", "write_json", "write_text"]
+__all__ = ["check_not_special", "check_out_dir", "confined", "guard", "hash_files", "remove", "run_lock", "sha256_path",
+           "write_json", "write_text"]
 
 # the run directory the current code may write in (set by run_lock / confined); None: no run
 _ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("edgekit_run_root", default=None)
@@ -239,3 +241,32 @@ def check_page_out(path: Path) -> None:
     if not (head.startswith(b"<!DOCTYPE html>") and b"<title>edgekit " in head):
         raise RecipeError(f"--out {path}: exists and is not an edgekit HTML page; edgekit does not overwrite it "
                           "(choose another file)")
+
+
+def hash_files(h: "hashlib._Hash", files: Iterable[Path], root: Path | None = None) -> None:
+    """Feed ``files`` into ``h``: per file its name relative to ``root`` (empty without one), its
+    size and its bytes (read in 1 MiB chunks), so a renamed, resized or edited file changes the hash."""
+    for p in files:
+        rel = "" if root is None or p == root else p.relative_to(root).as_posix()
+        h.update(f"\0{rel}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+
+
+def sha256_path(path: Path) -> str:
+    """The sha256 of a file's bytes, or of a folder's files (see :func:`hash_files`, sorted by name).
+
+    The one file hash of edgekit: manifests, model sources, what-to-ship lists. Raises ``OSError``
+    for a missing path.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        hash_files(h, sorted((q for q in path.rglob("*") if q.is_file()), key=lambda q: q.relative_to(path).as_posix()),
+                   path)
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -514,11 +514,21 @@ def estimate(model: Path, targets_: tuple[str, ...], calibration: Path | None, p
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
               help="Study directory (default: runs/tune-RECIPE-TARGET).")
 @click.option("--resume", is_flag=True, help="Continue the study in --out; finished trials are not rerun.")
+@click.option("--storage", metavar="URL",
+              help="The study's database, any Optuna RDB (SQLAlchemy) URL, e.g. postgresql://USER@HOST/DB, "
+                   "shared by several machines (default: OUT/study.db, SQLite; also $EDGEKIT_TUNE_STORAGE). "
+                   "No password here: set PGPASSWORD, ~/.pgpass, or the whole URL in $EDGEKIT_TUNE_STORAGE.")
+@click.option("--study", "study_name", metavar="NAME", help="The study's name in --storage (default: RECIPE@TARGET).")
+@click.option("--join", is_flag=True,
+              help="Add this machine's workers to a study that exists in --storage (trials run in this --out).")
+@click.option("--report-only", is_flag=True,
+              help="Run no trial: write best.yaml, tune.json, tune.md and tune.html into --out from the stored study.")
 @click.option("--json", "as_json", is_flag=True, help="Print tune.json to stdout when done.")
 @click.pass_context
 @_handle_errors
 def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, timeout_s: float | None,
-         jobs: int | None, out: Path | None, resume: bool, as_json: bool):
+         jobs: int | None, out: Path | None, resume: bool, storage: str | None, study_name: str | None, join: bool,
+         report_only: bool, as_json: bool):
     """Find the smallest model of RECIPE that fits --target within an accuracy floor.
 
     Searches the student's width, pruning (sparsity or m:n) and quantization (QAT int8, PTQ int8,
@@ -527,6 +537,9 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
     exceed the budget is pruned before training. The teacher is trained once. The study is stored
     in OUT/study.db (Optuna, SQLite): --resume continues it. Writes OUT/best.yaml (run it with
     `edgekit run`), OUT/tune.json, tune.md and tune.html (every trial, Pareto fronts).
+    With --storage postgresql://... several machines work on one study: start it on one, add
+    workers with --join on others (each keeps its trials' run directories); whoever finishes, or
+    --report-only, writes the outputs from the shared study.
     Exit 0 when a trial fits, 6 when none does, 2 for a bad recipe or option.
 
     \b
@@ -534,10 +547,15 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
       edgekit tune recipes/quickstart.yaml --target cortex-m4 --trials 12 --out runs/tune
       edgekit tune recipes/quickstart.yaml --target cortex-m4 --trials 20 --out runs/tune --resume
       edgekit run runs/tune/best.yaml --out runs/best
+      PGPASSWORD=... edgekit tune recipes/quickstart.yaml --target cortex-m4 --storage postgresql://tuner@db/edgekit
+      PGPASSWORD=... edgekit tune recipes/quickstart.yaml --target cortex-m4 --storage postgresql://tuner@db/edgekit --join
     """
     from .errors import BudgetError
     from .tune import load_result
     from .tune import tune as run_tune
+    from .tune.storage import resolve
+
+    where = resolve(storage)  # before anything runs: a password on the command line is refused
     from .ui import TuneProgress
 
     out = out or Path("runs") / f"tune-{recipe.stem}-{Path(target).stem}"
@@ -545,13 +563,14 @@ def tune(ctx, recipe: Path, target: str, max_accuracy_drop: float, trials: int, 
     with TuneProgress(enabled=not quiet) as prog:
         try:
             result = run_tune(recipe, target=target, out=out, max_accuracy_drop=max_accuracy_drop, trials=trials,
-                              timeout_s=timeout_s, jobs=jobs, resume=resume, on_event=prog.event)
+                              timeout_s=timeout_s, jobs=jobs, resume=resume, on_event=prog.event,
+                              storage=where, study_name=study_name, join=join, report_only=report_only)
         except BudgetError:
             if as_json and (out / "tune.json").is_file():
                 click.echo(json.dumps(load_result(out), indent=2))
             raise
         finally:
-            if (out / "study.db").is_file():
+            if (out / "study.db").is_file() or (where.shared and (out / "base.yaml").is_file()):
                 console = ctx.obj.get("console")
                 console and console.attach(out, "tune")
     if as_json:

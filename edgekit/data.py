@@ -648,10 +648,7 @@ def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
         if not path.is_file():
             raise DataError(f"{path}: data file not found (data.source {cfg.source})")
         files = [path]
-    for p in files:
-        rel = "" if p == path else p.relative_to(path).as_posix()
-        h.update(f"\0{rel}\0{p.stat().st_size}\0".encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+    from ._io import hash_files
+
+    hash_files(h, files, path)
     return h.hexdigest()

@@ -16,17 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._io import sha256_path
 from .fitting import write_json
 
 SCHEMA = "edgekit.manifest/1"
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The sha256 of a file's bytes (:func:`edgekit._io.sha256_path`)."""
+    return sha256_path(path)
 
 
 def fingerprint(*parts: Any) -> str:

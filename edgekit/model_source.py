@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import re
 from pathlib import Path
 
@@ -164,17 +163,7 @@ def absolute_model(value: str, base: Path | None) -> str:
 
 
 def sha256_of(path: Path) -> str:
-    """sha256 of a model file, or of a folder's files (relative names and contents, sorted)."""
-    h = hashlib.sha256()
-    path = Path(path)
-    if path.is_dir():
-        for p in sorted(q for q in path.rglob("*") if q.is_file()):
-            h.update(str(p.relative_to(path)).encode() + b"\0")
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        return h.hexdigest()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """sha256 of a model file, or of a folder's files (relative names, sizes and contents, sorted)."""
+    from ._io import sha256_path
+
+    return sha256_path(path)

@@ -151,8 +151,9 @@ def test_quickstart_dag_runs_like_edgekit_run(airflow, tmp_path):
 
 
 def test_retry_continues_the_run_directory(airflow, tmp_path):
-    """A stray file where rpi4's folder goes fails its conversion; it is removed before Airflow's
-    retry, which converts rpi4 without redoing train, distill, prune or quantize."""
+    """``targets/`` made a symlink that leads out of the run fails rpi4's conversion (edgekit
+    refuses to write or remove outside the run directory); it is removed before Airflow's retry,
+    which converts rpi4 without redoing train, distill, prune or quantize."""
     recipe = _tiny_quickstart(tmp_path / "src", epochs=1, name="digits-retry", targets=["rpi4"])
     exported = _export(recipe, airflow, "--run-root", tmp_path / "runs", "--retries", "1", "--retry-delay", "3")
     dag_id = exported["dag_id"]
@@ -168,10 +169,12 @@ def test_retry_continues_the_run_directory(airflow, tmp_path):
             run_dir = next(runs.iterdir(), None) if runs.is_dir() else None
             if run_dir is None:
                 continue
-            stray = run_dir / "targets" / "rpi4"
+            stray = run_dir / "targets"
             if "planted" not in seen:
-                stray.parent.mkdir(parents=True, exist_ok=True)
-                stray.write_text("not a folder\n")
+                elsewhere = tmp_path / "elsewhere"
+                (elsewhere / "rpi4").mkdir(parents=True, exist_ok=True)
+                (elsewhere / "rpi4" / "canary").write_text("not edgekit's\n")
+                stray.symlink_to(elsewhere, target_is_directory=True)
                 seen["planted"] = time.monotonic()
                 continue
             try:
@@ -193,7 +196,8 @@ def test_retry_continues_the_run_directory(airflow, tmp_path):
     log = proc.stdout + proc.stderr
     assert seen.get("fixed"), f"the conversion never failed: {log[-3000:]}"
     failed = seen["failed"]
-    assert "File exists" in failed["convert:rpi4"]["error"] or "Not a directory" in failed["convert:rpi4"]["error"]
+    assert "outside the run" in failed["convert:rpi4"]["error"], failed["convert:rpi4"]
+    assert (tmp_path / "elsewhere" / "rpi4" / "canary").read_text() == "not edgekit's\n"  # never touched
 
     # Airflow ran convert_rpi4 twice (the failure and its retry) and everything else once
     assert _started(log, "convert_rpi4") == 2

@@ -12,5 +12,5 @@ fi
 echo "edgekit: setting up .venv (pinned dependencies, about a minute)..." >&2
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-.venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e '.[dev,archives]' >&2
+.venv/bin/python -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e '.[dev,archives,tune-rdb]' >&2
 echo "$want" > "$stamp"

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._io import sha256_path
 from ..errors import RecipeError
 
 # ONNX ops that only occur in quantized graphs (QDQ, QOperator or dynamic quantization)
@@ -73,12 +74,6 @@ class GivenModel:
             raise RecipeError(f"{self.path}: the given {self.kind} model does not run in {self.runtime}: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def inspect_model(path: Path, kind: str | None = None) -> GivenModel:
@@ -167,7 +162,7 @@ def _inspect_onnx(path: Path) -> GivenModel:
         return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                      for d in vi.type.tensor_type.shape.dim)
 
-    return GivenModel("onnx", path, _sha256(path), path.stat().st_size, ins[0].name, shape(ins[0])[1:],
+    return GivenModel("onnx", path, sha256_path(path), path.stat().st_size, ins[0].name, shape(ins[0])[1:],
                       shape(graph.output[0])[1:], params, nonzero)
 
 

@@ -8,10 +8,10 @@ stores the result as ``targets[].ship`` (and the recommendation per target under
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
+from .._io import sha256_path
 from .view import _checks, quality_gate
 
 # what each file of a target kind is for, in the order a reader needs them
@@ -33,12 +33,8 @@ FLASH_NOTE_MCU = ("flash figures are the model array alone: the TensorFlow Lite 
                   "kernels) and the application come on top")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _file(run_dir: Path, path: Path, role: str) -> dict[str, Any]:
-    return {"path": str(path.relative_to(run_dir)), "bytes": path.stat().st_size, "sha256": _sha256(path),
+    return {"path": str(path.relative_to(run_dir)), "bytes": path.stat().st_size, "sha256": sha256_path(path),
             "role": role}
 
 

@@ -21,6 +21,8 @@ SCHEME_TEXT = {"qat-int8": "QAT int8", "ptq-int8": "PTQ int8", "ptq-int16x8": "P
 def _prune_text(choice: str) -> str:
     if choice == "none":
         return "none"
+    if choice.startswith("channels-"):  # structured: the share of prunable channels removed
+        return f"{100 * float(choice.split('-', 1)[1]):.0f} % of channels"
     return f"{choice} (m:n)" if ":" in choice else f"{100 * float(choice):.0f} %"
 
 
@@ -115,7 +117,7 @@ def facts(result: dict) -> list[tuple[str, str]]:
                                  f"(at most {result['max_accuracy_drop_points']:g} points below)"),
             ("trials", f"{c['COMPLETE']} measured, {c['PRUNED']} pruned before training, {c['FAIL']} failed or "
                        f"interrupted"),
-            ("study", f"{result['study']['name']} in study.db ({result['study']['sampler']}, seed "
+            ("study", f"{result['study']['name']} in {_where(result)} ({result['study']['sampler']}, seed "
                       f"{result['study']['seed']})"),
             ("selection", result["selection"])]
 
@@ -193,6 +195,12 @@ def render_tune_html(result: dict) -> str:
             f'<p class="note">Front: {e(front_text(result, "latency"))}. Latency is measured on the device when it was, '
             "else the calibrated estimate (est.).</p></section>"
             f'<section id="trials"><h2>Trials</h2>{table_html(trials_table(result))}</section>'
-            f"<footer>Rendered from tune.json ({e(result['schema'])}) by edgekit; every trial is stored in study.db "
-            "and its run directory trials/&lt;n&gt;/.</footer>")
+            f"<footer>Rendered from tune.json ({e(result['schema'])}) by edgekit; every trial is stored in "
+            f"{e(_where(result))} and its run directory trials/&lt;n&gt;/ (on the machine that ran it).</footer>")
     return page(f"edgekit tune: {result['recipe']} on {result['target']}", body)
+
+
+def _where(result: dict) -> str:
+    """The study's storage as shown (a shared database's URL has its password masked)."""
+    url = result["study"].get("storage") or "sqlite:///study.db"
+    return "study.db" if url == "sqlite:///study.db" else url

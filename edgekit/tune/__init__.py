@@ -25,7 +25,9 @@ still ``RUNNING`` there when the study starts again was interrupted: it is marke
 (``interrupted``), its parameters are queued again, and the retry continues in the interrupted
 trial's run directory, so its finished stages are not trained twice. Finished trials are never
 rerun. Trials run in parallel worker processes (``jobs``), each training with
-``cores // jobs`` threads.
+``cores // jobs`` threads. With ``storage`` a database URL (:mod:`edgekit.tune.storage`, e.g.
+PostgreSQL) several machines share one study: each runs its trials in its own ``out``, records
+the trial's ``host`` and heartbeats, and fails and requeues the trials of a machine gone silent.
 
 The best trial is the one with the smallest model file among those that fit every budget and
 meet the accuracy floor (ties: lower latency, then higher accuracy, then the earlier trial). Its

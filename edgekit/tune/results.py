@@ -56,7 +56,7 @@ def measured_row(report: dict, budget, *, floor: float) -> dict[str, Any]:
 _ROW_KEYS = ("flash_bytes", "gzip_bytes", "arena_bytes", "latency_ms", "latency_basis", "host_p50_ms", "measured_on",
              "accuracy", "agreement_with_float", "format", "student_params", "sparsity", "fits", "meets_floor", "violations",
              "unchecked", "flash_lower_bytes", "arena_lower_bytes", "pruned_reason", "error", "seconds", "run_dir",
-             "duplicate_of", "retry_of", "interrupted", "origin")
+             "duplicate_of", "retry_of", "interrupted", "origin", "host")
 
 
 def trial_row(t) -> dict[str, Any]:
@@ -90,9 +90,12 @@ def pareto_numbers(rows: list[dict], x_key: str) -> list[int]:
 
 
 def write_outputs(study, out: Path, base: Recipe, profile, *, teacher_acc: float, max_accuracy_drop: float,
-                  space: Space, seconds: float) -> dict[str, Any]:
+                  space: Space, seconds: float, storage: str = "sqlite:///study.db") -> dict[str, Any]:
     """Write ``tune.json``, ``tune.md``, ``tune.html`` and (with a best trial) ``best.yaml``, all
-    from the trials stored in the study; returns the ``tune.json`` dict."""
+    from the trials stored in the study; returns the ``tune.json`` dict. ``storage``: the study's
+    database URL as shown (password masked). The best trial may have run on another machine:
+    its recipe is then rebuilt from its parameters (the same function made it there)."""
+    from .space import trial_recipe
     from ..report.tune import render_tune_html, render_tune_markdown
 
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
@@ -101,7 +104,7 @@ def write_outputs(study, out: Path, base: Recipe, profile, *, teacher_acc: float
         "schema": SCHEMA, "recipe": base.name, "target": profile.name, "kind": profile.kind.value,
         "board": profile.board, "budget": profile.budget.model_dump(), "teacher_accuracy": teacher_acc,
         "max_accuracy_drop_points": max_accuracy_drop, "accuracy_floor": teacher_acc - max_accuracy_drop / 100.0,
-        "study": {"name": study.study_name, "storage": "sqlite:///study.db", "sampler": "TPESampler",
+        "study": {"name": study.study_name, "storage": storage, "sampler": "TPESampler",
                   "seed": base.seed, "directions": ["maximize accuracy", "minimize flash_bytes"]},
         "space": space.as_json(), "selection": "smallest flash among trials that fit every budget and meet the "
                                                 "accuracy floor; ties: lower latency, higher accuracy, earlier trial",
@@ -111,7 +114,8 @@ def write_outputs(study, out: Path, base: Recipe, profile, *, teacher_acc: float
         "trials": rows,
     }
     if best is not None:
-        recipe = load_recipe(out / best["run_dir"] / "recipe.yaml")
+        local = out / best["run_dir"] / "recipe.yaml" if best.get("run_dir") else None
+        recipe = load_recipe(local) if local is not None and local.is_file() else trial_recipe(base, best["params"])
         tuned = Recipe.model_validate({**recipe.model_dump(mode="json"), "name": f"{base.name}-tuned"})
         p = best["params"]
         header = (f"# edgekit tune: best of study {study.study_name!r} for {profile.name} (trial {best['number']}):\n"

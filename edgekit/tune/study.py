@@ -1,4 +1,4 @@
-"""The study of :mod:`edgekit.tune`: an Optuna study in ``study.db``, its ask/tell loop over
+"""The study of :mod:`edgekit.tune`: an Optuna study in ``study.db`` (or a shared database), its ask/tell loop over
 parallel worker processes, interrupted trials retried on resume, and :func:`tune` itself.
 """
 
@@ -8,8 +8,10 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..recipe import Recipe, load_recipe, load_target, resolved_yaml
 from ..report.tune import SCHEME_TEXT
 from .bounds import early_verdict
 from .results import measured_row, trial_row, write_outputs
+from .storage import Storage, open_storage, resolve
 from .space import Space, base_params, space_for, trial_recipe, tuned_base
 from .worker import THREADS_ENV, prepare_trial_dir
 
@@ -40,19 +43,28 @@ def constraints(frozen_trial) -> list[float]:
     return list(frozen_trial.user_attrs.get("constraints", [1.0]))
 
 
-def _retry_stale(study) -> list[int]:
+def _retry_stale(study, trial_ids: set[int] | None = None) -> list[int]:
     """Mark trials left RUNNING by an interrupted study FAIL (``interrupted``) and queue their
-    parameters again; returns their numbers."""
+    parameters again; returns their numbers. ``trial_ids``: only these (a shared study: the
+    trials of this process, or those whose heartbeat stopped), else every RUNNING trial."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     stale = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # noqa: SLF001 - optuna's storage API
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+        if trial_ids is not None and t._trial_id not in trial_ids:  # noqa: SLF001
+            continue
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)  # noqa: SLF001 - optuna's storage API
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):  # noqa: SLF001
+                continue
+        except UpdateFinishedTrialError:  # another machine failed it first and queued the retry
+            continue
         if t.params:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
-            log.warning("trial %d was interrupted (still RUNNING in study.db): marked FAIL, its parameters are "
-                        "queued again; the retry continues in its run directory", t.number)
+            log.warning("trial %d was interrupted (still RUNNING in the study%s): marked FAIL, its parameters are "
+                        "queued again; the retry continues in its run directory where that is on this machine",
+                        t.number, f", ran on {t.user_attrs['host']}" if t.user_attrs.get("host") else "")
         else:  # stopped while the sampler was choosing: nothing ran
             log.warning("trial %d was interrupted before its parameters were chosen: marked FAIL", t.number)
         stale.append(t.number)
@@ -87,7 +99,8 @@ class _Running:
 
 def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float = 1.0, trials: int = 20,
          timeout_s: float | None = None, jobs: int | None = None, resume: bool = False,
-         on_event: Event | None = None, space: Space | None = None) -> dict[str, Any]:
+         on_event: Event | None = None, space: Space | None = None, storage: Storage | str | None = None,
+         study_name: str | None = None, join: bool = False, report_only: bool = False) -> dict[str, Any]:
     """Run (or with ``resume`` continue) a study into ``out``; returns the ``tune.json`` dict.
 
     ``max_accuracy_drop``: percentage points below the teacher's test accuracy a trial may lose;
@@ -96,6 +109,14 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
     in parallel (default :func:`default_jobs`); ``space``: the choices (default
     :func:`space_for`). ``on_event(kind, info)`` hears ``teacher``, ``start``, ``trial`` (one
     finished) and ``done``.
+
+    ``storage``: where the study lives (:func:`edgekit.tune.storage.resolve`; default
+    ``out/study.db``). A shared database (PostgreSQL) lets several machines work on one study:
+    ``join`` adds this process's workers to a study that exists there (``study_name``, default
+    ``RECIPE@TARGET``); each trial runs in ``out/trials/<n>`` of the machine that ran it (its
+    ``host`` is recorded), ``trials`` counts the study's trials on every machine, and a trial
+    whose machine stops sending heartbeats is failed and queued again. ``report_only`` runs no
+    trial: it writes the outputs from the stored trials.
 
     Writes ``study.db``, ``base.yaml``, ``teacher/``, ``trials/<n>/``, ``tune.json``, ``tune.md``,
     ``tune.html`` and, when a trial fits, ``best.yaml``. Raises :class:`RecipeError` for a recipe
@@ -119,6 +140,9 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
     base = tuned_base(user, recipe_path.parent, target)
     space = space or space_for(base, profile.kind.value)
     jobs = jobs or default_jobs()
+    if not isinstance(storage, Storage):
+        storage = resolve(storage)
+    name = study_name or _study_name(base, target)
     check_out_dir(out, markers=("study.db", "base.yaml", "tune.json"), what="edgekit tune study",
                   above=[recipe_path.resolve().parent])
     started = time.perf_counter()
@@ -127,16 +151,26 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
         base_yaml = resolved_yaml(base)
         settings = {"recipe": base.name, "target": profile.name, "base_yaml": base_yaml,
                     "max_accuracy_drop": max_accuracy_drop, "space": space.as_json()}
-        if db.exists() and not resume:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not storage.shared and db.exists() and not (resume or join or report_only):
             raise EdgekitError(f"{out} already holds a study (study.db); pass --resume to continue it or choose "
                                "another --out")
-        write_text(out / "base.yaml", "# the recipe edgekit tune searches around (paths absolute, one target)\n"
-                   + base_yaml)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{db.resolve()}",
-                                             engine_kwargs={"connect_args": {"timeout": 60}})
-        study = optuna.create_study(study_name=_study_name(base, target), storage=storage,
-                                    directions=["maximize", "minimize"], load_if_exists=True)
+        if not storage.shared and not db.exists() and (join or report_only):
+            raise EdgekitError(f"{out} holds no study (study.db) to {'join' if join else 'report'}; give the "
+                               "shared one with --storage URL (or $EDGEKIT_TUNE_STORAGE)")
+        rdb = open_storage(storage, out)
+        exists = any(s.study_name == name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False))
+        if storage.shared and exists and not (resume or join or report_only):
+            raise EdgekitError(f"study {name!r} already exists in {storage.shown}; pass --join to add workers to it "
+                               "(or --resume), or choose another --study")
+        if storage.shared and not exists and (join or report_only):
+            raise EdgekitError(f"no study {name!r} in {storage.shown} to {'join' if join else 'report'}; start it "
+                               "with edgekit tune --storage URL (without --join) first, or check --study")
+        if not report_only:
+            write_text(out / "base.yaml", "# the recipe edgekit tune searches around (paths absolute, one target)\n"
+                       + base_yaml)
+        study = optuna.create_study(study_name=name, storage=rdb, directions=["maximize", "minimize"],
+                                    load_if_exists=True)
         with warnings.catch_warnings():  # constraints_func is marked experimental in optuna 4
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # seeded by the recipe, and by the trials already stored, so a resumed study does not draw
@@ -152,21 +186,39 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
                               f"(recipe {stored.get('recipe')!r}, target {stored.get('target')!r}, "
                               f"--max-accuracy-drop {stored.get('max_accuracy_drop')}); resume it with the same "
                               "recipe and options, or choose another --out")
-        _retry_stale(study)
-        teacher_acc = _teacher(base, out, on_event)
-        floor = teacher_acc - max_accuracy_drop / 100.0
-        study.set_user_attr("teacher_accuracy", teacher_acc)
-        if not study.get_trials(deepcopy=False):
-            study.enqueue_trial(base_params(base), user_attrs={"origin": "recipe"})
-        ctx = _Ctx(study, space, base, profile, out, floor, jobs, on_event)
-        on_event("start", {"trials": trials, "done": sum(map(_counted, study.get_trials(deepcopy=False))),
-                           "jobs": jobs})
-        try:
-            ctx.loop(trials, None if timeout_s is None else started + timeout_s)
-        finally:
+        if report_only:
+            teacher_acc = study.user_attrs.get("teacher_accuracy")
+            if teacher_acc is None:
+                raise EdgekitError(f"study {name!r} in {storage.shown} has no teacher accuracy yet (its first "
+                                   "edgekit tune is still training the teacher); report it later")
             result = write_outputs(study, out, base, profile, teacher_acc=teacher_acc,
                                    max_accuracy_drop=max_accuracy_drop, space=space,
-                                   seconds=time.perf_counter() - started)
+                                   seconds=time.perf_counter() - started, storage=storage.shown)
+        else:
+            if storage.shared:  # only trials whose machine went silent; others may be running elsewhere
+                _retry_stale(study, set(rdb._get_stale_trial_ids(study._study_id)))  # noqa: SLF001
+            else:
+                _retry_stale(study)
+            teacher_acc = _teacher(base, out, on_event)
+            shared_acc = study.user_attrs.get("teacher_accuracy") if storage.shared else None
+            if shared_acc is not None and shared_acc != teacher_acc:  # one floor for every machine: the first's
+                log.warning("the teacher here reached %.4f, the study's first machine %.4f; the study's floor uses "
+                            "the latter", teacher_acc, shared_acc)
+                teacher_acc = shared_acc
+            floor = teacher_acc - max_accuracy_drop / 100.0
+            if study.user_attrs.get("teacher_accuracy") is None or not storage.shared:
+                study.set_user_attr("teacher_accuracy", teacher_acc)
+            if not study.get_trials(deepcopy=False):
+                study.enqueue_trial(base_params(base), user_attrs={"origin": "recipe"})
+            ctx = _Ctx(study, space, base, profile, out, floor, jobs, on_event, shared=storage.shared)
+            on_event("start", {"trials": trials, "done": sum(map(_counted, study.get_trials(deepcopy=False))),
+                               "jobs": jobs})
+            try:
+                ctx.loop(trials, None if timeout_s is None else started + timeout_s)
+            finally:
+                result = write_outputs(study, out, base, profile, teacher_acc=teacher_acc,
+                                       max_accuracy_drop=max_accuracy_drop, space=space,
+                                       seconds=time.perf_counter() - started, storage=storage.shown)
     on_event("done", result)
     if result["best"] is None:
         fitting = [r for r in result["trials"] if r.get("fits")]
@@ -195,28 +247,67 @@ class _Ctx:
     """The study loop: ask, prune early or start a worker, tell; ask/tell in this thread only."""
 
     def __init__(self, study, space: Space, base: Recipe, profile, out: Path, floor: float, jobs: int,
-                 on_event: Event):
+                 on_event: Event, shared: bool = False):
         self.study, self.space, self.base, self.profile = study, space, base, profile
         self.out, self.floor, self.jobs, self.on_event = out, floor, jobs, on_event
+        self.shared, self.host = shared, socket.gethostname()
         self.running: list[_Running] = []
         self._models: dict[float, Any] = {}
         self.repeats, self.said_exhausted = 0, False
+        self._beating: set[int] = set()   # trial ids whose heartbeat this process records (shared storage)
+        self._stop = threading.Event()
 
     def loop(self, trials: int, deadline: float | None) -> None:
+        beat = None
+        if self.shared:
+            beat = threading.Thread(target=self._heartbeats, name="tune-heartbeat", daemon=True)
+            beat.start()
         try:
             while True:
+                if self.shared:
+                    _retry_stale(self.study, set(self.study._storage._get_stale_trial_ids(self.study._study_id)))  # noqa: SLF001
                 while len(self.running) < self.jobs and self._wanted(trials) > 0 and not self._exhausted() and \
                         (deadline is None or time.perf_counter() < deadline):
                     self._ask()
-                if not self.running:
+                if not self.running and not self._elsewhere(trials, deadline):
                     break
-                time.sleep(0.5)
+                time.sleep(0.5 if self.running else 2.0)
                 for r in [r for r in self.running if r.proc.poll() is not None]:
                     self.running.remove(r)
                     self._finish(r)
         except BaseException:
             self._abort()
             raise
+        finally:
+            self._stop.set()
+            if beat is not None:
+                beat.join()
+
+    def _heartbeats(self) -> None:
+        """Record a heartbeat for this process's running trials (a thread: the loop may be busy
+        building a model); a trial whose heartbeat stops is failed and retried by any machine."""
+        from .storage import HEARTBEAT_S
+
+        storage = self.study._storage  # noqa: SLF001
+        while True:
+            for trial_id in list(self._beating):
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as e:  # noqa: BLE001 - a database hiccup; the next beat may get through
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, e)
+            if self._stop.wait(HEARTBEAT_S / 2):
+                return
+
+    def _elsewhere(self, trials: int, deadline: float | None) -> bool:
+        """Shared storage: wait while other machines still run trials this study may need (one of
+        them may be interrupted and queued again); the outputs then hold every trial."""
+        from optuna.trial import TrialState
+
+        if not self.shared or (deadline is not None and time.perf_counter() >= deadline) or self.said_exhausted:
+            return False
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return bool(running) or (bool(waiting) and self._wanted(trials) > 0)
 
     def _exhausted(self) -> bool:
         """True when every point of the space was tried, or the sampler keeps repeating itself."""
@@ -235,23 +326,46 @@ class _Ctx:
         return False
 
     def _wanted(self, trials: int) -> int:
-        done = sum(map(_counted, self.study.get_trials(deepcopy=False)))
-        return trials - done - len(self.running)
+        """Trials still to start: ``trials`` less the counted finished ones and those running (on
+        any machine sharing the study)."""
+        from optuna.trial import TrialState
+
+        stored = self.study.get_trials(deepcopy=False)
+        done = sum(map(_counted, stored))
+        running = sum(1 for t in stored if t.state == TrialState.RUNNING)
+        return trials - done - max(running, len(self.running))
 
     def _ask(self) -> None:
         from optuna.trial import TrialState
 
-        trial = self.study.ask(self.space.distributions())
+        with warnings.catch_warnings():  # optuna expects heartbeats with optimize(); this loop records them itself
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed", category=UserWarning)
+            trial = self.study.ask(self.space.distributions())
+        if self.shared:
+            self._beating.add(trial._trial_id)  # noqa: SLF001
+            self.study._storage.record_heartbeat(trial._trial_id)  # noqa: SLF001
+        trial.set_user_attr("host", self.host)
         params = dict(trial.params)
+        busy = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number != trial.number and t.params == params] if self.shared else []
+        if busy:  # another machine is measuring this very point: run it once
+            trial.set_user_attr("duplicate_of", busy[0].number)
+            trial.set_user_attr("pruned_reason", f"the same point is trial {busy[0].number}, running on "
+                                                 f"{busy[0].user_attrs.get('host') or 'another machine'}")
+            trial.set_user_attr("constraints", [1.0])
+            self._tell(trial, state=TrialState.PRUNED)
+            self.repeats += 1
+            self._event(trial.number)
+            return
         same = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                 if t.params == params and not t.user_attrs.get("duplicate_of")]
         if same:  # the sampler asked for a point it already has: repeat its result, run nothing
             first = same[0]
             for k, v in first.user_attrs.items():
-                if k not in ("origin", "retry_of"):
+                if k not in ("origin", "retry_of", "host"):
                     trial.set_user_attr(k, v)
             trial.set_user_attr("duplicate_of", first.number)
-            self.study.tell(trial, first.values if first.state == TrialState.COMPLETE else None, state=first.state)
+            self._tell(trial, first.values if first.state == TrialState.COMPLETE else None, state=first.state)
             self.repeats += 1
             self._event(trial.number)
             return
@@ -263,7 +377,7 @@ class _Ctx:
         if reason is not None:
             trial.set_user_attr("pruned_reason", reason)
             trial.set_user_attr("constraints", [1.0])
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self._tell(trial, state=TrialState.PRUNED)
             log.info("trial %d pruned before training: %s", trial.number, reason)
             self._event(trial.number)
             return
@@ -320,17 +434,30 @@ class _Ctx:
         if report is None:
             trial.set_user_attr("error", worker.get("error") or "no report.json")
             trial.set_user_attr("constraints", [1.0])
-            self.study.tell(trial, state=TrialState.FAIL)
+            self._tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, worker.get("error"))
         else:
             row = measured_row(report, self.profile.budget, floor=self.floor)
             for k, v in row.items():
                 trial.set_user_attr(k, v)
             if row["accuracy"] is None or row["flash_bytes"] is None:
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._tell(trial, state=TrialState.FAIL)
             else:
-                self.study.tell(trial, [row["accuracy"], row["flash_bytes"]])
+                self._tell(trial, [row["accuracy"], row["flash_bytes"]])
         self._event(trial.number)
+
+    def _tell(self, trial, values=None, state=None) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        self._beating.discard(trial._trial_id)  # noqa: SLF001
+        try:
+            self.study.tell(trial, values, state=state)
+        except (UpdateFinishedTrialError, RuntimeError, ValueError) as e:
+            if not self.shared:
+                raise
+            # its heartbeat lapsed and another machine failed it and queued a retry meanwhile
+            log.warning("trial %d was already finished by another machine (%s); its result here is dropped",
+                        trial.number, e)
 
     def _event(self, number: int) -> None:
         t = self.study.get_trials(deepcopy=False)[number]
@@ -347,7 +474,8 @@ class _Ctx:
                 r.proc.kill()
                 r.proc.wait()
             r.log.close()
-        _retry_stale(self.study)
+        _retry_stale(self.study, set(self._beating) if self.shared else None)
+        self._beating.clear()
         self.running = []
 
 
