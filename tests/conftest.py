@@ -294,7 +294,8 @@ def zoo_int8(tmp_path_factory) -> dict[str, ZooModel]:
 
     shapes = {name: (ZOO_SMALL_SHAPES[model_rank(name)], 10) for name in list_models()}
     # DS-CNN's (10, 4) first kernel on 8x8 leaves outputs so small that TFLite Micro and LiteRT
-    # round them 2 steps apart; its reference input is small anyway
+    # round them 2 steps apart; its reference input is small anyway (and so tests/test_estimate.py
+    # checks a calibration model of the cortex-m4 set on this very file in the default suite)
     shapes["ds_cnn"] = ZOO_REFERENCE_SHAPES["ds_cnn"]
     return _convert_zoo(tmp_path_factory.mktemp("zoo"), shapes)
 

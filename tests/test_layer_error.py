@@ -65,12 +65,15 @@ def test_worst_layer_is_the_one_the_tf_quantization_debugger_names(sensitive):
 
 
 def test_per_layer_on_a_finished_run_via_cli(finished_run, tmp_path):
-    import subprocess
-    import sys
+    """`edgekit eval RUN --compare --per-layer --json` through the command's own parsing and output
+    (in process: click's runner; what the console does to the process is tests/test_console.py's)."""
+    from click.testing import CliRunner
 
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "eval", str(finished_run.out), "--compare",
-                           "--per-layer", "--json", "--threshold", "0"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from edgekit.cli import main
+
+    proc = CliRunner().invoke(main, ["eval", str(finished_run.out), "--compare", "--per-layer", "--json",
+                                     "--threshold", "0"])
+    assert proc.exit_code == 0, (proc.stderr[-2000:], proc.exception)
     result = json.loads(proc.stdout)
     pl = result["per_layer"]
     assert pl["reference"].startswith("stages/") and pl["artifacts"]
@@ -79,6 +82,5 @@ def test_per_layer_on_a_finished_run_via_cli(finished_run, tmp_path):
         names = [r["layer"] for r in a["layers"]]
         assert names[-1] == "logits" and a["worst"] and set(a["worst"]) <= set(names)
         assert all(r["snr_db"] is None or r["snr_db"] > 0 for r in a["layers"])
-    bad = subprocess.run([sys.executable, "-m", "edgekit.cli", "eval", str(finished_run.out), "--per-layer"],
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and "--per-layer goes with --compare" in bad.stderr
+    bad = CliRunner().invoke(main, ["eval", str(finished_run.out), "--per-layer"])
+    assert bad.exit_code != 0 and "--per-layer goes with --compare" in bad.stderr

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from edgekit.cli import main
 from edgekit.errors import DataError, ModelError, RecipeError, StageError
 from edgekit.model_source import classify, parse_model_ref
 from edgekit.recipe import load_recipe
@@ -212,9 +214,8 @@ def test_given_model_goes_as_is_to_rpi4_and_cortex_m4(byom, tmp_path):
 def test_recipe_validate_opens_the_model_without_training(byom):
     ok = recipe(byom, "v_ok", "teacher: null\nstudent: {model: k3.keras, epochs: 0}\nprune: null\nqat: null\n")
     bad = recipe(byom, "v_bad", "teacher: {model: custom.keras, epochs: 0}\nstudent: null\n")
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "recipes", "validate", str(ok), str(bad)],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2
+    proc = CliRunner().invoke(main, ["recipes", "validate", str(ok), str(bad)])
+    assert proc.exit_code == 2, (proc.output, proc.exception)
     assert f"{ok}: ok" in proc.stdout
     assert f"{bad}: teacher.model: " in proc.stderr and "Doubler" in proc.stderr
     assert not (byom / "stages").exists()
@@ -410,9 +411,8 @@ def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
     (tmp_path / "junk.keras").write_bytes(b"not a model at all")
     path = recipe(tmp_path, "junk", "teacher: {model: junk.keras, epochs: 0}\nstudent: null\nprune: null\nqat: null\n"
                                     "targets: [rpi4]\n")
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", str(path), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 7, proc.stderr
+    proc = CliRunner().invoke(main, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert proc.exit_code == 7, (proc.stderr, proc.exception)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "junk.keras: not a Keras model file" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
