@@ -17,7 +17,7 @@ __all__ = ["Bars", "RunProgress", "TuneProgress", "render_estimate", "run_summar
 
 def run_summary(report: dict) -> str:
     """The closing table of a run: per target its size, main metric, latency with its source, verdict."""
-    from .report.fmt import fmt_bytes, fmt_ms_unit
+    from .report.fmt import fmt_bytes, fmt_latency
     from .report.view import latency_shown, main_metric, terminal_verdict
 
     m = main_metric(report)  # accuracy, MAE or ROC-AUC
@@ -25,8 +25,7 @@ def run_summary(report: dict) -> str:
     for t in report["targets"]:
         ms, source = latency_shown(t)
         rows.append((t["name"], t["format"], fmt_bytes(t.get("size_bytes")), fmt_bytes(t.get("arena_bytes")),
-                     m.fmt(m.value(t)), f"{fmt_ms_unit(ms)} ({source})" if ms is not None else source,
-                     terminal_verdict(t)))
+                     m.fmt(m.value(t)), fmt_latency(ms, source), terminal_verdict(t)))
     if len(rows) == 1:
         return "no targets in this run"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
