@@ -410,7 +410,8 @@ def goal(rows: list[dict], ds: str) -> None:
         line = (f"edgekit {m} at 8 KiB: accuracy {cell(acc, '.4f')} vs peer at 16 KiB {cell(p_acc, '.4f')} "
                 f"({verdict}); flash+arena {cost:.0f} B vs {p_cost:.0f} B ({cost / p_cost:.2f}x)")
         ok = reaches and cost <= p_cost / 2
-        print(f"GOAL ({ds}) {'MET' if ok else 'NOT MET'}: {line}")
+        status = "MET" if ok else ("NOT MET" if cost > p_cost / 2 or verdict == "lower" else "NOT DECIDED")
+        print(f"GOAL ({ds}) {status}: {line}")
         best = best or (m if ok else None)
     print(f"GOAL ({ds}) overall: edgekit {'reaches' if best else 'does not reach'} the peer flow's accuracy at no "
           f"more than half its flash + arena{f' ({best})' if best else ''}")
