@@ -147,7 +147,7 @@ class SpeechConfig(_Strict):
         default_factory=lambda: list(SPEECH_VARIANTS),
         description="espeak-ng voice variants (espeak-ng --voices=variant); a voice is an accent + a variant")
     voices: Annotated[int, Field(ge=3, le=5000)] | None = Field(
-        None, description="voices used, drawn from every accent + variant pair; null: all of them")
+        None, description="voices used (3..5000), drawn from every accent + variant pair; null: all of them")
     test_voices: Annotated[int, Field(ge=1, le=5000)] = Field(
         24, description="voices held out for the test split (never heard in training or validation)")
     val_voices: Annotated[int, Field(ge=0, le=5000)] = Field(
@@ -155,15 +155,23 @@ class SpeechConfig(_Strict):
                         "(data.val_split)")
     repeats: Annotated[int, Field(ge=1, le=1000)] = Field(
         4, description="clips per class and voice, each with its own rate, pitch, level, shift and noise")
-    rate_wpm: _range(80, 450) = Field(default_factory=lambda: [120, 200], description="speaking rate range, words "
-                                      "per minute")
-    pitch: _range(0, 99) = Field(default_factory=lambda: [20, 80], description="espeak-ng pitch range (0..99)")
+    rate_wpm: _range(80, 450) = Field(default_factory=lambda: [120, 200], description="[min, max] speaking rate, words "
+                                      "per minute (80..450)")
+    pitch: _range(0, 99) = Field(default_factory=lambda: [20, 80], description="[min, max] espeak-ng pitch (0..99)")
     peak_db: _range(-40.0, 0.0, float) = Field(default_factory=lambda: [-12.0, -1.0],
-                                               description="peak level range of the spoken word, dBFS")
+                                               description="[min, max] peak level of the spoken word, dBFS (-40..0)")
     noise_db: _range(-120.0, 0.0, float) = Field(default_factory=lambda: [-60.0, -30.0],
-                                                 description="background noise level range (RMS, dBFS)")
+                                                 description="[min, max] background noise level, RMS dBFS (-120..0)")
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
         0, description="seed of every random choice of the generator (voices, split, clip settings, noise)")
+
+    @field_validator("words", "unknown_words", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(w, bool) for w in v):
+            raise ValueError(f"{v!r} holds YAML booleans: unquoted yes, no, on, off, true, false read as true/false; "
+                             "quote the words, e.g. ['yes', 'no', 'on', 'off']")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -800,6 +808,8 @@ def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | Non
         return None, None, f"data.source {src} (height x width x 3)"
     if kind == "wav":
         return None, None, f"data.source {src} (clips of shape (frames, channels))"
+    if src in SPEECH_SOURCES:
+        return (16_000, 1), None, f"data.source {src} (1 s clips at 16 kHz, shape (16000, 1))"
     if kind in ARCHIVE_SOURCES:
         from .archives import load
 
@@ -869,6 +879,14 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
                 problem = _csv_header_problem(where, recipe.data.label)
                 if problem:
                     problems.append(f"{path}: data.label: {problem}")
+    if recipe.data.source in SPEECH_SOURCES:
+        import shutil
+
+        missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+        if missing:
+            problems.append(f"{path}: data.source: {' and '.join(missing)} not found on PATH: {recipe.data.source} "
+                            "generates its speech with espeak-ng and sox; install them (Debian/Ubuntu: apt-get "
+                            "install espeak-ng sox)")
     shape = None
     if data_ok:
         try:

@@ -416,12 +416,18 @@ def read(folder: Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
-def load(source: str, cfg: SpeechConfig | None) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+def load(source: str, cfg: SpeechConfig | None, *, max_bytes: int | None = None
+         ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
     """``[(x_train, y_train), (x_val, y_val), (x_test, y_test)]`` split by voice (no validation
-    pair when ``val_voices`` is 0) and the class names. x float32 (n, 16000, 1) in [-1, 1), y int64."""
+    pair when ``val_voices`` is 0) and the class names. x float32 (n, 16000, 1) in [-1, 1), y int64.
+    Clips above ``max_bytes`` as float32 are refused before anything is built."""
     if source not in SPEECH_SOURCES:
         raise DataError(f"unknown speech source {source!r} (known: {', '.join(SPEECH_SOURCES)})")
     cfg = cfg if cfg is not None else SpeechConfig()
+    size = cfg.clip_count() * CLIP_FRAMES * 4
+    if max_bytes is not None and size > max_bytes:
+        raise DataError(f"data.speech: {cfg.clip_count()} clips are {size} bytes as float32, above the limit of "
+                        f"{max_bytes} bytes (EDGEKIT_MAX_ARRAY_BYTES); use fewer voices or repeats")
     folder, _ = ensure(cfg)
     arrays, meta = read(folder)
     split = split_voices(cfg)
