@@ -83,7 +83,15 @@ class Tools:
 
 
 def _run(args: list[str], *, data: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, input=data, capture_output=True, timeout=_TIMEOUT_S, check=False)
+    """``args`` run without a shell; a :class:`DataError` naming the program when it cannot be
+    started or runs longer than ``_TIMEOUT_S``."""
+    try:
+        return subprocess.run(args, input=data, capture_output=True, timeout=_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"{args[0]} ran longer than {_TIMEOUT_S} s ({' '.join(args[1:6])} ...); is it "
+                        "working? try it by hand") from None
+    except OSError as exc:
+        raise DataError(f"{args[0]}: cannot run it ({one_line(exc)}); {INSTALL_HINT}") from None
 
 
 def tools() -> Tools:
@@ -96,10 +104,7 @@ def tools() -> Tools:
                         f"espeak-ng and sox; {INSTALL_HINT}")
     versions = {}
     for name, path in found.items():
-        try:
-            done = _run([path, "--version"])
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataError(f"{path}: cannot run it ({one_line(exc)}); {INSTALL_HINT}") from None
+        done = _run([path, "--version"])
         text = " ".join((done.stdout or b"").decode("utf-8", "replace").split())
         if done.returncode != 0 or not text:
             raise DataError(f"{path} --version failed (exit {done.returncode}); {INSTALL_HINT}")
@@ -309,7 +314,7 @@ def _remove_stale_builds(root: Path, key: str) -> None:
     died (its process is gone): only folders named by edgekit that hold its marker file."""
     host = socket.gethostname()
     for p in root.glob(f".kws-{key}{_BUILDING}*"):
-        m = re.fullmatch(rf"\.kws-{key}{_BUILDING}(.+)-(\d+)-[A-Za-z0-9_]+", p.name)
+        m = re.fullmatch(rf"\.kws-{key}{re.escape(_BUILDING)}(.+)-(\d+)-[A-Za-z0-9_]+", p.name)
         if not m or m.group(1) != host or not (p / _MARKER).is_file() or p.is_symlink():
             continue
         try:
@@ -371,6 +376,9 @@ def ensure(cfg: SpeechConfig) -> tuple[Path, bool]:
     final = root / f"kws-{key}"
     if (final / "meta.json").is_file():
         return final, True
+    if final.exists() or final.is_symlink():
+        raise DataError(f"{final}: exists but is not a finished edgekit speech cache (no meta.json); edgekit leaves "
+                        "it alone: remove or rename it, or set EDGEKIT_CACHE to another folder")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -215,3 +215,13 @@ def test_a_missing_espeak_ng_is_one_clear_line(cache, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, ["recipes", "validate", str(recipe)])
     assert r.exit_code != 0 and f"{recipe}: data.source: espeak-ng not found on PATH" in r.output, r.output
     assert not cache.exists()
+
+
+def test_a_folder_in_the_caches_place_that_edgekit_did_not_finish_is_left_alone(cache):
+    cfg = SpeechConfig(**TINY)
+    squatter = cache / f"kws-{speech.cache_key(cfg, speech.tools())}"
+    squatter.mkdir(parents=True)
+    (squatter / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="exists but is not a finished edgekit speech cache.*remove or rename it"):
+        speech.ensure(cfg)
+    assert [p.name for p in squatter.iterdir()] == ["notes.txt"] and len(list(cache.iterdir())) == 1
