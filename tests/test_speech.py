@@ -225,3 +225,9 @@ def test_a_folder_in_the_caches_place_that_edgekit_did_not_finish_is_left_alone(
     with pytest.raises(DataError, match="exists but is not a finished edgekit speech cache.*remove or rename it"):
         speech.ensure(cfg)
     assert [p.name for p in squatter.iterdir()] == ["notes.txt"] and len(list(cache.iterdir())) == 1
+
+
+def test_compress_takes_the_speech_source(tmp_path):
+    from edgekit.compress import data_source
+
+    assert data_source("kws:espeak", tmp_path) == "kws:espeak"
