@@ -368,10 +368,15 @@ class Run:
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped", reason=self._skip_reason(name))
                 self.on_stage(name, "skipped")
-        base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
+        data_cfg = r.data.model_dump(mode="json", exclude={"frontend"} if r.data.frontend is None else None)
+        base = fingerprint("run", r.seed, data_cfg)
         if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
-            base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
+            base = fingerprint("run", r.seed, data_cfg, r.task.value,
                                r.features.model_dump(mode="json") if r.features else None)
+        if r.data.frontend is not None:  # every constant of the front end: a change is other data
+            from .audio import frontend_params
+
+            base = fingerprint(base, {"frontend": frontend_params(r.data.frontend)})
         digest = self.data_digest()
         if digest is not None:  # a file source: its content counts, not only its name
             base = fingerprint(base, {"data_sha256": digest})

@@ -1,0 +1,171 @@
+"""The audio front end (edgekit.audio): the numpy reference against an independent computation,
+the ``data.frontend`` recipe key and its refusals, and the same features from the TFLite front end
+in LiteRT and in TensorFlow Lite Micro on the same clips (tolerance: ``audio.TOLERANCE``, max abs)."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+
+from edgekit import audio
+from edgekit.data import load_dataset
+from edgekit.errors import DataError, RecipeError
+from edgekit.recipe import DataConfig, check_inputs, load_recipe
+
+
+def clips(n: int = 6, seed: int = 0) -> np.ndarray:
+    """(n, 16000) float32 test clips of different kinds: noise at several levels, a tone, a chirp,
+    silence, speech-like bursts (noise under an envelope), full-scale clipped noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(audio.CLIP_SAMPLES) / audio.SAMPLE_RATE_HZ
+    kinds = [
+        lambda: rng.normal(0, rng.uniform(0.01, 0.3), t.size),
+        lambda: rng.uniform(0.05, 0.9) * np.sin(2 * np.pi * rng.uniform(60, 7000) * t + rng.uniform(0, 6)),
+        lambda: 0.3 * np.sin(2 * np.pi * (rng.uniform(50, 300) + rng.uniform(500, 3500) * t) * t),
+        lambda: np.zeros(t.size),
+        lambda: rng.normal(0, 0.2, t.size) * np.maximum(0, np.sin(2 * np.pi * rng.uniform(2, 6) * t)) ** 2,
+        lambda: np.clip(rng.normal(0, 1, t.size), -1, 1),
+        lambda: 1e-4 * rng.normal(size=t.size),
+    ]
+    return np.stack([kinds[i % len(kinds)]() for i in range(n)]).astype("float32")
+
+
+def _write_wav(path, x: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcm = (np.clip(x, -1, 1 - 2 ** -15) * 32768).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.repeat(pcm[:, None], channels, 1).tobytes())
+
+
+# --------------------------------------------------------------------------- numpy reference
+
+
+def test_constants_give_the_mlperf_tiny_kws_shape():
+    assert audio.FRAMES == 49
+    assert audio.output_shape("mfcc") == (49, 10, 1)
+    assert audio.output_shape("logmel") == (49, 40, 1)
+    mel = audio.mel_matrix()
+    assert mel.shape == (257, 40)
+    assert (mel.sum(axis=0) > 0).all(), "every mel band takes at least one FFT bin"
+    f = np.arange(257) * 16000 / 512
+    assert not mel[(f <= audio.LOWER_HZ) | (f >= audio.UPPER_HZ)].any()
+    dct = audio.dct_matrix()
+    np.testing.assert_allclose(dct.T @ dct, np.eye(10), atol=1e-12)  # orthonormal basis vectors
+
+
+def test_reference_matches_a_direct_computation():
+    """Frame by frame with explicit loops and a dense DFT, against the vectorized reference."""
+    x = clips(3)
+    got = audio.features(x, "mfcc")
+    assert got.shape == (3, 49, 10, 1) and got.dtype == np.float32
+    n = np.arange(480)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / 480)
+    k = np.arange(257)
+    dft = np.exp(-2j * np.pi * np.outer(n, k) / 512)  # 480 samples, zero-padded to 512
+    mel, dct = audio.mel_matrix(), audio.dct_matrix()
+    for c in range(3):
+        for f in (0, 17, 48):
+            frame = x[c, 320 * f: 320 * f + 480].astype("float64") * hann
+            logmel = np.log(np.abs(frame @ dft) ** 2 @ mel + 1e-6)
+            np.testing.assert_allclose(got[c, f, :, 0], logmel @ dct, rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(audio.features(x[c:c + 1, :, None], "logmel")[0, f, :, 0], logmel,
+                                       rtol=1e-5, atol=1e-4)
+
+
+def test_silence_is_the_log_floor_and_loudness_moves_only_c0():
+    x = clips(2)
+    lm = audio.features(np.zeros((1, 16000), "float32"), "logmel")
+    np.testing.assert_allclose(lm, np.log(1e-6), rtol=1e-6)
+    loud = audio.features(x[:1] * 2, "mfcc") - audio.features(x[:1], "mfcc")
+    # doubling the amplitude adds ln 4 to every log-mel energy: only the 0th DCT coefficient moves
+    np.testing.assert_allclose(loud[..., 0, 0], np.log(4) * np.sqrt(40), rtol=1e-3)
+    assert np.abs(loud[..., 1:, 0]).max() < 1e-3
+
+
+def test_features_refuse_other_shapes():
+    with pytest.raises(ValueError, match="16000"):
+        audio.features(np.zeros((2, 8000), "float32"))
+    with pytest.raises(ValueError, match="unknown front end"):
+        audio.features(np.zeros((2, 16000), "float32"), "mfccs")
+
+
+# --------------------------------------------------------------------------- recipe and data
+
+
+def _recipe(tmp_path, data: str, **extra) -> str:
+    text = f"name: fe\ndata: {data}\nteacher: {{model: cnn_tiny, epochs: 1}}\nstudent: null\nprune: null\nqat: null\n"
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("source", ["digits", "mnist1d", "csv:x.csv", "images:imgs", "ucr:GunPoint"])
+def test_frontend_on_non_waveform_data_names_the_key(tmp_path, source):
+    with pytest.raises(RecipeError, match=r"data\.frontend: mfcc turns 1 s waveforms .* holds no waveforms"):
+        load_recipe(_recipe(tmp_path, f"{{source: '{source}', frontend: mfcc}}"))
+
+
+def test_frontend_value_is_checked(tmp_path):
+    with pytest.raises(RecipeError, match=r"data\.frontend: 'mfc' is not allowed"):
+        load_recipe(_recipe(tmp_path, "{source: 'wav:clips', frontend: mfc}"))
+
+
+def _wav_folder(tmp_path, per_class=6, rate=16000, frames=16000, channels=1):
+    x = clips(2 * per_class, seed=1)
+    for i in range(2 * per_class):
+        cls = ("no", "yes")[i % 2]
+        sig = x[i] if frames == 16000 else np.resize(x[i], frames)
+        _write_wav(tmp_path / "clips" / cls / f"{i}.wav", sig, rate=rate, channels=channels)
+    return tmp_path / "clips"
+
+
+def test_wav_source_with_frontend_gives_mfcc_features(tmp_path):
+    folder = _wav_folder(tmp_path)
+    ds = load_dataset(DataConfig(source=f"wav:{folder}", frontend="mfcc", test_split=0.3, val_split=0.0))
+    assert ds.input_shape == (49, 10, 1) and ds.frontend == "mfcc" and ds.normalization is None
+    assert ds.summary()["frontend"] == "mfcc" and ds.class_names == ("no", "yes")
+    raw = load_dataset(DataConfig(source=f"wav:{folder}", test_split=0.3, val_split=0.0))
+    np.testing.assert_array_equal(ds.x_test, audio.features(raw.x_test))  # same split, same features
+    lm = load_dataset(DataConfig(source=f"wav:{folder}", frontend="logmel", test_split=0.3, val_split=0.0))
+    assert lm.input_shape == (49, 40, 1)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"rate": 8000}, r"needs 16000 Hz audio, the clips are 8000 Hz; resample them"),
+    ({"frames": 8000}, r"1 s clips of 16000 samples, found 8000 samples \(0\.5 s"),
+    ({"frames": 24000}, r"found 24000 samples .*data\.window: \{length: 16000"),
+    ({"channels": 2}, r"takes mono clips, these have 2 channels"),
+])
+def test_wav_source_with_frontend_refuses_other_clips(tmp_path, kw, match):
+    folder = _wav_folder(tmp_path, **kw)
+    with pytest.raises(DataError, match=match):
+        load_dataset(DataConfig(source=f"wav:{folder}", frontend="mfcc"))
+
+
+def test_npz_waveforms_and_windows_of_long_recordings(tmp_path):
+    """npz: (n, 16000) clips (taken as 16 kHz); and 2 s recordings cut by data.window into 1 s clips."""
+    x = clips(12, seed=2)
+    y = np.arange(12) % 2
+    np.savez(tmp_path / "w.npz", x=x, y=y)
+    ds = load_dataset(DataConfig(source=f"npz:{tmp_path / 'w.npz'}", frontend="mfcc", val_split=0.0))
+    assert ds.input_shape == (49, 10, 1) and ds.normalization is None  # not a table: no auto zscore
+    np.savez(tmp_path / "long.npz", x=np.concatenate([x, x[::-1]], axis=1), y=y)
+    ds = load_dataset(DataConfig(source=f"npz:{tmp_path / 'long.npz'}", frontend="mfcc", val_split=0.0,
+                                 window={"length": 16000, "stride": 16000}))
+    assert ds.input_shape == (49, 10, 1) and len(ds.x_train) + len(ds.x_test) == 24
+
+
+def test_check_inputs_sees_the_feature_shape(tmp_path):
+    folder = _wav_folder(tmp_path)
+    p = _recipe(tmp_path, f"{{source: 'wav:{folder.name}', frontend: mfcc}}")
+    assert check_inputs(load_recipe(p), p) == []  # cnn_tiny takes (49, 10, 1)
+    p.write_text(p.read_text().replace("cnn_tiny", "conv1d_small"))
+    assert any("rank 3" in line for line in check_inputs(load_recipe(p), p))
+    np.savez(tmp_path / "short.npz", x=np.zeros((12, 8000), "float32"), y=np.arange(12) % 2)
+    p.write_text(p.read_text().replace(f"wav:{folder.name}", "npz:short.npz").replace("conv1d_small", "cnn_tiny"))
+    assert any("data.frontend: takes mono 1 s clips" in line for line in check_inputs(load_recipe(p), p))
