@@ -16,20 +16,7 @@ from edgekit.recipe import DataConfig, check_inputs, load_recipe
 
 
 def clips(n: int = 6, seed: int = 0) -> np.ndarray:
-    """(n, 16000) float32 test clips of different kinds: noise at several levels, a tone, a chirp,
-    silence, speech-like bursts (noise under an envelope), full-scale clipped noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(audio.CLIP_SAMPLES) / audio.SAMPLE_RATE_HZ
-    kinds = [
-        lambda: rng.normal(0, rng.uniform(0.01, 0.3), t.size),
-        lambda: rng.uniform(0.05, 0.9) * np.sin(2 * np.pi * rng.uniform(60, 7000) * t + rng.uniform(0, 6)),
-        lambda: 0.3 * np.sin(2 * np.pi * (rng.uniform(50, 300) + rng.uniform(500, 3500) * t) * t),
-        lambda: np.zeros(t.size),
-        lambda: rng.normal(0, 0.2, t.size) * np.maximum(0, np.sin(2 * np.pi * rng.uniform(2, 6) * t)) ** 2,
-        lambda: np.clip(rng.normal(0, 1, t.size), -1, 1),
-        lambda: 1e-4 * rng.normal(size=t.size),
-    ]
-    return np.stack([kinds[i % len(kinds)]() for i in range(n)]).astype("float32")
+    return audio.synthetic_clips(n, seed=seed)
 
 
 def _write_wav(path, x: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
@@ -169,3 +156,51 @@ def test_check_inputs_sees_the_feature_shape(tmp_path):
     np.savez(tmp_path / "short.npz", x=np.zeros((12, 8000), "float32"), y=np.arange(12) % 2)
     p.write_text(p.read_text().replace(f"wav:{folder.name}", "npz:short.npz").replace("conv1d_small", "cnn_tiny"))
     assert any("data.frontend: takes mono 1 s clips" in line for line in check_inputs(load_recipe(p), p))
+
+
+# --------------------------------------------------------------------------- host vs device
+
+
+@pytest.fixture(scope="module")
+def frontends() -> dict[str, bytes]:
+    return {kind: audio.frontend_tflite(kind) for kind in audio.FRONTENDS}
+
+
+@pytest.mark.parametrize("kind", sorted(audio.FRONTENDS))
+def test_tflite_front_end_equals_the_reference_in_litert_and_tflite_micro(frontends, kind):
+    """The same 7 clips (one of each kind: noise, tone, chirp, silence, bursts, clipped, quiet)
+    through numpy, LiteRT and TFLite Micro: max abs difference within audio.TOLERANCE[kind]."""
+    from edgekit.mcu import TFLM_OPS, model_ops
+
+    blob = frontends[kind]
+    assert set(model_ops(blob)) <= set(TFLM_OPS)
+    assert len(blob) < 48_000  # the factorized DFT: a dense 480 x 257 cos/sin pair alone is ~1 MB
+    x = clips(7, seed=3)
+    ref = audio.features(x, kind)
+    lite = audio.run_tflite(blob, x, runtime="ai_edge_litert")
+    micro = audio.run_tflite(blob, x, runtime="tflite_micro")
+    assert lite.shape == micro.shape == ref.shape == (7, *audio.output_shape(kind))
+    tol = audio.TOLERANCE[kind]
+    assert np.abs(lite - ref).max() <= tol
+    assert np.abs(micro - ref).max() <= tol
+    assert np.abs(micro - lite).max() <= tol
+    noise = [0, 4, 5]  # broadband clips agree far closer than the tolerance
+    assert np.abs(micro[noise] - ref[noise]).max() < 1e-4
+    assert np.abs(ref[1] - ref[2]).max() > 100 * tol  # different clips differ far beyond the tolerance
+
+
+def test_tflite_front_end_arena_is_measured(frontends, tmp_path):
+    from edgekit.mcu import measure_arena
+
+    p = tmp_path / "frontend.tflite"
+    p.write_bytes(frontends["mfcc"])
+    arena = measure_arena(p, margin_fraction=0.0)
+    assert 1_000 < arena.min_bytes < 64_000, arena  # one frame's tensors, not a clip's (508 KB)
+    x = clips(1)
+    np.testing.assert_allclose(audio.run_tflite(p, x, runtime="tflite_micro", arena_bytes=arena.min_bytes),
+                               audio.features(x), atol=audio.TOLERANCE["mfcc"])
+
+
+def test_run_tflite_refuses_another_runtime(frontends):
+    with pytest.raises(ValueError, match="tflite_micro"):
+        audio.run_tflite(frontends["mfcc"], clips(1), runtime="onnxruntime")
