@@ -35,6 +35,7 @@ This module imports numpy only; :func:`frontend_tflite` imports TensorFlow when 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -193,6 +194,7 @@ def _used_bins() -> int:
     return (last // _N1 + 1) * _N1
 
 
+@functools.lru_cache(maxsize=None)
 def frontend_tflite(kind: str = "mfcc") -> bytes:
     """The front end as a float32 TFLite model of ONE frame: input ``(1, 480)`` float32 (samples
     ``320 f .. 320 f + 479`` of the clip for frame f), output ``(1, K)`` float32 (row f of the
@@ -207,7 +209,7 @@ def frontend_tflite(kind: str = "mfcc") -> bytes:
     matmul), the twiddle factors ``exp(-2 pi i n2 k1 / 512)`` (elementwise), then a 32-point DFT
     over n2 restricted to the k2 whose bins k < :func:`_used_bins` (128 bins: below 4000 Hz);
     the mel matrix's rows are permuted to the (k1, k2) order. Deterministic for a given
-    TensorFlow version. Imports TensorFlow.
+    TensorFlow version (built once per process and kind). Imports TensorFlow.
     """
     from ._tf import tf as get_tf
 
@@ -246,6 +248,29 @@ def frontend_tflite(kind: str = "mfcc") -> bytes:
     blob = conv.convert()
     log.info("front end %s as TFLite: %d bytes", kind, len(blob))
     return bytes(blob)
+
+
+def frontend_json(kind: str, blob: bytes, *, arena: dict | None = None) -> dict:
+    """What ``frontend.json`` says about ``frontend.tflite`` (``blob``): how to feed it, what it
+    gives, every constant, the stated tolerance against the reference, its size and sha256, and
+    (``arena``, for a microcontroller) the TFLite Micro arena measured for it."""
+    import hashlib
+
+    k = FRONTENDS[kind]
+    return {
+        "file": "frontend.tflite", "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest(),
+        "input": {"shape": [1, WINDOW_SAMPLES], "dtype": "float32",
+                  "what": f"one frame: samples {HOP_SAMPLES}*f .. {HOP_SAMPLES}*f+{WINDOW_SAMPLES - 1} of a mono "
+                          f"{CLIP_SAMPLES}-sample clip at {SAMPLE_RATE_HZ} Hz, scaled to [-1, 1) (16-bit PCM / 32768), "
+                          f"for f = 0..{FRAMES - 1}"},
+        "output": {"shape": [1, k], "dtype": "float32",
+                   "what": f"row f of the model's ({FRAMES}, {k}, 1) input; then preprocess.json if there is one"},
+        "params": frontend_params(kind),
+        "tolerance_max_abs": TOLERANCE[kind],
+        "tolerance_note": "largest difference from edgekit's numpy reference (the training features) allowed by "
+                          "its tests, in LiteRT and TFLite Micro",
+        **({"tflm_arena": arena} if arena is not None else {}),
+    }
 
 
 def frames_of(waves: np.ndarray) -> np.ndarray:
