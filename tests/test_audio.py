@@ -204,3 +204,24 @@ def test_tflite_front_end_arena_is_measured(frontends, tmp_path):
 def test_run_tflite_refuses_another_runtime(frontends):
     with pytest.raises(ValueError, match="tflite_micro"):
         audio.run_tflite(frontends["mfcc"], clips(1), runtime="onnxruntime")
+
+
+def test_the_run_fingerprint_holds_the_front_end_and_its_constants(tmp_path, monkeypatch):
+    from edgekit.manifest import fingerprint
+    from edgekit.pipeline import Run
+
+    folder = _wav_folder(tmp_path)
+    p = _recipe(tmp_path, f"{{source: 'wav:{folder.name}', frontend: mfcc}}")
+    fp = Run(load_recipe(p), p, tmp_path / "run").data_fingerprint()
+    p.write_text(p.read_text().replace("frontend: mfcc", "frontend: logmel"))
+    assert Run(load_recipe(p), p, tmp_path / "run").data_fingerprint() != fp
+    p.write_text(p.read_text().replace("frontend: logmel", "frontend: mfcc"))
+    assert Run(load_recipe(p), p, tmp_path / "run").data_fingerprint() == fp
+    monkeypatch.setattr(audio, "LOG_FLOOR", 1e-5)  # one constant changed: other features, other data
+    assert Run(load_recipe(p), p, tmp_path / "run").data_fingerprint() != fp
+    # without a front end, a run keeps the fingerprint it had before data.frontend existed
+    p.write_text(p.read_text().replace(", frontend: mfcc", ""))
+    run = Run(load_recipe(p), p, tmp_path / "run")
+    old = fingerprint(fingerprint("run", 0, {k: v for k, v in run.recipe.data.model_dump(mode="json").items()
+                                             if k != "frontend"}), {"data_sha256": run.data_digest()})
+    assert run.data_fingerprint() == old

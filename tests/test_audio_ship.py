@@ -116,6 +116,25 @@ def test_front_end_c_arrays_compile_beside_the_model_in_one_unit(audio_run, tmp_
     assert int(got[1]) == len(audio.frontend_tflite("mfcc"))
 
 
+def test_front_end_flash_on_cortex_m4(audio_run, tmp_path, capsys):
+    """frontend_data.cc as an MCU build sees it: what it adds to flash (text + data)."""
+    from conftest import require_tool
+
+    require_tool("arm-none-eabi-g++", hint="Debian: gcc-arm-none-eabi libnewlib-arm-none-eabi; CI installs it")
+    _, out, _ = audio_run
+    folder = out / "targets" / "cortex-m4"
+    obj = tmp_path / "frontend_data.o"
+    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-std=c++17", "-c", "-Os", "-Wall", "-Werror",
+                    "-I", str(folder), str(folder / "frontend_data.cc"), "-o", str(obj)], check=True)
+    size = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    text, data, bss = (int(v) for v in size[1].split()[:3])
+    blob = len(audio.frontend_tflite("mfcc"))
+    assert blob <= text + data < blob + 1024 and bss == 0
+    with capsys.disabled():
+        print(f"\n[cortex-m4] frontend_data.o: flash {text + data} bytes for a {blob}-byte front end")
+
+
 def _load_evaluator(bundle: Path):
     """The bundle's evaluate.py (a byte copy of edgekit/ondevice/evaluate.py), imported."""
     from edgekit.ondevice import evaluate
