@@ -201,3 +201,46 @@ def test_classify_sh_prints_the_class_of_each_wav(audio_run, tmp_path):
                           "--wav", str(tmp_path / "w"), "--data", str(bundle / "eval.npz")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "give one of them" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_bundle_classifies_a_wav_over_ssh_after_deploy(audio_run, tmp_path, monkeypatch):
+    """`edgekit deploy --keep` to a real sshd on 127.0.0.1, then `sh classify.sh clip.wav` over SSH."""
+    import shutil
+
+    import paramiko
+    from conftest import require_tool
+    from sshd import SshServer, skip_reason
+
+    require_tool("sshd", missing=skip_reason())
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    _, out, _ = audio_run
+    run = Path(shutil.copytree(out, tmp_path / "run"))
+    server = SshServer.start(tmp_path / "sshd")
+    try:
+        known = server.known_hosts(tmp_path / "known_hosts")
+        where = tmp_path / "remote" / "bundle"
+        res = CliRunner().invoke(main, ["-q", "deploy", str(run), "--target", "rpi4", "--host", server.destination,
+                                        "--port", str(server.port), "--key", str(server.user_key), "--known-hosts",
+                                        str(known), "--python", sys.executable, "--remote-dir", str(where), "--keep"])
+        assert res.exit_code == 0, res.output
+        for name in ("frontend.tflite", "frontend.json", "labels.txt", "classify.sh"):
+            assert (where / name).read_bytes() == (run / "targets" / "rpi4" / "bundle" / name).read_bytes()
+        clip = write_wav(tmp_path / "device" / "clip.wav", tone(300))
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect("127.0.0.1", port=server.port, username=server.user, key_filename=str(server.user_key),
+                       allow_agent=False, look_for_keys=False)
+        try:
+            _, stdout, stderr = client.exec_command(f"PYTHON={sys.executable} sh {where}/classify.sh {clip}")
+            status = stdout.channel.recv_exit_status()
+            text, err = stdout.read().decode(), stderr.read().decode()
+        finally:
+            client.close()
+        assert status == 0, err
+        local = subprocess.run(["sh", str(run / "targets" / "rpi4" / "bundle" / "classify.sh"), str(clip)],
+                               capture_output=True, text=True, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+        assert text == local.stdout and text.startswith(f"{clip}: ") and text.split(": ")[1].split()[0] in ("noise", "tone")
+    finally:
+        server.stop()
