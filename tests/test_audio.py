@@ -189,6 +189,33 @@ def test_tflite_front_end_equals_the_reference_in_litert_and_tflite_micro(fronte
     assert np.abs(ref[1] - ref[2]).max() > 100 * tol  # different clips differ far beyond the tolerance
 
 
+def test_tflite_front_end_equals_the_reference_on_synthesized_speech(frontends, tmp_path):
+    """Spoken words (espeak-ng, resampled to 16 kHz and padded to 1 s by sox) through numpy, LiteRT
+    and TFLite Micro; read back through the wav: source's reader, as training data is."""
+    import subprocess
+
+    from conftest import require_tool
+
+    from edgekit.wavs import read_wav
+
+    require_tool("espeak-ng", hint="apt-get install espeak-ng; CI installs it")
+    require_tool("sox", hint="apt-get install sox; CI installs it")
+    waves = []
+    for word, voice in (("yes", "en"), ("stop", "en+f3"), ("left", "en-us")):
+        raw, out = tmp_path / f"{word}.raw.wav", tmp_path / f"{word}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), word], check=True, capture_output=True)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out), "pad", "0.1", "1",
+                        "trim", "0", "1"], check=True, capture_output=True)
+        x, rate = read_wav(out)
+        assert rate == 16000 and x.shape == (16000, 1)
+        waves.append(x[:, 0])
+    x = np.stack(waves)
+    for kind, blob in frontends.items():
+        ref = audio.features(x, kind)
+        for runtime in ("ai_edge_litert", "tflite_micro"):
+            assert np.abs(audio.run_tflite(blob, x, runtime=runtime) - ref).max() <= audio.TOLERANCE[kind] / 10
+
+
 def test_tflite_front_end_arena_is_measured(frontends, tmp_path):
     from edgekit.mcu import measure_arena
 
