@@ -44,7 +44,7 @@ def noise(seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def audio_run(tmp_path_factory):
-    """20 clips (tones vs noise) -> mfcc -> cnn_tiny (2 epochs) -> rpi4 and cortex-m4."""
+    """20 clips (tones vs noise) -> mfcc -> cnn_tiny (3 epochs) -> rpi4, cortex-m4 and a mobile profile."""
     root = tmp_path_factory.mktemp("audio_run")
     for i in range(10):
         write_wav(root / "clips" / "noise" / f"n{i}.wav", noise(i))
@@ -54,7 +54,8 @@ def audio_run(tmp_path_factory):
         "data: {source: 'wav:clips', frontend: mfcc, test_split: 0.3, val_split: 0.0}\n"
         "teacher: {model: cnn_tiny, epochs: 3, batch_size: 8, learning_rate: 0.01}\n"
         "student: null\nprune: null\nqat: null\n"
-        "targets: [rpi4, cortex-m4]\nevaluate: {warmup: 1, runs: 3}\n")
+        "targets: [rpi4, cortex-m4, phone.yaml]\nevaluate: {warmup: 1, runs: 3}\n")
+    (root / "phone.yaml").write_text("name: phone\nkind: mobile\nformats: [tflite-fp16]\n")
     out = root / "run"
     res = CliRunner().invoke(main, ["-q", "run", str(root / "r.yaml"), "--out", str(out), "--no-budget"])
     assert res.exit_code == 0, res.output
@@ -68,6 +69,7 @@ def test_every_target_ships_the_front_end_with_its_sha256(audio_run):
     import hashlib
 
     sha = hashlib.sha256(want).hexdigest()
+    assert {t["name"] for t in report["targets"]} == {"rpi4", "cortex-m4", "phone"}
     for t in report["targets"]:
         folder = out / "targets" / t["name"]
         assert (folder / "frontend.tflite").read_bytes() == want
@@ -166,6 +168,14 @@ def test_the_bundle_classifies_wav_files_like_the_run_does(audio_run, tmp_path):
     ref = ev.predict_outputs(str(bundle / "model.tflite"), audio.features(ref_clips), runtime="ai_edge_litert")
     assert [r["class"] for r in found] == list(ref.argmax(1))
     assert [r["label"] for r in found] == [["noise", "tone"][int(c)] for c in ref.argmax(1)]
+    # the MCU's files: the int8 model and the front end, both in TFLite Micro, each with its own arena
+    mcu = out / "targets" / "cortex-m4"
+    arena = json.loads((mcu / "arena.json").read_text())["recommended_bytes"]
+    on_mcu = ev.classify_wavs(str(mcu / "model_int8.tflite"), str(tmp_path / "w"), runtime="tflite_micro",
+                              arena_bytes=arena)
+    ref_mcu = ev.predict_outputs(str(mcu / "model_int8.tflite"), audio.features(ref_clips), runtime="tflite_micro",
+                                 arena_bytes=arena)
+    assert [r["class"] for r in on_mcu] == list(ref_mcu.argmax(1))
 
 
 @pytest.mark.parametrize("kw, match", [

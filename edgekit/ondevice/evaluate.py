@@ -1384,7 +1384,9 @@ def _read_json(path: str, what: str) -> Dict[str, Any]:
 def audio_features(frontend_path: str, clips: np.ndarray, meta: Dict[str, Any], *, runtime: str = "auto",
                    threads: int = 1, arena_bytes: Optional[int] = None) -> np.ndarray:
     """Features of ``clips`` ((n, samples) float32) from ``frontend.tflite``, one frame per invoke,
-    framed as ``meta`` (``frontend.json``'s ``params``) says: float32 (n, frames, K, 1)."""
+    framed as ``meta`` (``frontend.json``'s ``params``) says: float32 (n, frames, K, 1). In
+    tflite_micro the arena is ``arena_bytes``, else the one ``frontend.json`` records (1 MiB
+    without one)."""
     p = meta["params"]
     frames, hop, win = int(p["frames"]), int(p["hop_samples"]), int(p["window_samples"])
     if runtime == "tflite_micro" and arena_bytes is None:
@@ -1420,8 +1422,7 @@ def classify_wavs(model_path: str, wav: str, *, frontend: Optional[str] = None,
     p = meta["params"]
     names = wav_paths(wav)
     clips = np.stack([read_wav_clip(f, int(p["sample_rate_hz"]), int(p["clip_samples"])) for f in names])
-    x = audio_features(frontend, clips, meta, runtime=runtime, threads=threads,
-                       arena_bytes=arena_bytes if runtime == "tflite_micro" else None)
+    x = audio_features(frontend, clips, meta, runtime=runtime, threads=threads)  # its own arena (frontend.json)
     pre = preprocess or os.path.join(here, "preprocess.json")
     if preprocess or os.path.isfile(pre):
         norm = _read_json(pre, "--preprocess")
