@@ -135,8 +135,8 @@ class DataConfig(_Strict):
         None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
                           "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
     frontend: Literal["mfcc", "logmel"] | None = Field(
-        None, description="audio front end applied to 1 s, 16 kHz mono waveforms (wav:DIR, npz: clips of 16000 "
-                          "samples) before training: mfcc gives (49, 10, 1) MFCC features, logmel (49, 40, 1) "
+        None, description="audio front end applied to 1 s, 16 kHz mono waveforms (wav:DIR, kws: speech, npz: clips "
+                          "of 16000 samples) before training: mfcc gives (49, 10, 1) MFCC features, logmel (49, 40, 1) "
                           "log-mel energies (edgekit.audio); every target ships it as frontend.tflite. null: none")
 
     @field_validator("frontend")

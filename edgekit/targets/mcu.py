@@ -72,13 +72,12 @@ class McuKind(TargetKindSpec):
         firmware runs it per 30 ms frame into the model's input). Its ops join op_resolver.h, so
         one resolver serves both interpreters."""
         from .. import mcu
+        from .._io import write_text
         from ..audio import frontend_tflite
 
         blob = frontend_tflite(ctx.data.frontend)
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)
-        from .._io import write_text
-
         path = write_text(ctx.out_dir / "frontend.tflite", blob)  # measured here; write_frontend adds the json
         arena = mcu.measure_arena(path, margin_fraction=cfg.arena_margin)
         files = write_frontend(ctx, arena=dataclasses.asdict(arena))
