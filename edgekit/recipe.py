@@ -131,9 +131,6 @@ class DataConfig(_Strict):
     window: WindowConfig | None = Field(
         None, description="cut every series (samples of shape (length, channels)) into windows, each split on its "
                           "own after the train/val/test split, so no series is in two splits; null: whole series")
-    normal_class: str | None = Field(
-        None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
-                          "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
     frontend: Literal["mfcc", "logmel"] | None = Field(
         None, description="audio front end applied to 1 s, 16 kHz mono waveforms (wav:DIR, kws: speech, npz: clips "
                           "of 16000 samples) before training: mfcc gives (49, 10, 1) MFCC features, logmel (49, 40, 1) "
@@ -151,6 +148,10 @@ class DataConfig(_Strict):
                              f"no waveforms; use a waveform source ({', '.join(k + ':' for k in WAVEFORM_SOURCES)}"
                              "...) or remove data.frontend")
         return v
+
+    normal_class: str | None = Field(
+        None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
+                          "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
 
     @field_validator("source")
     @classmethod
