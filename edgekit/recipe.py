@@ -78,6 +78,10 @@ GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
 FILE_SOURCES = ("npz", "csv", "images", "wav")  # data.source KIND:PATH, the path relative to the recipe
 ARCHIVE_SOURCES = ("ucr", "uea")  # data.source KIND:NAME, a UCR/UEA archive dataset (edgekit.archives)
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
+WAVEFORM_SOURCES = ("wav", "npz", "kws")
+"""Sources whose samples may be audio waveforms, so ``data.frontend`` applies: ``wav:DIR``, ``npz:`` arrays
+of clips, ``kws`` synthetic speech. The clip length and sample rate are checked when the data is loaded
+(:func:`edgekit.audio.check_waveforms`)."""
 
 
 class EarlyStopping(_Strict):
@@ -127,6 +131,24 @@ class DataConfig(_Strict):
     window: WindowConfig | None = Field(
         None, description="cut every series (samples of shape (length, channels)) into windows, each split on its "
                           "own after the train/val/test split, so no series is in two splits; null: whole series")
+    frontend: Literal["mfcc", "logmel"] | None = Field(
+        None, description="audio front end applied to 1 s, 16 kHz mono waveforms (wav:DIR, kws: speech, npz: clips "
+                          "of 16000 samples) before training: mfcc gives (49, 10, 1) MFCC features, logmel (49, 40, 1) "
+                          "log-mel energies (edgekit.audio); every target ships it as frontend.tflite. null: none")
+
+    @field_validator("frontend")
+    @classmethod
+    def _frontend_takes_waveforms(cls, v, info):
+        source = info.data.get("source")
+        if v is None or source is None:  # no front end, or a source that failed its own check
+            return v
+        kind, sep, _ = source.partition(":")
+        if not ((sep and kind in WAVEFORM_SOURCES) or source in WAVEFORM_SOURCES):
+            raise ValueError(f"{v} turns 1 s waveforms at 16 kHz into features, but data.source {source!r} holds "
+                             f"no waveforms; use a waveform source ({', '.join(k + ':' for k in WAVEFORM_SOURCES)}"
+                             "...) or remove data.frontend")
+        return v
+
     normal_class: str | None = Field(
         None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
                           "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
@@ -785,6 +807,19 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             shape = None
         else:
             shape = ((win.length, per_sample[1]), samples, f"{what} cut into windows of {win.length} steps")
+    if recipe.data.frontend is not None and shape is not None:
+        from .audio import CLIP_SAMPLES, output_shape
+
+        per_sample, samples, what = shape
+        fe_shape = output_shape(recipe.data.frontend)
+        if per_sample is not None and tuple(per_sample) not in ((CLIP_SAMPLES, 1), (CLIP_SAMPLES,)):
+            problems.append(f"{path}: data.frontend: takes mono 1 s clips of {CLIP_SAMPLES} samples at 16 kHz; "
+                            f"{what} has samples of shape {per_sample}; cut the clips to 1 s (long recordings: "
+                            f"data.window: {{length: {CLIP_SAMPLES}, stride: {CLIP_SAMPLES // 2}}}) or remove "
+                            "data.frontend")
+            shape = None
+        else:
+            shape = (fe_shape, samples, f"data.frontend {recipe.data.frontend} (features of shape {fe_shape})")
     rank = _rank_of(recipe, shape)
     if shape is not None and shape[0] is not None:
         per_sample, samples, what = shape
