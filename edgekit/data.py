@@ -427,7 +427,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     kind, _, arg = src.partition(":")
     raw_rank = None
     class_names = None
-    rate = None  # the sample rate of a source that says (wav:), for data.frontend
+    rate = None  # the sample rate of a source that says (wav:, kws:), for data.frontend
     # with data.normal_class the files hold classes (mapped to 0/1 below): read them as classes
     read_task = Task.classification.value if cfg.normal_class is not None and task == Task.anomaly.value else task
     if kind in ARCHIVE_SOURCES and arg:
@@ -444,6 +444,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         wx, wy, class_names, rate = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
         parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
     elif kind == "kws" and arg:
+        from .speech import SAMPLE_RATE
         from .speech import load as load_speech
 
         if task == Task.regression.value:
@@ -451,7 +452,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         speech_parts, class_names = load_speech(src, cfg.speech, max_bytes=MAX_ARRAY_BYTES)
         names = ("train", "val", "test") if len(speech_parts) == 3 else ("train", "test")
         parts = [_check_xy(src, x, y, part, read_task) for (x, y), part in zip(speech_parts, names)]
-        name = src
+        name, rate = src, SAMPLE_RATE
     elif kind == "npz" and arg:
         parts, name = _npz(_resolve(arg, base), read_task), Path(arg).stem
         raw_rank = _npz_rank(_resolve(arg, base))
