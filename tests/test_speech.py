@@ -103,6 +103,12 @@ def test_voice_split_is_disjoint_and_clips_are_waveforms_like_wav(cache):
     assert source_digest(cfg) == f"kws-{speech.cache_key(cfg.speech, speech.tools())}"
 
 
+def test_the_mfcc_front_end_takes_the_clips_at_16_khz(cache, caplog):
+    d = load_dataset(DataConfig(source="kws:espeak", speech=TINY, frontend="mfcc"), seed=0)
+    assert d.input_shape == (49, 10, 1) and d.frontend == "mfcc" and (len(d.x_train), len(d.x_test)) == (8, 8)
+    assert "gives no sample rate" not in caplog.text
+
+
 def test_datasets_show_tells_what_it_is(cache, tmp_path):
     recipe = _recipe(tmp_path / "r.yaml", "{words: ['yes', 'no'], unknown_words: [cat], accents: [en], "
                                           "variants: [m1, f2, m3], test_voices: 1, val_voices: 1, repeats: 2}")
