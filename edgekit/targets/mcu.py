@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_preprocess
+from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_preprocess
 
 FIX = ("no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
        "Add/Concatenate/ReLU/Reshape, or drop the target")
@@ -22,6 +22,17 @@ class McuKind(TargetKindSpec):
     name = "mcu"
     ram_key = "arena_bytes"
     ram_label = "arena"
+    higher_precision = "int16"
+    integer_only = True
+
+    def higher_precision_problem(self, ops):
+        from ..mcu import TFLM_INT16X8_OPS
+
+        missing = sorted({op for op in ops if op not in TFLM_INT16X8_OPS})
+        if missing:
+            return (f"TFLite Micro has no int16x8 kernel for {', '.join(missing)} (as the quantizer writes it); "
+                    "the layer stays int8")
+        return None
 
     def checks_ops(self) -> bool:
         return True
@@ -57,4 +68,10 @@ class McuKind(TargetKindSpec):
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        return [art], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx)]
+        more = precision_artifacts(source, self, ctx, art)
+        for a in more:  # the selective model: same checks as the primary, its own measured arena
+            sel_ops = mcu.model_ops(a.path.read_bytes())
+            mcu.check_ops(sel_ops)
+            a.extra.update(ops=sel_ops, float_ops=[],
+                           arena=dataclasses.asdict(mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)))
+        return [art, *more], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(a.path for a in more)]
