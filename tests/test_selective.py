@@ -225,3 +225,88 @@ def test_an_mcu_never_gets_a_layer_without_a_tflm_int16_kernel(tmp_path):
     mobile, _ = chosen["mobile"]
     assert mobile["refused"] == [] and "c3" in {r["layer"] for r in mobile["layers"]}
     assert mobile["status"] == "met"
+
+
+# ----------------------------------------------------------------------------- the recipe key, the kernel table
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ("convert: {selective: auto}\n", "set quality: {max_accuracy_drop: POINTS}"),
+    ("convert: {selective: auto, per_layer_samples: 0}\nquality: {max_accuracy_drop: 1}\n", "per_layer_samples above 0"),
+    ("task: regression\ndata: {source: fermentation}\nconvert: {selective: auto}\nquality: {max_accuracy_drop: 1}\n",
+     "task classification"),
+    ("convert: {selective: always}\n", "convert.selective"),
+])
+def test_recipe_refuses_selective_without_what_it_needs(tmp_path, extra, fragment):
+    from edgekit.errors import RecipeError
+    from edgekit.recipe import load_recipe
+
+    p = tmp_path / "r.yaml"
+    p.write_text("name: r\n" + extra)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    assert fragment in str(exc.value) and "r.yaml" in str(exc.value)
+
+
+def test_selective_is_off_by_default_and_keeps_old_convert_fingerprints(tmp_path):
+    from edgekit.pipeline import Run
+    from edgekit.recipe import ConvertConfig, load_recipe
+
+    assert ConvertConfig().selective == "off" and ConvertConfig().per_layer_samples == 200
+    p = tmp_path / "r.yaml"
+    p.write_text("name: r\nprune: null\nqat: null\ntargets: [cortex-m4]\n")
+    conf = Run(load_recipe(p), p, tmp_path / "run")._convert_config()
+    assert "selective" not in conf and "per_layer_samples" not in conf and "quality" not in conf
+    p.write_text("name: r\nprune: null\nqat: null\ntargets: [cortex-m4]\nconvert: {selective: auto}\n"
+                 "quality: {max_accuracy_drop: 2}\n")
+    conf = Run(load_recipe(p), p, tmp_path / "run2")._convert_config()
+    assert conf["selective"] == "auto" and conf["quality"] == {"max_accuracy_drop": 2.0}
+
+
+def test_tflm_int16x8_table_runs_in_tflite_micro(tmp_path):
+    """Every op of :data:`edgekit.mcu.TFLM_INT16X8_OPS` but TRANSPOSE_CONV (its output-shape ops stay
+    float in a Keras model with a dynamic batch), quantized 16x8 by
+    litert-quantizer in one model, writes int16 and runs in the tflite-micro interpreter; an op
+    left out (HARD_SWISH) stays float in such a model."""
+    import subprocess
+    import sys
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit._tf import keras
+    from edgekit.convert import to_tflite
+    from edgekit.external.quantize import quantize_tflite
+    from edgekit.mcu import TFLM_INT16X8_OPS
+    from edgekit.selective import higher_precision_ops
+
+    k = keras()
+    L = k.layers
+    k.utils.set_random_seed(0)
+    inp = L.Input((8, 8, 2))
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    b = L.DepthwiseConv2D(3, padding="same")(inp)
+    c = L.Concatenate()([a, L.ZeroPadding2D(0)(b), L.UpSampling2D()(L.MaxPooling2D()(a))])
+    d = L.Multiply()([L.Activation("sigmoid")(L.ReLU()(c)), L.Activation("tanh")(c)])
+    e = L.Add()([L.AveragePooling2D()(d), L.MaxPooling2D()(d)])
+    f = L.Dense(6)(L.Flatten()(L.ZeroPadding2D(1)(e)))
+    g = L.Concatenate()([L.Softmax()(f), L.Dense(3)(L.GlobalAveragePooling2D()(e)),
+                         L.Dense(2, activation=lambda v: v * k.activations.relu(v + 3.0, max_value=6.0) / 6.0)(f)])
+    model = k.Model(inp, g)
+    blob = to_tflite(model, mode="float32")
+    sigs = Interpreter(model_content=blob).get_signature_list()
+    sig = next(iter(sigs))
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 2)).astype("float32")
+    q = quantize_tflite(blob, "full-int16x8", signature=sig, signature_input=sigs[sig]["inputs"][0],
+                        calibration=[x[i:i + 1] for i in range(8)])
+    int16 = set(higher_precision_ops(q, "int16"))
+    assert int16 <= TFLM_INT16X8_OPS
+    assert TFLM_INT16X8_OPS - int16 == {"TRANSPOSE_CONV"}, TFLM_INT16X8_OPS - int16
+    assert "HARD_SWISH" in higher_precision_ops(q, "float")  # left float: not in the table
+    path = tmp_path / "m.tflite"
+    path.write_bytes(q)
+    code = ("import numpy as np, sys\nfrom tflite_micro.python.tflite_micro import runtime\n"
+            "it = runtime.Interpreter.from_file(sys.argv[1], arena_size=200000)\nd = it.get_input_details(0)\n"
+            "it.set_input(np.ones(d['shape'], d['dtype']), 0)\nit.invoke()\n"
+            "print('OK', np.dtype(it.get_output_details(0)['dtype']).name)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.split() == ["OK", "int16"], proc.stderr[-2000:]
