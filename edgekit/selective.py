@@ -62,10 +62,22 @@ def for_target(source, spec, ctx, int8) -> list:
         int8.extra["per_layer_error_reason"] = ("no Keras float model to compare with: the student is a given "
                                                 "converted model")
     else:
-        int8.extra["per_layer_error"] = per_layer_error(float_model, int8.path, ctx.data, cfg.per_layer_samples)
+        try:
+            int8.extra["per_layer_error"] = per_layer_error(float_model, int8.path, ctx.data, cfg.per_layer_samples)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis that cannot be made does not fail the target
+            int8.extra["per_layer_error"] = None
+            int8.extra["per_layer_error_reason"] = f"could not be measured: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            log.warning("%s: per-layer error %s", int8.path, int8.extra["per_layer_error_reason"])
     if cfg.selective == "off":
         return []
-    record, blob = choose(source, spec, ctx, int8)
+    try:
+        record, blob = choose(source, spec, ctx, int8)
+    except ConversionError as exc:  # the quantizer could not make it, or made what the target cannot run
+        record = {"status": "unavailable", "precision": spec.higher_precision, "layers": [], "refused": [],
+                  "max_accuracy_drop": ctx.max_accuracy_drop, "int8": {"file": int8.path.name}, "selective": None,
+                  "tried": [], "reason": str(exc).splitlines()[0]}
+        blob = None
+        log.warning("%s: selective precision unavailable: %s", int8.path, record["reason"])
     int8.extra["selective_precision"] = record
     if blob is None:
         return []

@@ -127,6 +127,16 @@ def test_auto_keeps_the_sensitive_layer_and_the_gate_then_holds(selective_run):
               f"{s['cost_bytes_vs_same_quantizer']} B")
     m4 = next(v for v in by["cortex-m4"]["variants"] if v["file"] == "model_selective.tflite")
     assert m4["format"] == "tflite-full-selective" and m4["runtime"]["name"] == "tflite_micro" and m4["arena_bytes"]
+    # what to ship: the selective model (the int8 one fails the gate); on the MCU its own C array and op resolver
+    from edgekit.mcu import read_c_array
+
+    assert report["ship"]["phone"]["format"] == "tflite-selective"
+    rec = report["ship"]["cortex-m4"]
+    assert rec["format"] == "tflite-full-selective"
+    assert "targets/cortex-m4/model_selective/model_data.cc" in rec["files"], rec["files"]
+    assert "targets/cortex-m4/model_selective/op_resolver.h" in rec["files"]
+    sel_cc = out / "targets" / "cortex-m4" / "model_selective" / "model_data.cc"
+    assert read_c_array(sel_cc) == (out / "targets" / "cortex-m4" / "model_selective.tflite").read_bytes()
 
 
 def test_the_mcu_model_is_integer_with_int16_only_where_tflm_has_the_kernel(selective_run):

@@ -68,10 +68,17 @@ class McuKind(TargetKindSpec):
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
+        files = [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx)]
         more = precision_artifacts(source, self, ctx, art)
-        for a in more:  # the selective model: same checks as the primary, its own measured arena
-            sel_ops = mcu.model_ops(a.path.read_bytes())
+        for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
+            sel_blob = a.path.read_bytes()
+            sel_ops = mcu.model_ops(sel_blob)
             mcu.check_ops(sel_ops)
-            a.extra.update(ops=sel_ops, float_ops=[],
-                           arena=dataclasses.asdict(mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)))
-        return [art, *more], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(a.path for a in more)]
+            sel_arena = mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)
+            sub = out_dir / a.path.stem  # model_selective/: model_data.h/.cc and op_resolver.h of this model
+            sub.mkdir(exist_ok=True)
+            files += [a.path, *mcu.write_c_array(sel_blob, sub, arena_bytes=sel_arena, io=io_quantization(sel_blob),
+                                                 preprocess=preprocess_json(ctx.data)),
+                      mcu.write_op_resolver(sel_ops, sub / "op_resolver.h")]
+            a.extra.update(ops=sel_ops, float_ops=[], arena=dataclasses.asdict(sel_arena))
+        return [art, *more], files
