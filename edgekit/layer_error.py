@@ -98,7 +98,8 @@ def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
     """Per-layer error of the int8 model at ``tflite_path`` against the float Keras ``model`` on ``x``.
 
     Returns ``{"layers": [{layer, kind, tensor, op, nmse, snr_db, snr_drop_db, scale}...] in
-    execution order, "worst": [layer names, largest SNR drop first (at most 3)], "samples": n}``.
+    execution order, "worst": [layer names, largest SNR drop first (at most 3, only layers that lost
+    SNR)], "samples": n}``.
     """
     from ._tf import keras
 
@@ -168,7 +169,8 @@ def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
             drop = start - own
             r["snr_drop_db"] = round(drop, 3) if math.isfinite(drop) else None
         del r["_t"]
-    ranked = sorted((r for r in rows if r["snr_drop_db"] is not None), key=lambda r: -r["snr_drop_db"])
+    ranked = sorted((r for r in rows if r["snr_drop_db"] is not None and r["snr_drop_db"] > 0),
+                    key=lambda r: -r["snr_drop_db"])  # a layer that lost no SNR is not where error enters
     return {"schema": SCHEMA, "samples": int(len(x)), "layers": rows, "worst": [r["layer"] for r in ranked[:3]]}
 
 

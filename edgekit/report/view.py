@@ -870,7 +870,7 @@ def selective_notes(report: dict) -> list[str]:
         text = f"{t['name']}: {s.get('status')}"
         if q:
             text += (f"; chosen on {q.get('samples')} {q.get('split')} samples against the {q.get('reference')} "
-                     f"(int8 there: {q.get('int8_drop_points')} pt lost; gate {s.get('max_accuracy_drop')} pt), "
+                     f"(int8 there lost {fmt_drop(q.get('int8_drop_points'), 'pt')}; gate {fmt_drop(s.get('max_accuracy_drop'), 'pt')}), "
                      f"{len(s.get('tried', []))} models tried")
         if s.get("reason"):
             text += f"; {s['reason']}"
