@@ -78,6 +78,7 @@ def for_target(source, spec, ctx, int8) -> list:
                   "tried": [], "reason": str(exc).splitlines()[0]}
         blob = None
         log.warning("%s: selective precision unavailable: %s", int8.path, record["reason"])
+        log.debug("selective precision failed", exc_info=True)
     int8.extra["selective_precision"] = record
     if blob is None:
         return []
@@ -165,8 +166,8 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
     holds the gate), ``met`` (the selective model holds it on the validation split), ``not_met``
     (even every candidate layer kept does not; that model ships, so its cost is visible) or
     ``unavailable`` (with ``reason``)."""
-    from .convert import check_integer_only, to_tflite
-    from .external.quantize import quantize_tflite
+    from .convert import to_tflite
+    from .external.quantize import calibrate_tflite
     from .layer_error import layer_ops
 
     cfg, data = ctx.cfg, ctx.data
@@ -245,13 +246,31 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
 
     rep = [s[0] for s in representative(data, cfg.representative_samples, getattr(source, "seed", 0))()]
     mode = "full-int8" if spec.integer_only else "int8"
+    try:
+        return _search(record, candidates, float_model, float_blob, tensors_of, ops_of, per_layer, spec, mode, x, y,
+                       drop, budget, split,
+                       calibrate_tflite(float_blob, mode, signature=signature, signature_input=signature_input,
+                                        calibration=rep),
+                       dict(signature=signature, signature_input=signature_input))
+    except ConversionError as exc:  # the quantizer could not make a model, or made one the target cannot run
+        record.update(status="unavailable", layers=[], selective=None, reason=str(exc).splitlines()[0])
+        log.warning("selective precision unavailable: %s", record["reason"])
+        return record, None
+
+
+def _search(record, candidates, float_model, float_blob, tensors_of, ops_of, per_layer, spec, mode, x, y, drop,
+            budget, split, qsvs, sig) -> tuple[dict[str, Any], bytes]:
+    """Build and measure models with more and more layers kept (see :func:`choose`)."""
+    from .convert import check_integer_only
+    from .external.quantize import quantize_tflite
+
+    precision = spec.higher_precision
     built: dict[tuple[str, ...], tuple[bytes, float]] = {}
 
     def build(keep: tuple[str, ...]) -> tuple[bytes, float]:
         if keep not in built:
             rules = {_regex(tensors_of[name]["tensors"]): precision for name in keep if name in tensors_of}
-            blob = quantize_tflite(float_blob, mode, signature=signature, signature_input=signature_input,
-                                   calibration=rep, keep=rules or None)
+            blob = quantize_tflite(float_blob, mode, keep=rules or None, qsvs=qsvs, **sig)
             acc = _accuracy(blob, x, y)
             built[keep] = (blob, acc)
             record["tried"].append({"layers": list(keep), "size_bytes": len(blob), "accuracy": round(acc, 6),
