@@ -320,3 +320,32 @@ def test_tflm_int16x8_table_runs_in_tflite_micro(tmp_path):
             "print('OK', np.dtype(it.get_output_details(0)['dtype']).name)")
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.split() == ["OK", "int16"], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode, precision", [("int8", "float"), ("full-int8", "int16")])
+def test_layer_scoped_rules_keep_exactly_the_named_layer_even_the_first(mode, precision):
+    """The first layer kept float (litert-quantizer's calibrator records no ranges then: edgekit
+    calibrates with the plain recipe) or int16; every other layer stays int8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit._tf import keras
+    from edgekit.convert import to_tflite
+    from edgekit.external.quantize import quantize_tflite
+    from edgekit.layer_error import layer_ops
+    from edgekit.selective import _regex
+
+    k = keras()
+    L = k.layers
+    k.utils.set_random_seed(0)
+    m = k.Sequential([L.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu", name="c1"),
+                      L.Conv2D(4, 3, activation="relu", name="c1b"), L.Flatten(name="flat"), L.Dense(3, name="out")])
+    blob = to_tflite(m, mode="float32")
+    sigs = Interpreter(model_content=blob).get_signature_list()
+    sig = next(iter(sigs))
+    x = np.random.default_rng(0).random((8, 8, 8, 1)).astype("float32")
+    q = quantize_tflite(blob, mode, signature=sig, signature_input=sigs[sig]["inputs"][0],
+                        calibration=[x[i:i + 1] for i in range(8)],
+                        keep={_regex(layer_ops(m, blob)["c1"]["tensors"]): precision})
+    want = "float32" if precision == "float" else "int16"
+    got = _types(q, m)
+    assert got["c1"] == [want] and got["c1b"] == ["int8"] and got["out"] == ["int8"], got  # "c1" is no prefix of "c1b"
