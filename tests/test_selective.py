@@ -185,6 +185,18 @@ def test_report_pages_show_the_per_layer_table_plot_and_the_choice(selective_run
     assert {key for key, _ in page.tables["selective"]} == {"phone", "cortex-m4"}
     html = (out / "report.html").read_text()
     assert "<img" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    # `edgekit report RUN` renders the same from the manifest again (nothing applied twice)
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    res = CliRunner().invoke(main, ["report", str(out), "--recipe", str(out.parent / "selective.yaml"), "--no-budget"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "report.json").read_text())
+    for a, b in zip(report["targets"], again["targets"]):
+        assert a["selective_precision"] == b["selective_precision"] and a["per_layer_error"] == b["per_layer_error"]
+        assert [v["file"] for v in a["variants"]] == [v["file"] for v in b["variants"]]
+        assert not any("per_layer_error" in v for v in b["variants"])
 
 
 # ----------------------------------------------------------------------------- kernel support decides before building
