@@ -761,7 +761,7 @@ def targets_list(as_json: bool):
         return
     for p in profiles:
         b = p.budget
-        click.echo(f"{p.name:<11} {p.kind.value:<7} {p.runtime:<15} flash {b.flash_bytes} B, "
+        click.echo(f"{p.name:<11} {p.kind:<7} {p.runtime:<15} flash {b.flash_bytes} B, "
                    f"RAM {b.ram_bytes} B, latency {b.latency_ms} ms  ({p.board})")
 
 

@@ -74,6 +74,7 @@ class Dataset:
     task: str = Task.classification.value
     reduction: dict | None = None
     class_names: tuple[str, ...] | None = None   # the source's names of classes 0..K-1 (archives), else None
+    frontend: str | None = None   # data.frontend that made x_* from waveforms (edgekit.audio), else None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -84,7 +85,8 @@ class Dataset:
                 "test": len(self.x_test),
                 "classes": None if self.task == Task.regression.value else self.num_classes,
                 "input_shape": list(self.input_shape), "task": self.task,
-                **({"class_names": list(self.class_names)} if self.class_names is not None else {})}
+                **({"class_names": list(self.class_names)} if self.class_names is not None else {}),
+                **({"frontend": self.frontend} if self.frontend is not None else {})}
 
     def reduction_info(self) -> dict | None:
         """What the input reduction does, for the report: kind, input size before and after,
@@ -421,6 +423,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     kind, _, arg = src.partition(":")
     raw_rank = None
     class_names = None
+    rate = None  # the sample rate of a source that says (wav:), for data.frontend
     # with data.normal_class the files hold classes (mapped to 0/1 below): read them as classes
     read_task = Task.classification.value if cfg.normal_class is not None and task == Task.anomaly.value else task
     if kind in ARCHIVE_SOURCES and arg:
@@ -434,7 +437,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
 
         if task == Task.regression.value:
             raise DataError(f"{arg}: wav:DIR holds classes (one folder each); task regression needs numbers")
-        wx, wy, class_names, _ = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
+        wx, wy, class_names, rate = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
         parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
     elif kind == "npz" and arg:
         parts, name = _npz(_resolve(arg, base), read_task), Path(arg).stem
@@ -458,8 +461,8 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     if cfg.normal_class is not None:
         parts, class_names = _one_class_normal(name, parts, class_names, cfg.normal_class, task)
     # a table of features (csv:, or npz: with x of shape (samples, features)): auto-normalized
-    tabular = kind == "csv" or (kind == "npz" and all(x.ndim == 3 and x.shape[-1] == 1 for x, _ in parts)
-                                and raw_rank == 2)
+    tabular = cfg.frontend is None and (kind == "csv" or (kind == "npz" and raw_rank == 2 and
+                                                          all(x.ndim == 3 and x.shape[-1] == 1 for x, _ in parts)))
     all_y = np.concatenate([y for _, y in parts])
     if task == Task.regression.value:
         classes = 1
@@ -503,6 +506,8 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
             _windows(name, x, y, cfg.window.length, cfg.window.stride, part)
             for x, y, part in ((x_tr, y_tr, "train"), (x_va, y_va, "val"), (x_te, y_te, "test")))
+    if cfg.frontend is not None:
+        x_tr, x_va, x_te = _frontend(name, cfg.frontend, rate, x_tr, x_va, x_te)
     norm, (x_tr, x_va, x_te) = _normalize(cfg, x_tr, x_va, x_te, tabular=tabular)
     if task == Task.regression.value:
         log.info("dataset %s: %d train, %d val, %d test, regression (labels %.3g..%.3g)", name, len(x_tr),
@@ -511,7 +516,21 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
     reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
     return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction,
-                   tuple(class_names) if class_names is not None else None)
+                   tuple(class_names) if class_names is not None else None, cfg.frontend)
+
+
+def _frontend(name: str, kind: str, rate: int | None, *splits: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``data.frontend``: every split's 1 s clips -> features (:func:`edgekit.audio.features`)."""
+    from . import audio
+
+    checked = [audio.check_waveforms(x, name=name, sample_rate_hz=rate) for x in splits]
+    if rate is None:
+        log.info("dataset %s: the source gives no sample rate; data.frontend takes its clips as %d Hz",
+                 name, audio.SAMPLE_RATE_HZ)
+    out = tuple(audio.features(x, kind) for x in checked)
+    log.info("data.frontend %s: %d clips -> features of shape %s", kind, sum(len(x) for x in out),
+             audio.output_shape(kind))
+    return out
 
 
 def _one_class_normal(name: str, parts: list, class_names: list[str] | None, normal: str, task: str):

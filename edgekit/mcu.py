@@ -343,7 +343,7 @@ def _io_constants(io: dict | None, preprocess: dict | None) -> list[str]:
 def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_model",
                   arena_bytes: int | ArenaMeasurement | None, header: str = "model_data.h",
                   source: str = "model_data.cc", io: dict | None = None,
-                  preprocess: dict | None = None) -> tuple[Path, Path]:
+                  preprocess: dict | None = None, arena_name: str = "kTensorArenaSize") -> tuple[Path, Path]:
     """Write ``model`` as a C array: a header with declarations and a source with the bytes.
 
     ``<header>`` declares ``extern const unsigned char <name>[];`` and
@@ -360,7 +360,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
     ``EDGEKIT_PREPROCESS_SCALE_INIT``), so firmware can turn a raw input into the model's
     int8 input without reading preprocess.json. ``<source>`` includes the header and defines ``alignas(16) const unsigned
     char <name>[] = {0x.., ...};`` (12 bytes per line; TFLM and some MCUs need the 16-byte
-    alignment) and ``<name>_len``. Compile the source as C++11 or later.
+    alignment) and ``<name>_len``. Compile the source as C++11 or later. ``arena_name`` names the
+    arena constant (a second model in the same firmware, such as the audio front end, takes
+    another name: ``kFrontendArenaSize``).
 
     Side effects: creates ``out_dir`` and writes both files atomically (temp file + rename).
     Raises ``ValueError`` for an empty model, a ``name`` that is not a C identifier, file names
@@ -369,8 +371,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
     data = bytes(model)
     if not data:
         raise ValueError("model is empty")
-    if not _C_IDENT.match(name):
-        raise ValueError(f"name {name!r} is not a C identifier")
+    for ident in (name, arena_name):
+        if not _C_IDENT.match(ident):
+            raise ValueError(f"name {ident!r} is not a C identifier")
     for fname in (header, source):
         if not fname or Path(fname).name != fname:
             raise ValueError(f"file name {fname!r} must be a plain file name, without folders")
@@ -403,9 +406,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
             "",
             *[f"// {line}" for line in note],
             "#ifdef __cplusplus",
-            f"constexpr unsigned int kTensorArenaSize = {size};",
+            f"constexpr unsigned int {arena_name} = {size};",
             "#else",
-            f"enum {{ kTensorArenaSize = {size} }};",
+            f"enum {{ {arena_name} = {size} }};",
             "#endif",
         ]
     h += _io_constants(io, preprocess)

@@ -217,6 +217,25 @@ class Run:
         res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
         return self._stage_files(stage), res.metrics
 
+    def data_fingerprint(self) -> str:
+        """What every step's fingerprint starts from: the seed, the data section (and task and
+        features where they differ from the defaults), the audio front end's constants, the sha256
+        of a file source's content. Runs without ``data.frontend`` keep the fingerprints they had."""
+        r = self.recipe
+        data_cfg = r.data.model_dump(mode="json", exclude={"frontend"} if r.data.frontend is None else None)
+        base = fingerprint("run", r.seed, data_cfg)
+        if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
+            base = fingerprint("run", r.seed, data_cfg, r.task.value,
+                               r.features.model_dump(mode="json") if r.features else None)
+        if r.data.frontend is not None:  # every constant of the front end: a change is other data
+            from .audio import frontend_params
+
+            base = fingerprint(base, {"frontend": frontend_params(r.data.frontend)})
+        digest = self.data_digest()
+        if digest is not None:  # a file source: its content counts, not only its name
+            base = fingerprint(base, {"data_sha256": digest})
+        return base
+
     def data_digest(self) -> str | None:
         """sha256 of the data source's files (None for generated sources), hashed once per run."""
         if not hasattr(self, "_data_digest"):
@@ -383,13 +402,7 @@ class Run:
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped", reason=self._skip_reason(name))
                 self.on_stage(name, "skipped")
-        base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
-        if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
-            base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
-                               r.features.model_dump(mode="json") if r.features else None)
-        digest = self.data_digest()
-        if digest is not None:  # a file source: its content counts, not only its name
-            base = fingerprint(base, {"data_sha256": digest})
+        base = self.data_fingerprint()
         fps: dict[str, str] = {}
         report = None
         stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)

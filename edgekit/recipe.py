@@ -78,6 +78,10 @@ GENERATED_SOURCES = ("digits", "mnist1d", "fermentation", "machine-anomaly")
 FILE_SOURCES = ("npz", "csv", "images", "wav")  # data.source KIND:PATH, the path relative to the recipe
 ARCHIVE_SOURCES = ("ucr", "uea")  # data.source KIND:NAME, a UCR/UEA archive dataset (edgekit.archives)
 """Data sources that need no file (bundled or generated offline); ``edgekit.data`` registers them."""
+WAVEFORM_SOURCES = ("wav", "npz", "kws")
+"""Sources whose samples may be audio waveforms, so ``data.frontend`` applies: ``wav:DIR``, ``npz:`` arrays
+of clips, ``kws`` synthetic speech. The clip length and sample rate are checked when the data is loaded
+(:func:`edgekit.audio.check_waveforms`)."""
 
 
 class EarlyStopping(_Strict):
@@ -127,6 +131,24 @@ class DataConfig(_Strict):
     window: WindowConfig | None = Field(
         None, description="cut every series (samples of shape (length, channels)) into windows, each split on its "
                           "own after the train/val/test split, so no series is in two splits; null: whole series")
+    frontend: Literal["mfcc", "logmel"] | None = Field(
+        None, description="audio front end applied to 1 s, 16 kHz mono waveforms (wav:DIR, kws: speech, npz: clips "
+                          "of 16000 samples) before training: mfcc gives (49, 10, 1) MFCC features, logmel (49, 40, 1) "
+                          "log-mel energies (edgekit.audio); every target ships it as frontend.tflite. null: none")
+
+    @field_validator("frontend")
+    @classmethod
+    def _frontend_takes_waveforms(cls, v, info):
+        source = info.data.get("source")
+        if v is None or source is None:  # no front end, or a source that failed its own check
+            return v
+        kind, sep, _ = source.partition(":")
+        if not ((sep and kind in WAVEFORM_SOURCES) or source in WAVEFORM_SOURCES):
+            raise ValueError(f"{v} turns 1 s waveforms at 16 kHz into features, but data.source {source!r} holds "
+                             f"no waveforms; use a waveform source ({', '.join(k + ':' for k in WAVEFORM_SOURCES)}"
+                             "...) or remove data.frontend")
+        return v
+
     normal_class: str | None = Field(
         None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
                           "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
@@ -371,10 +393,14 @@ class Recipe(_Strict):
         return self
 
 
-class TargetKind(str, enum.Enum):
-    mobile = "mobile"
-    rpi = "rpi"
-    mcu = "mcu"
+def _check_kind(value: str) -> str:
+    """A profile's ``kind``: the name of a kind registered in :mod:`edgekit.targets` (one module
+    each there; nothing to add here for a new kind)."""
+    from . import targets  # imports no TensorFlow
+
+    if value not in targets.known():
+        raise ValueError(f"unknown target kind {value!r}; known kinds: {', '.join(targets.known())}")
+    return value
 
 
 class Budget(_Strict):
@@ -389,7 +415,7 @@ class TargetProfile(_Strict):
     """A device profile from ``targets/*.yaml``."""
 
     name: str = Field(description="the profile's name: targets/<name>/ and eval/<name>.json in a run")
-    kind: TargetKind
+    kind: str = Field(description="the target kind: a module in edgekit/targets/ (mobile, rpi, mcu)")
     board: str = Field("", description="the real board the budgets come from")
     runtime: Literal["ai_edge_litert", "tflite_runtime", "tflite_micro", "onnxruntime"] = "ai_edge_litert"
     formats: Annotated[list[Literal["tflite-int8", "tflite-fp16", "tflite-full-int8", "onnx"]],
@@ -405,6 +431,7 @@ class TargetProfile(_Strict):
                           "null: no latency estimate")
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+    _kind = field_validator("kind")(classmethod(lambda cls, v: _check_kind(v)))
 
 
 # ---------------------------------------------------------------- loading and error messages
@@ -798,6 +825,19 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
             shape = None
         else:
             shape = ((win.length, per_sample[1]), samples, f"{what} cut into windows of {win.length} steps")
+    if recipe.data.frontend is not None and shape is not None:
+        from .audio import CLIP_SAMPLES, output_shape
+
+        per_sample, samples, what = shape
+        fe_shape = output_shape(recipe.data.frontend)
+        if per_sample is not None and tuple(per_sample) not in ((CLIP_SAMPLES, 1), (CLIP_SAMPLES,)):
+            problems.append(f"{path}: data.frontend: takes mono 1 s clips of {CLIP_SAMPLES} samples at 16 kHz; "
+                            f"{what} has samples of shape {per_sample}; cut the clips to 1 s (long recordings: "
+                            f"data.window: {{length: {CLIP_SAMPLES}, stride: {CLIP_SAMPLES // 2}}}) or remove "
+                            "data.frontend")
+            shape = None
+        else:
+            shape = (fe_shape, samples, f"data.frontend {recipe.data.frontend} (features of shape {fe_shape})")
     rank = _rank_of(recipe, shape)
     if shape is not None and shape[0] is not None:
         per_sample, samples, what = shape

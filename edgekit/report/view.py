@@ -610,6 +610,9 @@ def summary_facts(report: dict) -> list[tuple[str, str]]:
         extra.append(("input reduction", f"{str(f.get('reduce')).upper()} in the model's first layer: "
                                          f"{f.get('input_size')} → {f.get('reduced_size')} inputs, {what} kept "
                                          f"{fmt_pct(f.get('variance_kept'))}"))
+    if d.get("frontend"):
+        extra.append(("audio front end", f"{d['frontend']}: features of 49 frames (30 ms, 20 ms apart) of each 1 s "
+                                         "clip at 16 kHz; every target ships it as frontend.tflite"))
     rule = next((s.get("threshold_rule") for s in reversed(report["stages"]) if s.get("threshold_rule")), None)
     if rule:
         extra.append(("anomaly threshold", f"chosen on the validation split for each stage ({rule}); the targets "

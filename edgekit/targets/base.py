@@ -108,6 +108,30 @@ def write_preprocess(ctx: ConvertContext, *folders: str) -> list[Path]:
     return [write_json(ctx.out_dir / sub / "preprocess.json", pre) for sub in ("", *folders)]
 
 
+def write_frontend(ctx: ConvertContext, *folders: str, arena: dict | None = None) -> list[Path]:
+    """``frontend.tflite`` (the audio front end, :func:`edgekit.audio.frontend_tflite`),
+    ``frontend.json`` (how to feed it, :func:`edgekit.audio.frontend_json`; ``arena``: its measured
+    TFLite Micro arena) and, when the source names its classes, ``labels.txt`` (one class name a
+    line, class 0 first), in the target's folder and in each of its sub``folders``; ``[]`` when the
+    data has no front end (``data.frontend: null``)."""
+    from .._io import write_json, write_text
+    from ..audio import frontend_json, frontend_tflite
+
+    kind = ctx.data.frontend
+    if kind is None:
+        return []
+    blob = frontend_tflite(kind)
+    meta = frontend_json(kind, blob, arena=arena)
+    out = []
+    names = ctx.data.class_names
+    for sub in ("", *folders):
+        out += [write_text(ctx.out_dir / sub / "frontend.tflite", blob),
+                write_json(ctx.out_dir / sub / "frontend.json", meta)]
+        if names:
+            out.append(write_text(ctx.out_dir / sub / "labels.txt", "".join(f"{n}\n" for n in names)))
+    return out
+
+
 def precision_artifacts(source, spec: TargetKindSpec, ctx: ConvertContext, int8: Artifact) -> list[Artifact]:
     """Per-layer error and selective precision (:mod:`edgekit.selective`) of a target's int8 model
     ``int8`` (already written): records ``per_layer_error`` (or ``per_layer_error_reason``) and,
