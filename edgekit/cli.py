@@ -151,6 +151,11 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
         for line in over:
             gate = ": quality: " in line  # the quality gate fails like a budget
             click.echo(f"{'below the quality gate' if gate else 'over budget'}: {line}", err=True)
+        for t in report["targets"]:  # a variant that passes (e.g. convert.selective's model) is worth naming
+            shipped = (report.get("ship") or {}).get(t["name"])
+            if t["budget"]["violations"] and shipped and shipped.get("format") != t.get("format"):
+                click.echo(f"  {t['name']}: its {shipped['format']} variant passes: see 'What to ship' in the report",
+                           err=True)
         ctx.exit(6)
 
 

@@ -394,6 +394,14 @@ class ConvertConfig(_Strict):
         "int8", description="integer scheme of mcu targets: int8 (activations and weights; from the QAT model, "
                             "else post-training), or int16x8 (int16 activations, int8 weights, int16 in/out; "
                             "post-training from the float model, needs qat: null)")
+    per_layer_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        200, description="validation samples on which each target's int8 model is compared layer by layer with "
+                         "the float model (report: per_layer_error, worst layers by Keras name); 0: not measured")
+    selective: Literal["off", "auto"] = Field(
+        "off", description="auto: keep the layers that lose most in int8 at higher precision (float on mobile/rpi, "
+                           "int16 activations on mcu where TFLite Micro has the kernel) until the quality gate "
+                           "holds on the validation split, fewest bytes first; shipped as model_selective.tflite "
+                           "beside the int8 model (needs quality and task classification)")
 
 
 class QualityConfig(_Strict):
@@ -478,6 +486,16 @@ class Recipe(_Strict):
                 if es is not None and es.monitor == "val_accuracy":
                     raise ValueError(f"{key}.early_stopping.monitor: val_accuracy needs task classification "
                                      f"(task is {task.value}); use val_loss")
+        if self.convert.selective == "auto":
+            if self.quality is None:
+                raise ValueError("convert.selective: auto keeps layers at higher precision until the quality gate "
+                                 "holds; set quality: {max_accuracy_drop: POINTS}")
+            if task is not Task.classification:
+                raise ValueError(f"convert.selective: auto measures accuracy (task classification, not "
+                                 f"{task.value}); set convert.selective: off")
+            if self.convert.per_layer_samples == 0:
+                raise ValueError("convert.selective: auto ranks layers by their per-layer error; set "
+                                 "convert.per_layer_samples above 0")
         if self.convert.mcu_scheme == "int16x8" and self.qat is not None:
             raise ValueError("convert.mcu_scheme: int16x8 is post-training quantization of the float model, but "
                              "qat is set (QAT trains int8); set qat: null or mcu_scheme: int8")
