@@ -348,8 +348,8 @@ def build(cfg: SpeechConfig, t: Tools, folder: Path) -> dict:
     seconds = time.perf_counter() - start
     cut = int((spoken > CLIP_FRAMES).sum())
     if cut:
-        log.warning("kws:espeak: %d of %d words are longer than 1 s and were cut at the end; raise "
-                    "data.speech.rate_wpm", cut, len(clips))
+        log.warning("kws:espeak: %d of %d words are longer than 1 s and were cut at the end; raise the lower "
+                    "bound of data.speech.rate_wpm", cut, len(clips))
     arrays = {"x": x, "y": np.asarray([c.label for c in clips], dtype="int64"),
               "voice": np.asarray([c.voice for c in clips], dtype="int64"), "spoken_frames": spoken}
     for field in ("rate_wpm", "pitch", "peak_db", "shift", "noise", "noise_db"):
