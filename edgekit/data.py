@@ -77,6 +77,7 @@ class Dataset:
     reduction: dict | None = None
     class_names: tuple[str, ...] | None = None   # the source's names of classes 0..K-1 (archives), else None
     frontend: str | None = None   # data.frontend that made x_* from waveforms (edgekit.audio), else None
+    label: str | None = None      # what the data are when that qualifies every number (kws: synthetic speech)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,7 +89,8 @@ class Dataset:
                 "classes": None if self.task == Task.regression.value else self.num_classes,
                 "input_shape": list(self.input_shape), "task": self.task,
                 **({"class_names": list(self.class_names)} if self.class_names is not None else {}),
-                **({"frontend": self.frontend} if self.frontend is not None else {})}
+                **({"frontend": self.frontend} if self.frontend is not None else {}),
+                **({"label": self.label} if self.label is not None else {})}
 
     def reduction_info(self) -> dict | None:
         """What the input reduction does, for the report: kind, input size before and after,
@@ -428,6 +430,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     raw_rank = None
     class_names = None
     rate = None  # the sample rate of a source that says (wav:, kws:), for data.frontend
+    label = None  # Dataset.label
     # with data.normal_class the files hold classes (mapped to 0/1 below): read them as classes
     read_task = Task.classification.value if cfg.normal_class is not None and task == Task.anomaly.value else task
     if kind in ARCHIVE_SOURCES and arg:
@@ -444,9 +447,10 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         wx, wy, class_names, rate = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
         parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
     elif kind == "kws" and arg:
-        from .speech import SAMPLE_RATE
+        from .speech import LABEL, SAMPLE_RATE
         from .speech import load as load_speech
 
+        label = LABEL
         if task == Task.regression.value:
             raise DataError(f"{src}: speech clips hold classes (words); task regression needs numbers")
         speech_parts, class_names = load_speech(src, cfg.speech, max_bytes=MAX_ARRAY_BYTES)
@@ -538,7 +542,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
     reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
     return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction,
-                   tuple(class_names) if class_names is not None else None, cfg.frontend)
+                   tuple(class_names) if class_names is not None else None, cfg.frontend, label)
 
 
 def _frontend(name: str, kind: str, rate: int | None, *splits: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -61,6 +61,9 @@ FORMAT_VERSION = 1
 """Bumped whenever the generator makes different clips from the same settings (a new cache key)."""
 NOISES = ("white", "pink", "brown")
 INSTALL_HINT = "install them (Debian/Ubuntu: apt-get install espeak-ng sox)"
+LABEL = "synthetic speech, held-out voices"
+"""What every number measured on ``kws:`` data is (report.json ``dataset.label``): machine voices,
+never to be compared with recorded corpora."""
 ABOUT = ("synthetic speech: words spoken by espeak-ng voices (accent + variant), 16 kHz, 1 s, level, time shift "
          "and background noise by sox and numpy; split by voice (held-out voices); not comparable with recorded "
          "speech (Speech Commands)")
@@ -466,7 +469,7 @@ def describe(source: str, cfg: SpeechConfig | None = None) -> dict:
     for name in ("train", "val", "test"):
         keep = np.isin(arrays["voice"], [index[v] for v in split[name]])
         counts[name] = np.bincount(arrays["y"][keep], minlength=len(meta["classes"]))
-    return {"source": source, "about": ABOUT, "label": "synthetic speech, held-out voices",
+    return {"source": source, "about": ABOUT, "label": LABEL,
             "espeak-ng": meta["espeak-ng"], "sox": meta["sox"], "cache": str(folder),
             "built": "cached" if cached else f"now, in {meta['build_seconds']} s",
             "build_seconds": meta["build_seconds"], "sample_rate": SAMPLE_RATE, "clip_shape": [CLIP_FRAMES, 1],

@@ -107,6 +107,8 @@ def test_the_mfcc_front_end_takes_the_clips_at_16_khz(cache, caplog):
     d = load_dataset(DataConfig(source="kws:espeak", speech=TINY, frontend="mfcc"), seed=0)
     assert d.input_shape == (49, 10, 1) and d.frontend == "mfcc" and (len(d.x_train), len(d.x_test)) == (8, 8)
     assert "gives no sample rate" not in caplog.text
+    # every number measured on these clips says what they are (report.json dataset.label)
+    assert d.summary()["label"] == "synthetic speech, held-out voices"
 
 
 def test_datasets_show_tells_what_it_is(cache, tmp_path):
@@ -254,7 +256,7 @@ def test_kws_espeak_recipe_end_to_end(tmp_path):
     report = json.loads((out / "report.json").read_text())
     data = report["dataset"]
     assert (data["train"], data["val"], data["test"], data["classes"]) == (4416, 576, 1152, 12)
-    assert data["frontend"] == "mfcc"
+    assert data["frontend"] == "mfcc" and data["label"] == "synthetic speech, held-out voices"
     stages = {s["name"]: s["metrics"] for s in report["stages"]}
     targets = {t["name"]: t for t in report["targets"]}
     mcu, pi = targets["cortex-m4"], targets["rpi4"]

@@ -96,7 +96,7 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             "task": task,
             "quality": quality.model_dump(mode="json") if quality is not None else None,
             "dataset": {**{k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
-                        **({"frontend": dataset["frontend"]} if dataset.get("frontend") else {})},
+                        **{k: dataset[k] for k in ("frontend", "label") if dataset.get(k)}},
             "features": features,
             "reference_for_agreement": reference,
             # the given model file (kind, path, sha256): the run's, else the last stage that took one

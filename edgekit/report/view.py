@@ -598,7 +598,7 @@ def summary_facts(report: dict) -> list[tuple[str, str]]:
              "anomaly": "anomaly detection (0 normal, 1 anomaly)"}
     facts = [("recipe", f"{report.get('recipe')} (seed {report.get('seed', DASH)})"),
              ("dataset", f"{d.get('name')}: {d.get('train')} train, {d.get('val', 0)} val, {d.get('test')} test, "
-                         f"{kinds[task]}"),
+                         f"{kinds[task]}" + (f" ({d['label']})" if d.get("label") else "")),
              ("stage numbers", "Keras models on the build host, test split; sizes are each stage's TFLite file"),
              *((f"measured on {on}", "; ".join(items)) for on, items in measured.items()),
              ("agreement reference", f"{report.get('reference_for_agreement') or DASH} (float model)"),
