@@ -18,7 +18,7 @@ from typing import Any
 
 from .convert import EVALUATOR, Artifact, TargetArtifacts
 from .errors import DeviceError
-from .recipe import Budget, EvaluateConfig, TargetKind
+from .recipe import Budget, EvaluateConfig
 from .targets import get as target_kind
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def run_evaluator(model: Path, data: Path, *, runtime: str, cfg: EvaluateConfig,
         return json.loads(out.read_text())
 
 
-def check_budget(result: dict[str, Any], budget: Budget, kind: TargetKind | str) -> dict[str, Any]:
+def check_budget(result: dict[str, Any], budget: Budget, kind: str) -> dict[str, Any]:
     """Compare measured numbers with the profile's budget.
 
     Flash: the model file size. RAM: the number the kind's spec names (``ram_key`` in
@@ -116,7 +116,7 @@ def evaluate_target(target: TargetArtifacts, eval_npz: Path, cfg: EvaluateConfig
     entries = [_measure(a, eval_npz, cfg) for a in target.artifacts]
     main = entries[0]
     p = target.profile
-    main = {"name": p.name, "kind": p.kind.value, "board": p.board, **main, **latency_estimate(target.artifacts[0], p)}
+    main = {"name": p.name, "kind": p.kind, "board": p.board, **main, **latency_estimate(target.artifacts[0], p)}
     main["budget"] = check_budget(main, p.budget, p.kind)
     if len(entries) > 1:
         main["variants"] = entries[1:]
@@ -165,7 +165,8 @@ def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]
     res["format"] = a.format
     res["file"] = a.path.name
     for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_agreement_with_source", "onnx_max_abs_diff",
-                "onnx_samples", "quantizer"):
+                "onnx_samples", "quantizer", "frontend", "per_layer_error", "per_layer_error_reason",
+                "selective_precision", "selective_layers"):
         if key in a.extra:
             res[key] = a.extra[key]
     if "arena" in a.extra:

@@ -126,7 +126,7 @@ def load_inventory(path: Path, recipe: Recipe, *, recipe_path: Path) -> list[Dep
                 raise RecipeError(f"{where}.target: {h.target!r} is not a target of recipe {recipe.name!r} "
                                   f"(its Pi targets: {', '.join(pis) or 'none'})")
             if not targets.get(profiles[target].kind).ssh_bundle:
-                raise RecipeError(f"{where}.target: {target!r} is a {profiles[target].kind.value} target; deploy "
+                raise RecipeError(f"{where}.target: {target!r} is a {profiles[target].kind} target; deploy "
                                   f"measures Raspberry Pi bundles (the recipe's Pi targets: {', '.join(pis) or 'none'})")
         if target in measured_by:
             raise RecipeError(f"{where}.target: {target!r} is already measured on hosts.{measured_by[target]}; the "

@@ -48,6 +48,7 @@ from .errors import ConversionError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "TFLM_INT16X8_OPS",
     "TFLM_OPS",
     "ArenaMeasurement",
     "ArenaTrial",
@@ -185,6 +186,18 @@ TFLM_OPS: types.MappingProxyType[str, str] = types.MappingProxyType({
     "CUSTOM:SignalRfft": "AddRfft",
     "CUSTOM:SignalStacker": "AddStacker",
     "CUSTOM:SignalWindow": "AddWindow",
+})
+
+# The ops TFLM runs with int16 activations and int8 weights (the 16x8 scheme) *as edgekit's
+# quantizer (litert-quantizer 0.11.0) writes them*: each was converted with int16 activations and
+# run in the tflite-micro interpreter (tests/test_selective.py checks the table). Left out because
+# the quantizer keeps them float in a 16x8 model (DEQUANTIZE -> float op -> QUANTIZE), which an
+# integer-only MCU model cannot have: RELU6, LEAKY_RELU, HARD_SWISH, PRELU, REDUCE_MAX. A layer
+# made of other ops is never given int16 activations on an MCU (:mod:`edgekit.selective`).
+TFLM_INT16X8_OPS: frozenset[str] = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "LOGISTIC",
+    "MAX_POOL_2D", "MEAN", "MUL", "PAD", "QUANTIZE", "RELU", "RESHAPE", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX",
+    "TANH", "TRANSPOSE_CONV",
 })
 
 _TARGETS = ("tflite-micro",)
@@ -330,7 +343,7 @@ def _io_constants(io: dict | None, preprocess: dict | None) -> list[str]:
 def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_model",
                   arena_bytes: int | ArenaMeasurement | None, header: str = "model_data.h",
                   source: str = "model_data.cc", io: dict | None = None,
-                  preprocess: dict | None = None) -> tuple[Path, Path]:
+                  preprocess: dict | None = None, arena_name: str = "kTensorArenaSize") -> tuple[Path, Path]:
     """Write ``model`` as a C array: a header with declarations and a source with the bytes.
 
     ``<header>`` declares ``extern const unsigned char <name>[];`` and
@@ -347,7 +360,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
     ``EDGEKIT_PREPROCESS_SCALE_INIT``), so firmware can turn a raw input into the model's
     int8 input without reading preprocess.json. ``<source>`` includes the header and defines ``alignas(16) const unsigned
     char <name>[] = {0x.., ...};`` (12 bytes per line; TFLM and some MCUs need the 16-byte
-    alignment) and ``<name>_len``. Compile the source as C++11 or later.
+    alignment) and ``<name>_len``. Compile the source as C++11 or later. ``arena_name`` names the
+    arena constant (a second model in the same firmware, such as the audio front end, takes
+    another name: ``kFrontendArenaSize``).
 
     Side effects: creates ``out_dir`` and writes both files atomically (temp file + rename).
     Raises ``ValueError`` for an empty model, a ``name`` that is not a C identifier, file names
@@ -356,8 +371,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
     data = bytes(model)
     if not data:
         raise ValueError("model is empty")
-    if not _C_IDENT.match(name):
-        raise ValueError(f"name {name!r} is not a C identifier")
+    for ident in (name, arena_name):
+        if not _C_IDENT.match(ident):
+            raise ValueError(f"name {ident!r} is not a C identifier")
     for fname in (header, source):
         if not fname or Path(fname).name != fname:
             raise ValueError(f"file name {fname!r} must be a plain file name, without folders")
@@ -390,9 +406,9 @@ def write_c_array(model: bytes, out_dir: os.PathLike | str, *, name: str = "g_mo
             "",
             *[f"// {line}" for line in note],
             "#ifdef __cplusplus",
-            f"constexpr unsigned int kTensorArenaSize = {size};",
+            f"constexpr unsigned int {arena_name} = {size};",
             "#else",
-            f"enum {{ kTensorArenaSize = {size} }};",
+            f"enum {{ {arena_name} = {size} }};",
             "#endif",
         ]
     h += _io_constants(io, preprocess)

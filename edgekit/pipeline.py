@@ -217,6 +217,25 @@ class Run:
         res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
         return self._stage_files(stage), res.metrics
 
+    def data_fingerprint(self) -> str:
+        """What every step's fingerprint starts from: the seed, the data section (and task and
+        features where they differ from the defaults), the audio front end's constants, the sha256
+        of a file source's content. Runs without ``data.frontend`` keep the fingerprints they had."""
+        r = self.recipe
+        data_cfg = r.data.model_dump(mode="json", exclude={"frontend"} if r.data.frontend is None else None)
+        base = fingerprint("run", r.seed, data_cfg)
+        if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
+            base = fingerprint("run", r.seed, data_cfg, r.task.value,
+                               r.features.model_dump(mode="json") if r.features else None)
+        if r.data.frontend is not None:  # every constant of the front end: a change is other data
+            from .audio import frontend_params
+
+            base = fingerprint(base, {"frontend": frontend_params(r.data.frontend)})
+        digest = self.data_digest()
+        if digest is not None:  # a file source: its content counts, not only its name
+            base = fingerprint(base, {"data_sha256": digest})
+        return base
+
     def data_digest(self) -> str | None:
         """sha256 of the data source's files (None for generated sources), hashed once per run."""
         if not hasattr(self, "_data_digest"):
@@ -296,8 +315,7 @@ class Run:
         for target in r.targets:
             profile = load_target(target, base=self.recipe_path.parent)
             conv, ev = f"convert:{profile.name}", f"eval:{profile.name}"
-            steps.append(Step(conv, "convert", ["eval-data"],
-                              [profile.model_dump(mode="json"), r.convert.model_dump(mode="json")],
+            steps.append(Step(conv, "convert", ["eval-data"], [profile.model_dump(mode="json"), self._convert_config()],
                               lambda p=profile: self._convert(p, eval_npz), target=profile.name))
             steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
                               lambda p=profile: self._evaluate(p, eval_npz), target=profile.name))
@@ -306,6 +324,22 @@ class Run:
         gate = r.quality.model_dump(mode="json") if r.quality is not None else None
         steps.append(Step("report", "report", evals, gate, lambda: self._report(evals)))
         return steps
+
+    def _convert_config(self):
+        """The convert steps' config for their fingerprint: the recipe's ``convert`` section without
+        the per-layer and selective keys at their defaults (older runs keep their fingerprints), with
+        the quality gate when ``convert.selective`` chooses against it."""
+        from .recipe import ConvertConfig
+
+        r = self.recipe
+        conf = r.convert.model_dump(mode="json")
+        defaults = ConvertConfig().model_dump(mode="json")
+        for key in ("per_layer_samples", "selective"):
+            if conf[key] == defaults[key]:
+                conf.pop(key)
+        if r.convert.selective != "off":
+            conf["quality"] = r.quality.model_dump(mode="json") if r.quality is not None else None
+        return conf
 
     def target_names(self) -> list[str]:
         """The profile names of the recipe's targets, in recipe order."""
@@ -368,13 +402,7 @@ class Run:
             if cfg is None:
                 self.manifest.mark(name, "skipped", fp="skipped", reason=self._skip_reason(name))
                 self.on_stage(name, "skipped")
-        base = fingerprint("run", r.seed, r.data.model_dump(mode="json"))
-        if r.task != "classification" or r.features is not None:  # classification runs keep their fingerprints
-            base = fingerprint("run", r.seed, r.data.model_dump(mode="json"), r.task.value,
-                               r.features.model_dump(mode="json") if r.features else None)
-        digest = self.data_digest()
-        if digest is not None:  # a file source: its content counts, not only its name
-            base = fingerprint(base, {"data_sha256": digest})
+        base = self.data_fingerprint()
         fps: dict[str, str] = {}
         report = None
         stop = ALL_STAGES.index(only or until) if (only or until) else len(ALL_STAGES)
@@ -548,8 +576,11 @@ class Run:
         else:
             models = {"float": self._model(self.float_stage),
                       "qat": self._model(self.qat_stage) if self.qat_stage else None}
+            if self.recipe.convert.selective != "off" and self.recipe.teacher is not None:
+                models["teacher"] = self._model("teacher")  # the quality gate's reference
+        gate = self.recipe.quality.max_accuracy_drop if self.recipe.quality is not None else None
         arts = convert_target(profile, models, self.data, self.recipe.convert, folder,
-                              seed=self.recipe.seed, eval_npz=eval_npz)
+                              seed=self.recipe.seed, eval_npz=eval_npz, max_accuracy_drop=gate)
         return arts.files, {"artifacts": [_artifact_json(a, self.out) for a in arts.artifacts]}
 
     def _evaluate(self, profile, eval_npz: Path):

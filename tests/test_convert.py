@@ -22,7 +22,7 @@ from edgekit import convert, evaluate
 from edgekit.cli import main
 from edgekit.data import Dataset
 from edgekit.errors import ConversionError
-from edgekit.recipe import Budget, ConvertConfig, EvaluateConfig, TargetKind, load_target
+from edgekit.recipe import Budget, ConvertConfig, EvaluateConfig, load_target
 
 FAST_EVAL = EvaluateConfig(warmup=1, runs=3)
 CFG = ConvertConfig(representative_samples=50)
@@ -117,20 +117,20 @@ def test_onnx_that_disagrees_with_keras_is_refused_and_not_written(float_model, 
 def test_check_budget_names_the_numbers_and_the_budget():
     b = Budget(flash_bytes=1000, ram_bytes=2048, latency_ms=5)
     res = evaluate.check_budget({"size_bytes": 6240, "arena_bytes": 4096, "measured_on": "host-x86_64",
-                                 "latency_ms": {"p50": 0.1}}, b, TargetKind.mcu)
+                                 "latency_ms": {"p50": 0.1}}, b, "mcu")
     assert res["ok"] is False
     assert res["violations"] == ["flash: model 6240 bytes > budget 1000 bytes",
                                  "ram: arena 4096 bytes > budget 2048 bytes"]
     assert res["unchecked"] == ["latency_ms: measured on host-x86_64, not on the device, and no estimate"]
     est = evaluate.check_budget({"size_bytes": 10, "measured_on": "host-x86_64", "latency_ms": {"p50": 0.01},
-                                 "latency_estimate_ms": 250.0, "estimate_basis": {"board": "B"}}, b, TargetKind.mcu)
+                                 "latency_estimate_ms": 250.0, "estimate_basis": {"board": "B"}}, b, "mcu")
     assert est["latency_basis"] == "estimate" and est["unchecked"] == ["ram_bytes: not measured"]
     assert est["ok"] is False and est["violations"][-1].startswith("latency: estimated 250 ms > budget 5")
-    ok = evaluate.check_budget({"size_bytes": 999, "rss_growth_bytes": None}, b, TargetKind.rpi)
+    ok = evaluate.check_budget({"size_bytes": 999, "rss_growth_bytes": None}, b, "rpi")
     assert ok["ok"] is True and ok["violations"] == []
     assert "ram_bytes: not measured" in ok["unchecked"]
     assert "flash_bytes: model size not measured" in \
-        evaluate.check_budget({}, Budget(flash_bytes=1), TargetKind.mobile)["unchecked"]
+        evaluate.check_budget({}, Budget(flash_bytes=1), "mobile")["unchecked"]
 
 
 def test_target_over_a_tiny_flash_budget_is_reported(tmp_path, float_model, data, tiny_models):

@@ -236,6 +236,16 @@ def test_c_array_compiles_for_cortex_m4(tiny_models, tmp_path, capsys):
               f"bss {bss}) for a {len(model)}-byte model, arm-none-eabi-size")
 
 
+def test_write_c_array_names_its_arena_constant(tmp_path):
+    """A second model in the same firmware (the audio front end) takes its own arena constant."""
+    h, _ = mcu.write_c_array(b"\x00" * 8, tmp_path, name="g_frontend", arena_bytes=4096, header="f.h",
+                             source="f.cc", arena_name="kFrontendArenaSize")
+    assert "constexpr unsigned int kFrontendArenaSize = 4096;" in h.read_text()
+    assert "kTensorArenaSize" not in h.read_text()
+    with pytest.raises(ValueError, match="not a C identifier"):
+        mcu.write_c_array(b"\x00" * 8, tmp_path, arena_bytes=16, arena_name="k Arena")
+
+
 def test_write_c_array_without_arena_and_custom_names(tmp_path):
     h, c = mcu.write_c_array(b"\x00\x01\xfe\xff" * 7, tmp_path, name="kws_model",
                              arena_bytes=None, header="kws.h", source="kws.cc")

@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
 # Set up (first time only) and run the test suite. Extra arguments go to pytest,
 # e.g. `bash tools/test.sh -m slow` for the end-to-end recipe tests.
+#
+# Test files are spread over worker processes (pytest-xdist, whole files per worker so module
+# fixtures are built once): one per CPU, at most 4, none on a one-CPU machine.
+# EDGEKIT_TEST_WORKERS=N chooses (0 = everything in this process); `-n`/`-p no:xdist` in the
+# arguments win.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
+cpus=$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')
+workers=${EDGEKIT_TEST_WORKERS:-$(( cpus < 4 ? cpus : 4 ))}
+[ "$workers" -ge 2 ] || workers=0
+for a in "$@"; do
+  case "$a" in -n|-n*|--numprocesses*|no:xdist|--pdb|--trace) workers=0 ;; esac
+done
+if [ "$workers" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -151,7 +151,7 @@ def make_plan(run_dir: Path, host: str, *, target: str | None = None, port: int 
     profile = load_target(target)
     if not targets.get(profile.kind).ssh_bundle:
         raise EdgekitError(f"--target {target}: deploy runs Raspberry Pi bundles; {profile.name} is a "
-                           f"{profile.kind.value} target")
+                           f"{profile.kind} target")
     bundle = run_dir / "targets" / profile.name / "bundle"
     if not (bundle / "run.sh").is_file():
         have = ", ".join(bundles) or "none"

@@ -45,6 +45,15 @@ outputs (a one-output model is binary: classes 0 and 1), NaN/inf model outputs. 
 in this process, the CLI loads the model and runs it once on zeros in a child Python, so a
 corrupt model that crashes the runtime (SIGSEGV) is one error line too (``--no-probe`` skips it).
 
+Audio (``--wav FILE_OR_FOLDER``): for a model trained on an audio front end (edgekit's
+``data.frontend``), classify ``.wav`` files instead of evaluating ``eval.npz``: each file (mono,
+integer PCM, at the rate ``frontend.json`` names; shorter clips padded with silence at the end, as
+in training, longer ones refused) is cut into frames, run frame by frame through
+``frontend.tflite`` (``--frontend``, default beside ``--model``; its ``frontend.json`` says how to
+frame), normalized with ``preprocess.json`` when there is one (``--preprocess``), run through the
+model, and printed as ``FILE: LABEL (class I)`` with the class names of ``labels.txt``
+(``--labels``; class numbers without it). ``--out`` writes the per-file scores as JSON.
+
 Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 data (missing, unreadable, NaN/inf, labels out
 of range), 4 runtime not installed, 5 model (corrupt, unsupported, NaN/inf outputs, outputs that
 do not fit the task), 6 TFLite Micro arena too small, 7 the model crashed the runtime. Every
@@ -54,6 +63,7 @@ Example::
 
     python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 200 --out result.json
     python3 evaluate.py --model model_int8.tflite --data eval.npz --runs 0 --dump-outputs out.npy
+    python3 evaluate.py --model model.tflite --wav recordings/     # needs frontend.tflite beside it
 
     >>> from evaluate import evaluate
     >>> result = evaluate("model_int8.tflite", x, y, ref=ref, runtime="ai_edge_litert")
@@ -77,6 +87,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import wave
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -104,6 +115,9 @@ __all__ = [
     "dequantize",
     "load_eval_data",
     "check_tflite_structure",
+    "classify_wavs",
+    "audio_features",
+    "read_wav_clip",
     "main",
 ]
 
@@ -1299,6 +1313,138 @@ def _task_results(task: str, x: np.ndarray, y: np.ndarray, ref: Optional[np.ndar
             "roc_auc": auc}
 
 
+# ------------------------------------------------------------------------------ audio (.wav)
+
+def read_wav_clip(path: str, rate_hz: int, samples: int) -> np.ndarray:
+    """One mono integer-PCM ``.wav`` file as float32 ``(samples,)`` in [-1, 1) (8-bit: (u - 128) /
+    128; 16/24/32-bit signed: / 2**(bits - 1)), padded with zeros at the end when shorter.
+    DataError for another rate, more channels, a longer clip, or a file ``wave`` cannot read."""
+    try:
+        with wave.open(path, "rb") as w:
+            rate, width, channels, frames = w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getnframes()
+            if rate != rate_hz:
+                raise DataError(f"{path}: {rate} Hz; the front end takes {rate_hz} Hz "
+                                f"(resample: sox IN -r {rate_hz} OUT.wav)")
+            if channels != 1:
+                raise DataError(f"{path}: {channels} channels; the front end takes mono (sox IN -c 1 OUT.wav)")
+            if width not in (1, 2, 3, 4):
+                raise DataError(f"{path}: {8 * width}-bit samples; integer PCM of 8, 16, 24 or 32 bits is read")
+            if frames > samples:
+                raise DataError(f"{path}: {frames} samples is longer than the {samples} ({samples / rate_hz:g} s) "
+                                "the model was trained on; cut it (sox IN OUT.wav trim 0 1)")
+            raw = w.readframes(frames)
+    except DataError:
+        raise
+    except (wave.Error, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable PCM .wav file ({_one_line(exc)})") from None
+    if len(raw) != frames * width:
+        raise DataError(f"{path}: truncated: the header promises {frames} samples")
+    if width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+    else:
+        x = (np.frombuffer(raw, "<i4").astype(np.float64) / float(1 << 31)).astype(np.float32)
+    out = np.zeros(samples, dtype=np.float32)
+    out[:len(x)] = x
+    return out
+
+
+def wav_paths(path: str) -> List[str]:
+    """``path`` itself, or every ``*.wav`` under the folder ``path`` (sorted, hidden names skipped)."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise DataError(f"--wav {path}: no such file or folder")
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if f.lower().endswith(".wav") and not f.startswith(".")]
+    if not found:
+        raise DataError(f"--wav {path}: the folder holds no .wav files")
+    return sorted(found)
+
+
+def _read_json(path: str, what: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{what} {path}: not readable JSON ({_one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{what} {path}: expected a JSON object")
+    return data
+
+
+def audio_features(frontend_path: str, clips: np.ndarray, meta: Dict[str, Any], *, runtime: str = "auto",
+                   threads: int = 1, arena_bytes: Optional[int] = None) -> np.ndarray:
+    """Features of ``clips`` ((n, samples) float32) from ``frontend.tflite``, one frame per invoke,
+    framed as ``meta`` (``frontend.json``'s ``params``) says: float32 (n, frames, K, 1). In
+    tflite_micro the arena is ``arena_bytes``, else the one ``frontend.json`` records (1 MiB
+    without one)."""
+    p = meta["params"]
+    frames, hop, win = int(p["frames"]), int(p["hop_samples"]), int(p["window_samples"])
+    if runtime == "tflite_micro" and arena_bytes is None:
+        arena_bytes = int((meta.get("tflm_arena") or {}).get("recommended_bytes") or 1 << 20)
+    elif runtime != "tflite_micro":
+        arena_bytes = None
+    runner, _, _ = _open(frontend_path, runtime, threads, arena_bytes)
+    out = np.empty((len(clips), frames, int(p["features_per_frame"]), 1), dtype=np.float32)
+    for i, clip in enumerate(clips):
+        for f in range(frames):
+            frame = np.ascontiguousarray(clip[None, hop * f: hop * f + win], dtype=np.float32)
+            out[i, f, :, 0] = np.asarray(runner.run(frame), dtype=np.float32).reshape(-1)
+    return out
+
+
+def classify_wavs(model_path: str, wav: str, *, frontend: Optional[str] = None,
+                  preprocess: Optional[str] = None, labels: Optional[str] = None, runtime: str = "auto",
+                  threads: int = 1, arena_bytes: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Classify the ``.wav`` file(s) at ``wav`` with ``model_path`` behind its audio front end.
+
+    ``frontend`` (default ``frontend.tflite`` beside the model) with its ``frontend.json``;
+    ``preprocess`` (default ``preprocess.json`` beside the model, if there) normalizes the
+    features; ``labels`` (default ``labels.txt`` beside the model, if there) names the classes.
+    Returns one dict per file: ``file``, ``class`` (index), ``label``, ``scores`` (dequantized).
+    """
+    here = os.path.dirname(os.path.abspath(model_path))
+    frontend = frontend or os.path.join(here, "frontend.tflite")
+    if not os.path.isfile(frontend):
+        raise UsageError(f"--wav needs the audio front end: {frontend} not found (--frontend FILE)")
+    meta = _read_json(os.path.splitext(frontend)[0] + ".json", "front end description")
+    if not isinstance(meta.get("params"), dict):
+        raise DataError(f"{os.path.splitext(frontend)[0]}.json: no 'params' (not an edgekit frontend.json)")
+    p = meta["params"]
+    names = wav_paths(wav)
+    clips = np.stack([read_wav_clip(f, int(p["sample_rate_hz"]), int(p["clip_samples"])) for f in names])
+    x = audio_features(frontend, clips, meta, runtime=runtime, threads=threads)  # its own arena (frontend.json)
+    pre = preprocess or os.path.join(here, "preprocess.json")
+    if preprocess or os.path.isfile(pre):
+        norm = _read_json(pre, "--preprocess")
+        shape = tuple(norm.get("shape") or [-1])
+        x = ((x - np.asarray(norm["offset"], np.float32).reshape(shape))
+             / np.asarray(norm["scale"], np.float32).reshape(shape)).astype(np.float32)
+    lab = labels or os.path.join(here, "labels.txt")
+    classes: Optional[List[str]] = None
+    if labels or os.path.isfile(lab):
+        try:
+            with open(lab, encoding="utf-8") as f:
+                classes = [ln.rstrip("\n") for ln in f if ln.strip()]
+        except OSError as exc:
+            raise DataError(f"--labels {lab}: {_one_line(exc)}") from None
+    runner, _, _ = _open(model_path, runtime, threads, arena_bytes)
+    scores = _run_all(runner, _prepare_inputs(x, runner.input))
+    _check_outputs(scores, runner.name)
+    pred = predict_classes(scores)
+    return [{"file": f, "class": int(c), "label": classes[c] if classes and c < len(classes) else str(int(c)),
+             "scores": [float(v) for v in s]} for f, c, s in zip(names, pred, scores)]
+
+
 # ---------------------------------------------------------------------------------------- CLI
 
 class _Parser(argparse.ArgumentParser):
@@ -1325,8 +1471,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "Evaluate one .tflite/.onnx model on eval.npz with one runtime: accuracy, "
         "benchmark_model-style latency (ms), memory (bytes). Prints JSON."))
     p.add_argument("--model", required=True, help="model file (.tflite or .onnx)")
-    p.add_argument("--data", required=True,
-                   help="eval.npz with x (float32), y (labels), optional ref, task, threshold")
+    p.add_argument("--data", default=None,
+                   help="eval.npz with x (float32), y (labels), optional ref, task, threshold "
+                        "(required unless --wav)")
+    p.add_argument("--wav", default=None, metavar="FILE_OR_FOLDER",
+                   help="classify .wav file(s) through the audio front end instead of evaluating --data")
+    p.add_argument("--frontend", default=None,
+                   help="with --wav: the front end model (default: frontend.tflite beside --model)")
+    p.add_argument("--preprocess", default=None,
+                   help="with --wav: feature normalization (default: preprocess.json beside --model, if any)")
+    p.add_argument("--labels", default=None,
+                   help="with --wav: class names, one a line (default: labels.txt beside --model, if any)")
     p.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
                    help="model runtime (default: auto = first of ai_edge_litert, tflite_runtime, "
                         "tensorflow for .tflite; onnxruntime for .onnx)")
@@ -1432,6 +1587,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return int(exc.code or 0)
         if not os.path.isfile(args.model):
             raise ModelError(f"model file not found: {args.model}")
+        if args.wav is not None:
+            return _main_wav(args, box)
+        if any(v is not None for v in (args.frontend, args.preprocess, args.labels)):
+            raise UsageError("--frontend, --preprocess and --labels apply to --wav only")
+        if args.data is None:
+            raise UsageError("the following arguments are required: --data (or --wav)")
         x, y, ref = load_eval_data(args.data)
         task, threshold = load_eval_task(args.data)
         if args.threshold is not None:
@@ -1470,6 +1631,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # a bug or an unforeseen runtime failure: still one line
         sys.stderr.write(f"evaluate.py: error: unexpected {type(exc).__name__}: {_one_line(exc)}\n")
         return 1
+
+
+def _main_wav(args: argparse.Namespace, box: Dict[str, str]) -> int:
+    """``--wav``: one line ``FILE: LABEL (class I)`` per file on stdout; ``--out`` the JSON."""
+    if args.data is not None:
+        raise UsageError("--wav classifies .wav files; --data (eval.npz) is not read with it: give one of them")
+    _check_options(runtime=args.runtime, threads=args.threads, arena_bytes=args.arena_bytes)
+    with _captured_native_output(box):
+        found = classify_wavs(args.model, args.wav, frontend=args.frontend, preprocess=args.preprocess,
+                              labels=args.labels, runtime=args.runtime, threads=args.threads,
+                              arena_bytes=args.arena_bytes)
+    if args.out:
+        try:
+            _write_atomic(args.out, json.dumps({"predictions": found}, indent=2, allow_nan=False) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write --out {args.out}: {_one_line(exc)}") from exc
+    sys.stdout.write("".join(f"{r['file']}: {r['label']} (class {r['class']})\n" for r in found))
+    sys.stdout.flush()
+    return 0
 
 
 if __name__ == "__main__":

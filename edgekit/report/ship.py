@@ -18,8 +18,16 @@ from .view import _checks, quality_gate
 _MCU_FILES = (("model_data.cc", "the model as a 16-byte aligned C array: compile it into the firmware"),
               ("model_data.h", "declares the array, kTensorArenaSize, the input/output scale and zero point "
                                "and the preprocessing constants"),
-              ("op_resolver.h", "registers exactly the TFLite Micro kernels the model uses"))
+              ("op_resolver.h", "registers exactly the TFLite Micro kernels the model (and its audio front end) uses"))
 _PREPROCESS = ("preprocess.json", "how to normalize a raw input before quantizing it")
+# the audio front end (data.frontend), shipped by every target of a run that has one
+_FRONTEND_FILES = (("frontend.tflite", "the audio front end: one 30 ms frame (480 samples at 16 kHz) -> that frame's "
+                                       "features, 49 frames per 1 s clip, run before the model"),
+                   ("frontend.json", "how to frame the audio for frontend.tflite, its constants, size, sha256 and "
+                                     "tolerance against the training features"),
+                   ("labels.txt", "the class names, one a line, class 0 first"))
+_MCU_FRONTEND_FILES = (("frontend_data.cc", "the audio front end as a 16-byte aligned C array (g_frontend)"),
+                       ("frontend_data.h", "declares g_frontend and kFrontendArenaSize, its own measured arena"))
 
 RUNTIME_NEEDS = {
     "tflite_micro": "TensorFlow Lite Micro (the interpreter and the kernels in op_resolver.h, linked into the "
@@ -75,13 +83,17 @@ def ship_plan(report: dict, run_dir: Path, *, max_accuracy_drop: float | None = 
             model = folder / str(e.get("file") or "")
             files = []
             if t["kind"] == "mcu":
-                files = [_file(run_dir, folder / n, role) for n, role in _MCU_FILES if (folder / n).is_file()]
+                # a variant's C array and op resolver lie in a folder named after its model (model_selective/)
+                c_dir = folder if e is t else folder / model.stem
+                files = [_file(run_dir, c_dir / n, role) for n, role in _MCU_FILES if (c_dir / n).is_file()]
                 if model.is_file():
                     files.append(_file(run_dir, model, "the same model as a .tflite file (not needed on the device)"))
             elif model.is_file():
                 files.append(_file(run_dir, model, f"the model, run by {rt.get('name')}"))
             if (folder / _PREPROCESS[0]).is_file():
                 files.append(_file(run_dir, folder / _PREPROCESS[0], _PREPROCESS[1]))
+            front = _FRONTEND_FILES + (_MCU_FRONTEND_FILES if t["kind"] == "mcu" else ())
+            files += [_file(run_dir, folder / n, role) for n, role in front if (folder / n).is_file()]
             ok, why = _passes(e if e is not t else t, t, gate)
             arts.append({"format": e.get("format"), "files": files,
                          "size_bytes": e.get("size_bytes"),

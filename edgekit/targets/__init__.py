@@ -8,13 +8,14 @@ Example::
 
     from edgekit import targets
 
-    spec = targets.get(profile.kind)          # TargetKind.mcu or "mcu"
+    spec = targets.get(profile.kind)          # e.g. "mcu"
     arts, files = spec.convert(source, profile, ctx)
     targets.known()                           # ['mcu', 'mobile', 'rpi']
 
-Adding a kind: a module with a ``TargetKindSpec`` subclass, registered at the bottom of this
-file, its name in :class:`edgekit.recipe.TargetKind` (the profile schema) and a profile in
-``targets/``. Importing this package imports no TensorFlow.
+Adding a kind: one module in this package defining a ``TargetKindSpec`` subclass with a ``name``
+(found and registered when the package is imported), and a profile in ``targets/`` whose
+``kind`` is that name (:class:`edgekit.recipe.TargetProfile` accepts every registered kind).
+Importing this package imports no TensorFlow; neither may a kind's module at import time.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def registered(spec: TargetKindSpec) -> Iterator[TargetKindSpec]:
 
 
 def get(kind) -> TargetKindSpec:
-    """The spec of ``kind`` (a :class:`edgekit.recipe.TargetKind` or its string). Raises
+    """The spec of ``kind`` (a profile's ``kind`` string). Raises
     :class:`~edgekit.errors.RecipeError` naming the known kinds when there is none."""
     name = _key(kind)
     try:
@@ -78,12 +79,20 @@ def known() -> list[str]:
 
 
 def _register_builtins() -> None:
-    from .mcu import McuKind
-    from .mobile import MobileKind
-    from .rpi import RpiKind
+    """Register the ``TargetKindSpec`` subclasses defined in this package's modules (every module
+    but :mod:`.base`), in module-name order; a kind without a ``name`` is an abstract helper."""
+    import importlib
+    import inspect
+    import pkgutil
 
-    for cls in (MobileKind, RpiKind, McuKind):
-        register(cls())
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, TargetKindSpec) and cls.__module__ == module.__name__
+                    and isinstance(getattr(cls, "name", None), str) and cls.name):
+                register(cls())
 
 
 _register_builtins()

@@ -2,7 +2,9 @@
 
 Ships ``model_int8.tflite`` (full integer, int8 I/O; with ``convert.mcu_scheme: int16x8`` the
 same file name holds the int16x8 model), ``model_data.h/.cc`` (the aligned C array and the
-measured arena), ``op_resolver.h`` and ``arena.json``. Every op must have a TFLite Micro kernel:
+measured arena), ``op_resolver.h`` and ``arena.json``; with an audio front end (``data.frontend``)
+also ``frontend.tflite``/``frontend.json`` and its C array ``frontend_data.h/.cc`` (``g_frontend``,
+``kFrontendArenaSize``), its ops registered in the same ``op_resolver.h``. Every op must have a TFLite Micro kernel:
 checked before training (preflight) and again before any file is written. RAM budget: the
 tensor arena, measured by :func:`edgekit.mcu.measure_arena`. The toolchain is :mod:`edgekit.mcu`.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_preprocess
+from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_frontend, write_preprocess
 
 FIX = ("no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
        "Add/Concatenate/ReLU/Reshape, or drop the target")
@@ -22,6 +24,19 @@ class McuKind(TargetKindSpec):
     name = "mcu"
     ram_key = "arena_bytes"
     ram_label = "arena"
+    higher_precision = "int16"
+    integer_only = True
+
+    def higher_precision_problem(self, ops):
+        from ..mcu import TFLM_INT16X8_OPS
+
+        # the selective model is quantized by litert-quantizer, which writes a Conv1D's EXPAND_DIMS as the
+        # equivalent RESHAPE (edgekit.external.quantize.reshape_for_expand_dims); the built model is checked again
+        missing = sorted({op for op in ops if ("RESHAPE" if op == "EXPAND_DIMS" else op) not in TFLM_INT16X8_OPS})
+        if missing:
+            return (f"TFLite Micro has no int16x8 kernel for {', '.join(missing)} (as the quantizer writes it); "
+                    "the layer stays int8")
+        return None
 
     def checks_ops(self) -> bool:
         return True
@@ -53,8 +68,46 @@ class McuKind(TargetKindSpec):
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
         h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
                                   preprocess=preprocess_json(ctx.data))
-        res = mcu.write_op_resolver(ops, out_dir / "op_resolver.h")
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
+        front = self._frontend(ctx, cfg) if ctx.data.frontend is not None else None
+        resolver_ops = sorted(set(ops) | set(front["ops"])) if front else ops
+        res = mcu.write_op_resolver(resolver_ops, out_dir / "op_resolver.h")
+        if front:
+            extra["frontend"] = {k: v for k, v in front.items() if k != "files"}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        return [art], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx)]
+        files = [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(front["files"] if front else [])]
+        more = precision_artifacts(source, self, ctx, art)
+        for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
+            sel_blob = a.path.read_bytes()
+            sel_ops = mcu.model_ops(sel_blob)
+            mcu.check_ops(sel_ops)
+            sel_arena = mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)
+            sub = out_dir / a.path.stem  # model_selective/: model_data.h/.cc and op_resolver.h of this model
+            sub.mkdir(exist_ok=True)
+            files += [a.path, *mcu.write_c_array(sel_blob, sub, arena_bytes=sel_arena, io=io_quantization(sel_blob),
+                                                 preprocess=preprocess_json(ctx.data)),
+                      mcu.write_op_resolver(sorted(set(sel_ops) | set(front["ops"])) if front else sel_ops,
+                                            sub / "op_resolver.h")]
+            a.extra.update(ops=sel_ops, float_ops=[], arena=dataclasses.asdict(sel_arena))
+        return [art, *more], files
+
+    @staticmethod
+    def _frontend(ctx: ConvertContext, cfg) -> dict:
+        """The audio front end beside the model: ``frontend.tflite``/``.json`` and its C array
+        ``frontend_data.h/.cc`` (``g_frontend``, ``kFrontendArenaSize``: its own measured arena; the
+        firmware runs it per 30 ms frame into the model's input). Its ops join op_resolver.h, so
+        one resolver serves both interpreters."""
+        from .. import mcu
+        from .._io import write_text
+        from ..audio import frontend_tflite
+
+        blob = frontend_tflite(ctx.data.frontend)
+        ops = mcu.model_ops(blob)
+        mcu.check_ops(ops)
+        path = write_text(ctx.out_dir / "frontend.tflite", blob)  # measured here; write_frontend adds the json
+        arena = mcu.measure_arena(path, margin_fraction=cfg.arena_margin)
+        files = write_frontend(ctx, arena=dataclasses.asdict(arena))
+        h, cc = mcu.write_c_array(blob, ctx.out_dir, name="g_frontend", arena_bytes=arena, header="frontend_data.h",
+                                  source="frontend_data.cc", arena_name="kFrontendArenaSize")
+        return {"ops": ops, "size_bytes": len(blob), "arena": dataclasses.asdict(arena), "files": [*files, h, cc]}

@@ -3,14 +3,15 @@
 Ships the profile's ``formats`` (``model_int8.tflite`` int8 with float I/O, ``model_fp16.tflite``,
 ``model_full_int8.tflite``, ``model.onnx``) plus one ``model_<mode>.tflite`` per
 ``convert.ptq`` mode; a given float ``.onnx`` is shipped as ONNX only (its static int8 version
-and the model as given). RAM budget: the RSS growth of loading the model.
+and the model as given); with an audio front end (``data.frontend``) also ``frontend.tflite`` and
+``frontend.json``. RAM budget: the RSS growth of loading the model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_preprocess
+from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_frontend, write_preprocess
 
 
 def tflite_formats(source, profile, ctx: ConvertContext) -> list:
@@ -39,6 +40,11 @@ def tflite_formats(source, profile, ctx: ConvertContext) -> list:
     for mode in ctx.cfg.ptq:
         p = write_text(out_dir / f"model_{mode}.tflite", source.tflite(mode))
         arts.append(Artifact(p, f"tflite-{mode}", profile.runtime, {"ptq": mode}))
+    int8 = next((a for a in arts if a.format in ("tflite-int8", "tflite-full-int8")), None)
+    if int8 is not None:
+        from . import get
+
+        arts += precision_artifacts(source, get(profile.kind), ctx, int8)
     return arts
 
 
@@ -48,4 +54,4 @@ class MobileKind(TargetKindSpec):
 
     def convert(self, source, profile, ctx: ConvertContext) -> tuple[list, list[Path]]:
         arts = source.onnx(ctx.out_dir) if source.onnx_only else tflite_formats(source, profile, ctx)
-        return arts, [a.path for a in arts] + write_preprocess(ctx)
+        return arts, [a.path for a in arts] + write_preprocess(ctx) + write_frontend(ctx)

@@ -2,14 +2,16 @@
 
 Ships what :mod:`.mobile` ships for its formats plus ``bundle/``: the primary model, the
 standalone evaluator, the test sample, ``requirements.txt`` and ``run.sh`` (copy it to the Pi
-and run ``sh run.sh``; ``edgekit deploy`` does that over SSH). RAM budget: RSS growth.
+and run ``sh run.sh``; ``edgekit deploy`` does that over SSH). With an audio front end
+(``data.frontend``) the bundle also holds ``frontend.tflite``, ``frontend.json``, ``labels.txt``
+and ``classify.sh`` (``sh classify.sh clip.wav`` prints the class). RAM budget: RSS growth.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_preprocess
+from .base import ConvertContext, TargetKindSpec, write_frontend, write_preprocess
 from .mobile import tflite_formats
 
 RUN_SH = """#!/bin/sh
@@ -57,6 +59,17 @@ def write_bundle(folder: Path, model: Path, eval_npz: Path, profile) -> list[Pat
     return out
 
 
+CLASSIFY_SH = """#!/bin/sh
+# Classify .wav recordings with the model behind its audio front end; prints FILE: LABEL (class I).
+# Usage: sh classify.sh FILE.wav|FOLDER [more evaluate.py options, e.g. --out predictions.json]
+# Clips: mono, 16 kHz, integer PCM, at most 1 s (shorter ones are padded with silence).
+set -e
+here="$(cd "$(dirname "$0")" && pwd)"
+PY=${PYTHON:-python3}
+exec "$PY" "$here/evaluate.py" --model "$here/{model}" --frontend "$here/frontend.tflite" --wav "$@"
+"""
+
+
 class RpiKind(TargetKindSpec):
     name = "rpi"
     ssh_bundle = True
@@ -64,4 +77,12 @@ class RpiKind(TargetKindSpec):
     def convert(self, source, profile, ctx: ConvertContext) -> tuple[list, list[Path]]:
         arts = tflite_formats(source, profile, ctx)
         files = [a.path for a in arts] + write_bundle(ctx.out_dir / "bundle", arts[0].path, ctx.eval_npz, profile)
-        return arts, files + write_preprocess(ctx, "bundle")
+        files += write_preprocess(ctx, "bundle") + write_frontend(ctx, "bundle")
+        if ctx.data.frontend is not None:  # a model behind an audio front end classifies .wav files
+            from .._io import write_text
+
+            name = "model.onnx" if arts[0].path.suffix == ".onnx" else "model.tflite"
+            sh = write_text(ctx.out_dir / "bundle" / "classify.sh", CLASSIFY_SH.replace("{model}", name))
+            sh.chmod(0o755)
+            files.append(sh)
+        return arts, files

@@ -101,7 +101,7 @@ def write_outputs(study, out: Path, base: Recipe, profile, *, teacher_acc: float
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     best = pick_best(rows)
     result = {
-        "schema": SCHEMA, "recipe": base.name, "target": profile.name, "kind": profile.kind.value,
+        "schema": SCHEMA, "recipe": base.name, "target": profile.name, "kind": profile.kind,
         "board": profile.board, "budget": profile.budget.model_dump(), "teacher_accuracy": teacher_acc,
         "max_accuracy_drop_points": max_accuracy_drop, "accuracy_floor": teacher_acc - max_accuracy_drop / 100.0,
         "study": {"name": study.study_name, "storage": storage, "sampler": "TPESampler",

@@ -138,7 +138,7 @@ def tune(recipe_path: Path, *, target: str, out: Path, max_accuracy_drop: float 
                           "task classification only")
     profile = load_target(target, base=recipe_path.parent)
     base = tuned_base(user, recipe_path.parent, target)
-    space = space or space_for(base, profile.kind.value)
+    space = space or space_for(base, profile.kind)
     jobs = jobs or default_jobs()
     if not isinstance(storage, Storage):
         storage = resolve(storage)
