@@ -151,6 +151,11 @@ def _execute(ctx, rec, recipe: Path, out: Path, *, resume: bool, force: bool, un
         for line in over:
             gate = ": quality: " in line  # the quality gate fails like a budget
             click.echo(f"{'below the quality gate' if gate else 'over budget'}: {line}", err=True)
+        for t in report["targets"]:  # a variant that passes (e.g. convert.selective's model) is worth naming
+            shipped = (report.get("ship") or {}).get(t["name"])
+            if t["budget"]["violations"] and shipped and shipped.get("format") != t.get("format"):
+                click.echo(f"  {t['name']}: its {shipped['format']} variant passes: see 'What to ship' in the report",
+                           err=True)
         ctx.exit(6)
 
 
@@ -818,32 +823,62 @@ def datasets_list():
         d = archives.CATALOG[key]
         state = "" if archives.folder(d) is not None else f"  [not installed: {archives.INSTALL_HINT}]"
         lines.append(f"  {key:<18} {d.about}{state}")
+    from .speech import ABOUT
+
+    lines.append("")
+    lines.append("synthetic speech (split by voice; edgekit datasets show kws:espeak):")
+    lines.append(f"  {'kws:espeak':<18} {ABOUT}")
     click.echo("\n".join(lines))
 
 
 @datasets.command("show")
 @click.argument("name")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="kws:espeak: the data.speech settings of this recipe (default: the defaults).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_handle_errors
-def datasets_show(name: str, as_json: bool):
+def datasets_show(name: str, recipe_file: Path | None, as_json: bool):
     """What an archive dataset is: its files, samples per split, length, channels, classes, the
-    1-NN Euclidean accuracy measured on its official split and the published reference.
+    1-NN Euclidean accuracy measured on its official split and the published reference. For
+    kws:espeak (synthetic speech): the espeak-ng and sox versions, the cache folder, the voices
+    and clips of each split and class (generated and cached first when needed).
 
     \b
-    Example:
+    Examples:
       edgekit datasets show uea:BasicMotions
+      edgekit datasets show kws:espeak --recipe recipes/kws-espeak-m4.yaml
     """
-    from .archives import describe
+    if name.startswith("kws:"):
+        from .recipe import load_recipe
+        from .speech import describe as describe_speech
 
-    info = describe(name)
+        speech = None
+        if recipe_file is not None:
+            rec = load_recipe(recipe_file)
+            if rec.data.source != name:
+                raise click.BadParameter(f"{recipe_file} reads data.source {rec.data.source!r}, not {name!r}",
+                                         param_hint="--recipe")
+            speech = rec.data.speech
+        info = describe_speech(name, speech)
+    else:
+        if recipe_file is not None:
+            raise click.BadParameter("applies to kws:espeak only", param_hint="--recipe")
+        from .archives import describe
+
+        info = describe(name)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    splits = [k for k in ("train", "val", "test") if k in info]
     for key, value in info.items():
         if key == "classes":
             click.echo("classes:")
             for cname, c in value.items():
-                click.echo(f"  {c['index']}: {cname:<16} train {c['train']:>5}  test {c['test']:>5}")
+                click.echo(f"  {c['index']}: {cname:<16} " + "  ".join(f"{k} {c[k]:>5}" for k in splits))
+        elif key == "voices":
+            click.echo("voices:")
+            for split, names in value.items():
+                click.echo(f"  {split} ({len(names)}): {', '.join(names) or '-'}")
         elif key == "files":
             click.echo("files:\n" + "\n".join(f"  {p}" for p in value))
         else:

@@ -57,16 +57,16 @@ def data_source(value: str, base: Path) -> str:
     """``--data`` as a recipe ``data.source``: a generated source or ``KIND:PATH`` as given, or a
     bare path with its kind from what it is (``.npz``, ``.csv``, a folder of images); relative
     paths made absolute against ``base``."""
-    from .recipe import ARCHIVE_SOURCES, FILE_SOURCES, GENERATED_SOURCES, absolute_source
+    from .recipe import ARCHIVE_SOURCES, FILE_SOURCES, GENERATED_SOURCES, SPEECH_SOURCES, absolute_source
 
-    if value in GENERATED_SOURCES or value.partition(":")[0] in FILE_SOURCES + ARCHIVE_SOURCES:
+    if value in GENERATED_SOURCES + SPEECH_SOURCES or value.partition(":")[0] in FILE_SOURCES + ARCHIVE_SOURCES:
         return absolute_source(value, base)
     p = Path(value) if Path(value).is_absolute() else base / value
     kind = {".npz": "npz", ".csv": "csv"}.get(p.suffix.lower()) or ("images" if p.is_dir() else None)
     if kind is None:
         raise RecipeError(f"--data {value}: not a known source ({', '.join(GENERATED_SOURCES)}), nor an .npz/.csv "
                           "file or a folder of images; write KIND:PATH (npz:, csv:, images:, wav:) or "
-                          "ucr:NAME / uea:NAME")
+                          "ucr:NAME / uea:NAME / kws:espeak")
     return absolute_source(f"{kind}:{value}", base)
 
 

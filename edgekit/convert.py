@@ -311,12 +311,15 @@ class KerasSource:
 
 
 def convert_target(profile: TargetProfile, models, data: Dataset, cfg: ConvertConfig, out_dir: Path,
-                   *, seed: int, eval_npz: Path, tflite_cache: dict | None = None) -> TargetArtifacts:
+                   *, seed: int, eval_npz: Path, max_accuracy_drop: float | None = None,
+                   tflite_cache: dict | None = None) -> TargetArtifacts:
     """Write the artifacts of ``profile`` into ``out_dir``.
 
-    ``models``: ``{"float": keras float model, "qat": QAT model or None}``, or a source object
-    with the members of :class:`KerasSource` (a given float model). ``tflite_cache``: the
-    ``cache`` of :class:`KerasSource`, one dict for all targets of a run. Raises
+    ``models``: ``{"float": keras float model, "qat": QAT model or None, "teacher": the teacher
+    (optional: the reference of ``convert.selective``)}``, or a source object with the members of
+    :class:`KerasSource` (a given float model). ``max_accuracy_drop``: the recipe's quality gate
+    (the budget ``convert.selective: auto`` chooses against). ``tflite_cache``: the ``cache`` of
+    :class:`KerasSource`, one dict for all targets of a run. Raises
     :class:`ConversionError` when a format cannot be produced, an op cannot run on the target
     (MCU: checked before any file is written) or the ONNX export disagrees with Keras. On any
     failure the files and folders this call added to ``out_dir`` are removed again (files it
@@ -326,7 +329,8 @@ def convert_target(profile: TargetProfile, models, data: Dataset, cfg: ConvertCo
     before = set() if created else {p.name for p in out_dir.iterdir()}
     try:
         source = KerasSource(models, data, cfg, seed, cache=tflite_cache) if isinstance(models, dict) else models
-        return _convert_target(profile, source, data, cfg, out_dir, eval_npz=eval_npz)
+        return _convert_target(profile, source, data, cfg, out_dir, eval_npz=eval_npz,
+                               max_accuracy_drop=max_accuracy_drop)
     except BaseException:
         _remove_new_entries(out_dir, keep=before, remove_dir=created)
         raise
@@ -349,12 +353,13 @@ def _remove_new_entries(folder: Path, *, keep: set[str], remove_dir: bool) -> No
 
 
 def _convert_target(profile: TargetProfile, source, data: Dataset, cfg: ConvertConfig, out_dir: Path,
-                    *, eval_npz: Path) -> TargetArtifacts:
+                    *, eval_npz: Path, max_accuracy_drop: float | None = None) -> TargetArtifacts:
     from . import targets
 
     spec = targets.get(profile.kind)  # an unknown kind fails before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    arts, files = spec.convert(source, profile, targets.ConvertContext(data, cfg, out_dir, eval_npz))
+    arts, files = spec.convert(source, profile, targets.ConvertContext(data, cfg, out_dir, eval_npz,
+                                                                          max_accuracy_drop))
     for a in arts:
         log.info("%s: %s %s (%d bytes)", profile.name, a.format, a.path.name, size_info(a.path.read_bytes())["size_bytes"])
     return TargetArtifacts(profile, arts, files)

@@ -7,7 +7,9 @@ Sources: ``digits`` (scikit-learn's bundled 8x8 digits), ``mnist1d`` (generated 
 column holds the classes), ``images:DIR`` (one sub-folder per class), ``wav:DIR`` (one
 sub-folder of ``.wav`` recordings per class, see :mod:`edgekit.wavs`). Paths are relative to the
 recipe. ``ucr:NAME`` / ``uea:NAME``: recorded UCR/UEA archive datasets that install with a package,
-their official train/test split kept (:mod:`edgekit.archives`). Every source yields float32 inputs with a channel axis and labels: int64 classes
+their official train/test split kept (:mod:`edgekit.archives`). ``kws:espeak``: synthetic
+keyword-spotting speech (espeak-ng + sox, cached), split by voice into train/val/test
+(:mod:`edgekit.speech`). Every source yields float32 inputs with a channel axis and labels: int64 classes
 (classification; anomaly: 0 normal, 1 anomaly) or float32 values (regression). Optional
 normalization (min-max or z-score per feature) is fitted on the training split only and its
 parameters travel with the run (``Dataset.normalization``) so a device applies the same; so is
@@ -75,6 +77,7 @@ class Dataset:
     reduction: dict | None = None
     class_names: tuple[str, ...] | None = None   # the source's names of classes 0..K-1 (archives), else None
     frontend: str | None = None   # data.frontend that made x_* from waveforms (edgekit.audio), else None
+    label: str | None = None      # what the data are when that qualifies every number (kws: synthetic speech)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -86,7 +89,8 @@ class Dataset:
                 "classes": None if self.task == Task.regression.value else self.num_classes,
                 "input_shape": list(self.input_shape), "task": self.task,
                 **({"class_names": list(self.class_names)} if self.class_names is not None else {}),
-                **({"frontend": self.frontend} if self.frontend is not None else {})}
+                **({"frontend": self.frontend} if self.frontend is not None else {}),
+                **({"label": self.label} if self.label is not None else {})}
 
     def reduction_info(self) -> dict | None:
         """What the input reduction does, for the report: kind, input size before and after,
@@ -118,7 +122,9 @@ def register_source(name: str):
 def list_sources() -> list[str]:
     from .archives import names
 
-    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR", "wav:DIR"] + names()
+    from .recipe import SPEECH_SOURCES
+
+    return sorted(_SOURCES) + ["npz:PATH", "csv:PATH", "images:DIR", "wav:DIR"] + list(SPEECH_SOURCES) + names()
 
 
 @register_source("digits")
@@ -423,7 +429,8 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
     kind, _, arg = src.partition(":")
     raw_rank = None
     class_names = None
-    rate = None  # the sample rate of a source that says (wav:), for data.frontend
+    rate = None  # the sample rate of a source that says (wav:, kws:), for data.frontend
+    label = None  # Dataset.label
     # with data.normal_class the files hold classes (mapped to 0/1 below): read them as classes
     read_task = Task.classification.value if cfg.normal_class is not None and task == Task.anomaly.value else task
     if kind in ARCHIVE_SOURCES and arg:
@@ -439,6 +446,17 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
             raise DataError(f"{arg}: wav:DIR holds classes (one folder each); task regression needs numbers")
         wx, wy, class_names, rate = read_folder(_resolve(arg, base), MAX_ARRAY_BYTES)
         parts, name = [_check_xy(arg, wx, wy, "", read_task)], Path(arg).name
+    elif kind == "kws" and arg:
+        from .speech import LABEL, SAMPLE_RATE
+        from .speech import load as load_speech
+
+        label = LABEL
+        if task == Task.regression.value:
+            raise DataError(f"{src}: speech clips hold classes (words); task regression needs numbers")
+        speech_parts, class_names = load_speech(src, cfg.speech, max_bytes=MAX_ARRAY_BYTES)
+        names = ("train", "val", "test") if len(speech_parts) == 3 else ("train", "test")
+        parts = [_check_xy(src, x, y, part, read_task) for (x, y), part in zip(speech_parts, names)]
+        name, rate = src, SAMPLE_RATE
     elif kind == "npz" and arg:
         parts, name = _npz(_resolve(arg, base), read_task), Path(arg).stem
         raw_rank = _npz_rank(_resolve(arg, base))
@@ -488,7 +506,13 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
             return None  # only normal samples: nothing to stratify
         return _stratify(y, share, classes)
 
-    if len(parts) == 2:
+    given_val = len(parts) == 3   # a source with its own validation split (kws: validation voices)
+    if given_val:
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = parts
+        if not x_tr.shape[1:] == x_va.shape[1:] == x_te.shape[1:]:
+            raise DataError(f"dataset {name!r}: train, val and test samples have shapes {x_tr.shape[1:]}, "
+                            f"{x_va.shape[1:]} and {x_te.shape[1:]}")
+    elif len(parts) == 2:
         (x_tr, y_tr), (x_te, y_te) = parts
         if x_tr.shape[1:] != x_te.shape[1:]:
             raise DataError(f"dataset {name!r}: x_train samples have shape {x_tr.shape[1:]} but x_test "
@@ -498,7 +522,9 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         if len(x) < 10:
             raise DataError(f"dataset {name!r} has only {len(x)} samples")
         x_tr, x_te, y_tr, y_te = _split(name, "data.test_split", x, y, cfg.test_split, seed, stratify)
-    if cfg.val_split > 0:
+    if given_val:
+        pass
+    elif cfg.val_split > 0:
         x_tr, x_va, y_tr, y_va = _split(name, "data.val_split", x_tr, y_tr, cfg.val_split, seed, stratify)
     else:
         x_va, y_va = x_tr[:0], y_tr[:0]
@@ -516,7 +542,7 @@ def load_dataset(cfg: DataConfig, *, seed: int = 0, base: Path | None = None,
         log.info("dataset %s: %d train, %d val, %d test, %d classes", name, len(x_tr), len(x_va), len(x_te), classes)
     reduction = fit_reduction(features, x_tr, y_tr, name=name) if features is not None else None
     return Dataset(name, x_tr, y_tr, x_va, y_va, x_te, y_te, classes, norm, task, reduction,
-                   tuple(class_names) if class_names is not None else None, cfg.frontend)
+                   tuple(class_names) if class_names is not None else None, cfg.frontend, label)
 
 
 def _frontend(name: str, kind: str, rate: int | None, *splits: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -651,10 +677,17 @@ def source_digest(cfg: DataConfig, *, base: Path | None = None) -> str | None:
     file under the folder: its relative name, size and bytes, in sorted order), so a run's
     fingerprint changes when the data does though its path does not. None for sources that are
     not files (bundled or generated: their content is fixed by edgekit's version). Reads each
-    byte once; raises :class:`DataError` when the file or folder is missing."""
+    byte once; raises :class:`DataError` when the file or folder is missing. ``kws:`` speech: its
+    cache key (the generator settings and the espeak-ng and sox versions), so a new espeak-ng
+    changes the fingerprint."""
     import hashlib
 
     kind, _, arg = cfg.source.partition(":")
+    if kind == "kws" and arg:
+        from .recipe import SpeechConfig
+        from .speech import cache_key, tools
+
+        return "kws-" + cache_key(cfg.speech if cfg.speech is not None else SpeechConfig(), tools())
     if kind not in ("npz", "csv", "images", "wav") or not arg:
         return None
     path = _resolve(arg, base)

@@ -53,18 +53,11 @@ def _layer_of(tensor_name: str, order: dict[str, int]) -> str | None:
     return max(found, key=order.__getitem__) if found else None
 
 
-def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
-    """Per-layer error of the int8 model at ``tflite_path`` against the float Keras ``model`` on ``x``.
-
-    Returns ``{"layers": [{layer, kind, tensor, op, nmse, snr_db, snr_drop_db, scale}...] in
-    execution order, "worst": [layer names, largest SNR drop first (at most 3)], "samples": n}``.
-    """
-    from ._tf import keras
-
-    k = keras()
-    it = _interpreter(Path(tflite_path))
+def _tensor_layers(it, model) -> dict[int, str]:
+    """``{tensor index: Keras layer name}`` for the op outputs of the interpreter ``it`` (QUANTIZE
+    and DEQUANTIZE outputs excluded) that name a layer of ``model`` (see the module docstring)."""
     details = {t["index"]: t for t in it.get_tensor_details()}
-    ops = it._get_ops_details()
+    ops = it._get_ops_details()  # noqa: SLF001 - the op list with input and output tensors
     order = {layer.name: i for i, layer in enumerate(model.layers)}
     out_layer = model.layers[-1].name
     graph_outputs = {d["index"] for d in it.get_output_details()}
@@ -79,6 +72,43 @@ def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
             name = out_layer
         if name is not None:
             tensor_layer[t] = name  # a later op naming the same layer overrides: its last op's output
+    return tensor_layer
+
+
+def layer_ops(model, blob: bytes) -> dict[str, dict[str, list[str]]]:
+    """Per Keras layer of ``model``, what the TFLite model ``blob`` computes it with:
+    ``{layer: {"ops": [op names, in order], "tensors": [their output tensor names]}}`` (QUANTIZE
+    and DEQUANTIZE are the edges between precisions, not a layer's ops). Layers that no op names
+    (the input, a layer folded into another) are absent."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=bytes(blob),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    producer = {int(o["outputs"][0]): o["op_name"] for o in it._get_ops_details() if len(o["outputs"]) == 1}  # noqa: SLF001
+    out: dict[str, dict[str, list[str]]] = {}
+    for t, name in _tensor_layers(it, model).items():
+        entry = out.setdefault(name, {"ops": [], "tensors": []})
+        entry["ops"].append(producer[t])
+        entry["tensors"].append(details[t]["name"])
+    return out
+
+
+def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
+    """Per-layer error of the int8 model at ``tflite_path`` against the float Keras ``model`` on ``x``.
+
+    Returns ``{"layers": [{layer, kind, tensor, op, nmse, snr_db, snr_drop_db, scale}...] in
+    execution order, "worst": [layer names, largest SNR drop first (at most 3, only layers that lost
+    SNR)], "samples": n}``.
+    """
+    from ._tf import keras
+
+    k = keras()
+    it = _interpreter(Path(tflite_path))
+    details = {t["index"]: t for t in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    order = {layer.name: i for i, layer in enumerate(model.layers)}
+    tensor_layer = _tensor_layers(it, model)
     last_tensor = {}
     for t, name in tensor_layer.items():
         last_tensor[name] = t
@@ -139,7 +169,8 @@ def layer_errors(model, tflite_path: Path, x: np.ndarray) -> dict[str, Any]:
             drop = start - own
             r["snr_drop_db"] = round(drop, 3) if math.isfinite(drop) else None
         del r["_t"]
-    ranked = sorted((r for r in rows if r["snr_drop_db"] is not None), key=lambda r: -r["snr_drop_db"])
+    ranked = sorted((r for r in rows if r["snr_drop_db"] is not None and r["snr_drop_db"] > 0),
+                    key=lambda r: -r["snr_drop_db"])  # a layer that lost no SNR is not where error enters
     return {"schema": SCHEMA, "samples": int(len(x)), "layers": rows, "worst": [r["layer"] for r in ranked[:3]]}
 
 

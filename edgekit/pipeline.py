@@ -316,8 +316,7 @@ class Run:
         for target in r.targets:
             profile = load_target(target, base=self.recipe_path.parent)
             conv, ev = f"convert:{profile.name}", f"eval:{profile.name}"
-            steps.append(Step(conv, "convert", ["eval-data"],
-                              [profile.model_dump(mode="json"), r.convert.model_dump(mode="json")],
+            steps.append(Step(conv, "convert", ["eval-data"], [profile.model_dump(mode="json"), self._convert_config()],
                               lambda p=profile: self._convert(p, eval_npz), target=profile.name))
             steps.append(Step(ev, "eval", [conv], r.evaluate.model_dump(mode="json"),
                               lambda p=profile: self._evaluate(p, eval_npz), target=profile.name))
@@ -326,6 +325,22 @@ class Run:
         gate = r.quality.model_dump(mode="json") if r.quality is not None else None
         steps.append(Step("report", "report", evals, gate, lambda: self._report(evals)))
         return steps
+
+    def _convert_config(self):
+        """The convert steps' config for their fingerprint: the recipe's ``convert`` section without
+        the per-layer and selective keys at their defaults (older runs keep their fingerprints), with
+        the quality gate when ``convert.selective`` chooses against it."""
+        from .recipe import ConvertConfig
+
+        r = self.recipe
+        conf = r.convert.model_dump(mode="json")
+        defaults = ConvertConfig().model_dump(mode="json")
+        for key in ("per_layer_samples", "selective"):
+            if conf[key] == defaults[key]:
+                conf.pop(key)
+        if r.convert.selective != "off":
+            conf["quality"] = r.quality.model_dump(mode="json") if r.quality is not None else None
+        return conf
 
     def target_names(self) -> list[str]:
         """The profile names of the recipe's targets, in recipe order."""
@@ -562,8 +577,12 @@ class Run:
         else:
             models = {"float": self._model(self.float_stage),
                       "qat": self._model(self.qat_stage) if self.qat_stage else None}
+            if self.recipe.convert.selective != "off" and self.recipe.teacher is not None:
+                models["teacher"] = self._model("teacher")  # the quality gate's reference
+        gate = self.recipe.quality.max_accuracy_drop if self.recipe.quality is not None else None
         arts = convert_target(profile, models, self.data, self.recipe.convert, folder,
-                              seed=self.recipe.seed, eval_npz=eval_npz, tflite_cache=self._tflite_cache)
+                              seed=self.recipe.seed, eval_npz=eval_npz, max_accuracy_drop=gate,
+                              tflite_cache=self._tflite_cache)
         return arts.files, {"artifacts": [_artifact_json(a, self.out) for a in arts.artifacts]}
 
     def _evaluate(self, profile, eval_npz: Path):

@@ -113,16 +113,121 @@ class WindowConfig(_Strict):
     stride: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="time steps between window starts")
 
 
+SPEECH_SOURCES = ("kws:espeak",)
+"""``data.source`` values of synthetic speech (:mod:`edgekit.speech`), sized by ``data.speech``."""
+SPEECH_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SPEECH_UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "zero",
+                        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "learn", "follow",
+                        "forward", "backward", "visual")
+SPEECH_ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029",
+                  "en-us-nyc")
+SPEECH_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "Andy",
+                   "linda", "steph")
+MAX_SPEECH_CLIPS = 60_000
+"""Most clips ``data.speech`` may ask for: 60,000 1 s clips are 3.8 GB as float32."""
+_WORD = r"^[a-z][a-z']{0,23}$"
+_ACCENT = r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,4}$"
+_VARIANT = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+
+
+def _range(lo: float, hi: float, kind: type = int) -> Any:
+    """A ``[min, max]`` pair of numbers, each within ``lo..hi``."""
+    return Annotated[list[Annotated[kind, Field(ge=lo, le=hi)]], Field(min_length=2, max_length=2)]
+
+
+class SpeechConfig(_Strict):
+    """Synthetic keyword-spotting speech (``data.source: kws:espeak``): 1 s clips at 16 kHz spoken by
+    espeak-ng voices (an accent + a variant), split by voice."""
+
+    words: Annotated[list[Annotated[str, Field(pattern=_WORD)]], Field(min_length=1, max_length=30)] = Field(
+        default_factory=lambda: list(SPEECH_WORDS), description="the keywords, one class each (lower-case letters)")
+    unknown_words: Annotated[list[Annotated[str, Field(pattern=_WORD)]], Field(max_length=200)] = Field(
+        default_factory=lambda: list(SPEECH_UNKNOWN_WORDS),
+        description="other words, together the class _unknown_; [] for no _unknown_ class")
+    silence: bool = Field(True, description="a class _silence_: background noise alone")
+    accents: Annotated[list[Annotated[str, Field(pattern=_ACCENT)]], Field(min_length=1, max_length=50)] = Field(
+        default_factory=lambda: list(SPEECH_ACCENTS), description="espeak-ng voices (espeak-ng --voices=en)")
+    variants: Annotated[list[Annotated[str, Field(pattern=_VARIANT)]], Field(min_length=1, max_length=100)] = Field(
+        default_factory=lambda: list(SPEECH_VARIANTS),
+        description="espeak-ng voice variants (espeak-ng --voices=variant); a voice is an accent + a variant")
+    voices: Annotated[int, Field(ge=3, le=5000)] | None = Field(
+        None, description="voices used (3..5000), drawn from every accent + variant pair; null: all of them")
+    test_voices: Annotated[int, Field(ge=1, le=5000)] = Field(
+        24, description="voices held out for the test split (never heard in training or validation)")
+    val_voices: Annotated[int, Field(ge=0, le=5000)] = Field(
+        12, description="voices held out for the validation split; 0: validation comes from the training voices "
+                        "(data.val_split)")
+    repeats: Annotated[int, Field(ge=1, le=1000)] = Field(
+        4, description="clips per class and voice, each with its own rate, pitch, level, shift and noise")
+    rate_wpm: _range(80, 450) = Field(default_factory=lambda: [120, 200], description="[min, max] speaking rate, words "
+                                      "per minute (80..450)")
+    pitch: _range(0, 99) = Field(default_factory=lambda: [20, 80], description="[min, max] espeak-ng pitch (0..99)")
+    peak_db: _range(-40.0, 0.0, float) = Field(default_factory=lambda: [-12.0, -1.0],
+                                               description="[min, max] peak level of the spoken word, dBFS (-40..0)")
+    noise_db: _range(-120.0, 0.0, float) = Field(default_factory=lambda: [-60.0, -30.0],
+                                                 description="[min, max] background noise level, RMS dBFS (-120..0)")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
+        0, description="seed of every random choice of the generator (voices, split, clip settings, noise)")
+
+    @field_validator("words", "unknown_words", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any) -> Any:
+        if isinstance(v, list) and any(isinstance(w, bool) for w in v):
+            raise ValueError(f"{v!r} holds YAML booleans: unquoted yes, no, on, off, true, false read as true/false; "
+                             "quote the words, e.g. ['yes', 'no', 'on', 'off']")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        for key in ("rate_wpm", "pitch", "peak_db", "noise_db"):
+            lo, hi = getattr(self, key)
+            if lo > hi:
+                raise ValueError(f"{key}: [{lo}, {hi}] is not a [min, max] range; write the smaller value first")
+        for key in ("words", "unknown_words", "accents", "variants"):
+            items = getattr(self, key)
+            dup = sorted({w for w in items if items.count(w) > 1})
+            if dup:
+                raise ValueError(f"{key}: {', '.join(map(repr, dup))} listed more than once; list each once")
+        both = [w for w in self.unknown_words if w in self.words]
+        if both:
+            raise ValueError(f"unknown_words: {', '.join(map(repr, both))} also a keyword (words); remove it from one")
+        pairs = len(self.accents) * len(self.variants)
+        voices = self.voices if self.voices is not None else pairs
+        if voices > pairs:
+            raise ValueError(f"voices: {voices} is more than the {pairs} accent + variant pairs "
+                             f"({len(self.accents)} accents x {len(self.variants)} variants); use at most {pairs} "
+                             "or list more accents or variants")
+        if self.test_voices + self.val_voices >= voices:
+            raise ValueError(f"test_voices: {self.test_voices} test + {self.val_voices} validation voices leave "
+                             f"none of the {voices} voices to train on; hold out fewer")
+        classes = len(self.words) + bool(self.unknown_words) + self.silence
+        if classes < 2:
+            raise ValueError("words: one keyword without unknown_words or silence is one class; a classifier "
+                             "needs two: add a word, unknown_words or silence: true")
+        clips = voices * classes * self.repeats
+        if clips > MAX_SPEECH_CLIPS:
+            raise ValueError(f"repeats: {voices} voices x {classes} classes x {self.repeats} repeats = {clips} clips, "
+                             f"more than {MAX_SPEECH_CLIPS}; use fewer voices or repeats")
+        return self
+
+    def clip_count(self) -> int:
+        """Clips the generator makes (every voice, class and repeat)."""
+        voices = self.voices if self.voices is not None else len(self.accents) * len(self.variants)
+        return voices * (len(self.words) + bool(self.unknown_words) + self.silence) * self.repeats
+
+
+
 class DataConfig(_Strict):
     """Where the data comes from and how it is split."""
 
     source: str = Field(
         "digits", description="digits | mnist1d | fermentation | machine-anomaly | npz:PATH | csv:PATH | images:DIR | wav:DIR "
-                              "| ucr:NAME | uea:NAME (edgekit datasets list)")
+                              "| ucr:NAME | uea:NAME | kws:espeak (edgekit datasets list)")
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="share held out for the test split (all reported accuracies); not used by sources "
-                         "with an official split (ucr:, uea:, npz: with x_test)")
-    val_split: Fraction = Field(0.1, description="share of the training split used for validation")
+                         "with an official split (ucr:, uea:, npz: with x_test, kws: split by voice)")
+    val_split: Fraction = Field(0.1, description="share of the training split used for validation; not used by "
+                                "kws: with data.speech.val_voices above 0 (validation voices of their own)")
     label: str = Field("label", description="label column of a csv: source")
     normalize: Literal["auto", "none", "minmax", "zscore"] = Field(
         "auto", description="per-feature normalization fitted on the training split only (kept in preprocess.json); "
@@ -152,6 +257,8 @@ class DataConfig(_Strict):
     normal_class: str | None = Field(
         None, description="task anomaly: the class (its name, e.g. an archive label, or its index) that is normal "
                           "(label 0); every other class is an anomaly (label 1). null: labels are already 0/1")
+    speech: SpeechConfig | None = Field(
+        None, description="data.source kws:espeak only: what the synthetic speech holds (null: the defaults)")
 
     @field_validator("source")
     @classmethod
@@ -165,10 +272,19 @@ class DataConfig(_Strict):
             except DataError as exc:
                 raise ValueError(str(exc)) from None
             return v
-        if v in GENERATED_SOURCES or (kind in FILE_SOURCES and arg):
+        if v in GENERATED_SOURCES or v in SPEECH_SOURCES or (kind in FILE_SOURCES and arg):
             return v
+        if kind == "kws":
+            raise ValueError(f"{v!r} is not a known speech source (known: {', '.join(SPEECH_SOURCES)})")
         raise ValueError(f"{v!r} is not a known source (expected {', '.join(GENERATED_SOURCES)}, npz:PATH, "
-                         "csv:PATH, images:DIR, wav:DIR, ucr:NAME or uea:NAME)")
+                         "csv:PATH, images:DIR, wav:DIR, ucr:NAME, uea:NAME or kws:espeak)")
+
+    @model_validator(mode="after")
+    def _speech_only_for_speech(self):
+        if self.speech is not None and self.source not in SPEECH_SOURCES:
+            raise ValueError(f"speech: applies to data.source {' or '.join(SPEECH_SOURCES)} only (source is "
+                             f"{self.source!r}); remove data.speech")
+        return self
 
 
 class FeaturesConfig(_Strict):
@@ -278,6 +394,14 @@ class ConvertConfig(_Strict):
         "int8", description="integer scheme of mcu targets: int8 (activations and weights; from the QAT model, "
                             "else post-training), or int16x8 (int16 activations, int8 weights, int16 in/out; "
                             "post-training from the float model, needs qat: null)")
+    per_layer_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        200, description="validation samples on which each target's int8 model is compared layer by layer with "
+                         "the float model (report: per_layer_error, worst layers by Keras name); 0: not measured")
+    selective: Literal["off", "auto"] = Field(
+        "off", description="auto: keep the layers that lose most in int8 at higher precision (float on mobile/rpi, "
+                           "int16 activations on mcu where TFLite Micro has the kernel) until the quality gate "
+                           "holds on the validation split, fewest bytes first; shipped as model_selective.tflite "
+                           "beside the int8 model (needs quality and task classification)")
 
 
 class QualityConfig(_Strict):
@@ -362,6 +486,16 @@ class Recipe(_Strict):
                 if es is not None and es.monitor == "val_accuracy":
                     raise ValueError(f"{key}.early_stopping.monitor: val_accuracy needs task classification "
                                      f"(task is {task.value}); use val_loss")
+        if self.convert.selective == "auto":
+            if self.quality is None:
+                raise ValueError("convert.selective: auto keeps layers at higher precision until the quality gate "
+                                 "holds; set quality: {max_accuracy_drop: POINTS}")
+            if task is not Task.classification:
+                raise ValueError(f"convert.selective: auto measures accuracy (task classification, not "
+                                 f"{task.value}); set convert.selective: off")
+            if self.convert.per_layer_samples == 0:
+                raise ValueError("convert.selective: auto ranks layers by their per-layer error; set "
+                                 "convert.per_layer_samples above 0")
         if self.convert.mcu_scheme == "int16x8" and self.qat is not None:
             raise ValueError("convert.mcu_scheme: int16x8 is post-training quantization of the float model, but "
                              "qat is set (QAT trains int8); set qat: null or mcu_scheme: int8")
@@ -719,6 +853,8 @@ def data_shape(recipe: Recipe, base: Path | None) -> tuple[tuple[int, ...] | Non
         return None, None, f"data.source {src} (height x width x 3)"
     if kind == "wav":
         return None, None, f"data.source {src} (clips of shape (frames, channels))"
+    if src in SPEECH_SOURCES:
+        return (16_000, 1), None, f"data.source {src} (1 s clips at 16 kHz, shape (16000, 1))"
     if kind in ARCHIVE_SOURCES:
         from .archives import load
 
@@ -788,6 +924,14 @@ def check_inputs(recipe: Recipe, path: Path) -> list[str]:
                 problem = _csv_header_problem(where, recipe.data.label)
                 if problem:
                     problems.append(f"{path}: data.label: {problem}")
+    if recipe.data.source in SPEECH_SOURCES:
+        import shutil
+
+        missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+        if missing:
+            problems.append(f"{path}: data.source: {' and '.join(missing)} not found on PATH: {recipe.data.source} "
+                            "generates its speech with espeak-ng and sox; install them (Debian/Ubuntu: apt-get "
+                            "install espeak-ng sox)")
     shape = None
     if data_ok:
         try:

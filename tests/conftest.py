@@ -39,7 +39,8 @@ if not os.environ.get("EDGEKIT_ARENA_CACHE"):
 def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> None:
     """Skip the calling test when the tool ``name`` (a program on PATH, or ``missing`` given: why
     it cannot be used) is not there; under ``CI=true`` fail instead, so a skip never hides a tool
-    that CI is supposed to install (.ci/run installs sshd, PostgreSQL, Chromium, g++ and arm-none-eabi)."""
+    that CI is supposed to install (.ci/run installs sshd, PostgreSQL, Chromium, g++, arm-none-eabi,
+    espeak-ng and sox)."""
     if missing is None and shutil.which(name) is None:
         missing = f"{name} not found on PATH"
     if missing is None:

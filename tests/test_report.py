@@ -175,14 +175,23 @@ def test_report_sections(tiny_run):
     out, report = tiny_run
     text = (out / "report.html").read_text()
     for anchor in ('id="pareto"', 'id="budget-plot"', 'id="latency-plot"', 'id="sparsity-plot"', 'id="confusion"',
-                   'id="run"', report["git_commit"] or "git commit", report["versions"]["tensorflow"]):
+                   'id="per-layer"', 'id="run"', report["git_commit"] or "git commit", report["versions"]["tensorflow"]):
         assert anchor in text, anchor
-    assert text.count("<svg") == 5
+    groups = view.per_layer_groups(report)  # mobile and rpi4 share one int8 model's numbers; cortex-m4 its own
+    assert sorted(len(g["targets"]) for g in groups) == [1, 2]
+    assert text.count("<svg") == 5 + len(groups)
     # self-contained: nothing loaded from anywhere (the SVG namespace is a name, not a fetch)
     assert "<link" not in text and " src=" not in text and "@import" not in text
     assert text.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
     md = (out / "report.md").read_text()
     assert "Pareto front" in md and "Confusion matrix" in md and "Per-layer sparsity" in md
+    assert "## Per-layer quantization error" in md and "## Selective precision" not in md  # selective is off
+    for t in report["targets"]:  # measured in the pipeline on the validation split, worst layers by Keras name
+        pl = t["per_layer_error"]
+        assert pl["split"] == "val" and 0 < pl["samples"] <= 200 and pl["worst"], t["name"]  # the val split: 144
+        assert {r["layer"] for r in pl["layers"]} >= set(pl["worst"]) and pl["layers"][-1]["layer"] == "logits"
+        assert f"worst layers (largest SNR drop: where the int8 error enters): {', '.join(pl['worst'])}" in md
+        assert "selective_precision" not in t
     cm = view.confusion(report)
     assert sum(map(sum, cm[1])) == report["dataset"]["test"]
 
@@ -279,7 +288,7 @@ def test_html_in_headless_chromium(tiny_run, tmp_path):
     page = html_tables(chromium_dom(out / "report.html", screenshot=shot))
     check = json.loads(page.selfcheck)
     assert check["errors"] == [] and check["ok"] is True, check
-    assert len(check["figures"]) == 5
+    assert len(check["figures"]) == 5 + len(view.per_layer_groups(report))  # + one per-layer plot per int8 model
     for fig in check["figures"]:
         assert fig["width"] > 100 and fig["height"] > 50, fig
     rows = {row[0]: row for _, row in page.tables["targets"]}

@@ -39,8 +39,13 @@ MODES = ("int8", "full-int8", "int16x8", "full-int16x8", "dynamic", "fp16")
 STATIC_MODES = ("int8", "full-int8", "int16x8", "full-int16x8")
 
 
-def quantization_recipe(mode: str) -> list:
-    """The litert-quantizer recipe (a list of rules) for ``mode`` (see the module docstring)."""
+def quantization_recipe(mode: str, keep: dict[str, str] | None = None) -> list:
+    """The litert-quantizer recipe (a list of rules) for ``mode`` (see the module docstring).
+
+    ``keep``: layer-scoped exceptions of a static mode, ``{regex: "int16" | "float"}``: the ops whose
+    output tensor name the regex finds get int16 activations (int8 weights) or stay float; the
+    quantizer puts QUANTIZE/DEQUANTIZE ops where the precision changes. A later rule overrides an
+    earlier one for the ops both match."""
     from litert_quantizer import algorithm_manager, qtyping, recipe_manager
 
     if mode not in MODES:
@@ -50,6 +55,13 @@ def quantization_recipe(mode: str) -> list:
     if mode in STATIC_MODES:
         rm.add_static_config(".*", op.ALL_SUPPORTED, activation_num_bits=16 if "int16" in mode else 8,
                              weight_num_bits=8)
+        for regex, precision in (keep or {}).items():
+            if precision == "int16":
+                rm.add_static_config(regex, op.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
+            elif precision == "float":
+                rm.add_quantization_config(regex, op.ALL_SUPPORTED, algorithm_key=alg.NO_QUANTIZE)
+            else:
+                raise ValueError(f"keep: unknown precision {precision!r} (int16 or float)")
         if not mode.startswith("full-"):
             # keep the model's own float input and output: the quantizer then adds QUANTIZE after
             # the input and DEQUANTIZE before the output
@@ -63,17 +75,25 @@ def quantization_recipe(mode: str) -> list:
 
 
 def quantize_tflite(blob: bytes, mode: str, *, signature: str | None = None, signature_input: str | None = None,
-                    calibration: Iterable[np.ndarray] | None = None, threads: int = 1) -> bytes:
+                    calibration: Iterable[np.ndarray] | None = None, threads: int = 1,
+                    keep: dict[str, str] | None = None, qsvs: dict | None = None) -> bytes:
     """Quantize the float TFLite model ``blob``; returns the quantized flatbuffer.
 
     ``calibration``: float32 samples with the batch dimension (``x[i:i+1]``), required for the
     static modes; ``signature`` / ``signature_input``: the model's signature key and the name of
-    its input in that signature (:class:`~edgekit.external.model.GivenModel` has both). Raises :class:`ConversionError` with
-    litert-quantizer's reason when it cannot quantize the model.
+    its input in that signature (:class:`~edgekit.external.model.GivenModel` has both); ``keep``: the
+    layer-scoped exceptions of :func:`quantization_recipe`; ``qsvs``: activation ranges from an
+    earlier :func:`calibrate_tflite` of the same ``blob`` (then ``calibration`` is not needed: a
+    search over layer-scoped recipes calibrates once). The ranges are always taken with the
+    recipe without ``keep``, so every tensor has one (litert-quantizer's calibrator skips some
+    tensors around a layer kept float, then refuses to quantize). Raises :class:`ConversionError`
+    with litert-quantizer's reason when it cannot quantize the model.
     """
     from litert_quantizer import quantizer
 
-    recipe = quantization_recipe(mode)
+    if keep and mode not in STATIC_MODES:
+        raise ValueError(f"keep: layer-scoped precision needs a static mode ({', '.join(STATIC_MODES)}), not {mode!r}")
+    recipe = quantization_recipe(mode, keep)
     blob, replaced = reshape_for_expand_dims(blob)
     if replaced:
         log.info("litert-quantizer: %d EXPAND_DIMS replaced by the equivalent RESHAPE (it has no int8 EXPAND_DIMS)",
@@ -82,17 +102,10 @@ def quantize_tflite(blob: bytes, mode: str, *, signature: str | None = None, sig
         with _quiet():
             q = quantizer.Quantizer(bytearray(blob))
             q.load_quantization_recipe(recipe)
-            calibrated = None
-            if q.need_calibration:
-                samples = [np.asarray(s, np.float32) for s in (calibration or [])]
-                if not samples:
-                    raise ConversionError(f"{mode} quantization needs calibration samples from the training split")
-                if signature is None or signature_input is None:
-                    raise ConversionError("the model has no signature; litert-quantizer calibrates a model through "
-                                          "its signature (convert it with a signature, e.g. from a Keras model or "
-                                          "tf.function)")
-                calibrated = _calibrate(blob, recipe, {signature: [{signature_input: s} for s in samples]},
-                                        threads=threads)
+            calibrated = qsvs
+            if q.need_calibration and calibrated is None:
+                calibrated = calibrate_tflite(blob, mode, signature=signature, signature_input=signature_input,
+                                              calibration=calibration, threads=threads)
             result = q.quantize(calibrated, enable_progress_report=False)
     except ConversionError:
         raise
@@ -103,6 +116,28 @@ def quantize_tflite(blob: bytes, mode: str, *, signature: str | None = None, sig
     out = bytes(result.quantized_model)
     log.info("litert-quantizer %s: %d -> %d bytes", mode, len(blob), len(out))
     return out
+
+
+def calibrate_tflite(blob: bytes, mode: str, *, signature: str | None, signature_input: str | None,
+                     calibration: Iterable[np.ndarray] | None, threads: int = 1) -> dict:
+    """The activation ranges (QSVs) of the float TFLite model ``blob`` for the static ``mode``, on
+    ``calibration`` samples (see :func:`quantize_tflite`); ConversionError without samples or signature."""
+    samples = [np.asarray(s, np.float32) for s in (calibration or [])]
+    if not samples:
+        raise ConversionError(f"{mode} quantization needs calibration samples from the training split")
+    if signature is None or signature_input is None:
+        raise ConversionError("the model has no signature; litert-quantizer calibrates a model through "
+                              "its signature (convert it with a signature, e.g. from a Keras model or "
+                              "tf.function)")
+    blob, _ = reshape_for_expand_dims(blob)
+    try:
+        with _quiet():
+            return _calibrate(blob, quantization_recipe(mode), {signature: [{signature_input: s} for s in samples]},
+                              threads=threads)
+    except Exception as exc:  # litert-quantizer's own exception types
+        text = str(exc).strip()
+        raise ConversionError(f"litert-quantizer calibration ({mode}) failed: {type(exc).__name__}: "
+                              f"{text.splitlines()[0] if text else ''}") from exc
 
 
 def _global_min_max(qsv: dict, new: dict) -> dict:

@@ -68,6 +68,8 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
     quality = getattr(recipe, "quality", None)
     teacher = next((s for s in stages if s["name"] == "teacher"), None)
     for t in targets:
+        _lift_precision(t)
+    for t in targets:
         if quality is not None:
             t["quality"] = quality_gate(task, teacher, t, quality.max_accuracy_drop)
             for v in t.get("variants", []):
@@ -87,12 +89,14 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
         t["latency_source"] = latency_source(t)
         for v in t.get("variants", []):
             v["latency_source"] = latency_source(v)
+        if t.get("selective_precision"):
+            _complete_selective(t, t["selective_precision"])
     data = manifest.data
     report = {"schema": SCHEMA, "recipe": recipe.name, "seed": recipe.seed,
             "task": task,
             "quality": quality.model_dump(mode="json") if quality is not None else None,
             "dataset": {**{k: dataset[k] for k in ("name", "train", "val", "test", "classes")},
-                        **({"frontend": dataset["frontend"]} if dataset.get("frontend") else {})},
+                        **{k: dataset[k] for k in ("frontend", "label") if dataset.get(k)}},
             "features": features,
             "reference_for_agreement": reference,
             # the given model file (kind, path, sha256): the run's, else the last stage that took one
@@ -108,6 +112,51 @@ def build_report(recipe, dataset: dict, manifest, targets: list[dict], *, refere
             t["ship"] = plans[t["name"]]
         report["ship"] = {name: p["recommended"] for name, p in plans.items()}
     return report
+
+
+NOT_MEASURED = "not measured: the target was converted before edgekit measured per-layer error (rerun its convert step)"
+
+
+_PRECISION_KEYS = ("per_layer_error", "per_layer_error_reason", "selective_precision")
+
+
+def _lift_precision(t: dict) -> None:
+    """Put the per-layer error and the selective-precision record on the target itself, from the
+    entry (the target's or a variant's) of the int8 model they were measured on;
+    ``per_layer_error_file`` names that file. A target converted before they existed gets
+    ``per_layer_error: null`` and the reason. Variants are replaced by copies, not changed."""
+    for i, e in enumerate([t, *t.get("variants", [])]):
+        if "per_layer_error" in e or "per_layer_error_reason" in e:
+            found = {k: e[k] for k in _PRECISION_KEYS if k in e}
+            if i:
+                t["variants"] = [{k: v for k, v in x.items() if k not in _PRECISION_KEYS} if x is e else x
+                                 for x in t["variants"]]
+            t.update(found)
+            t["per_layer_error_file"] = e.get("file")
+            t.setdefault("per_layer_error", None)
+            return
+    t.setdefault("per_layer_error", None)
+    if not t.get("per_layer_error_reason"):
+        fmt = str(t.get("format", ""))
+        int8 = any(str(e.get("format", "")) in ("tflite-int8", "tflite-full-int8") for e in [t, *t.get("variants", [])])
+        t["per_layer_error_reason"] = NOT_MEASURED if int8 or fmt.startswith("tflite-full") else \
+            "the target has no int8 TFLite model to compare layer by layer"
+
+
+def _complete_selective(t: dict, sel: dict) -> None:
+    """The selective record with the measured test-split numbers of both models (size, accuracy,
+    the quality gate's drop) and the cost in bytes of the layers kept at higher precision."""
+    entries = {e.get("file"): e for e in [t, *t.get("variants", [])]}
+    for key in ("int8", "selective"):
+        part = sel.get(key)
+        e = entries.get((part or {}).get("file"))
+        if part is None or e is None:
+            continue
+        part["size_bytes"], part["accuracy"] = e.get("size_bytes"), e.get("accuracy")
+        if isinstance(e.get("quality"), dict):
+            part["drop_points"], part["quality_ok"] = e["quality"].get("drop"), e["quality"].get("ok")
+    a, b = (sel.get("int8") or {}).get("size_bytes"), (sel.get("selective") or {}).get("size_bytes")
+    sel["cost_bytes"] = b - a if None not in (a, b) else None
 
 
 def write_reports(out_dir: Path, report: dict) -> list[Path]:

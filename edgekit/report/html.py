@@ -244,6 +244,25 @@ def render_html(report: dict) -> str:
                      + f'<p class="note">{_e(view.metric_note(report))}. Stages: Keras models; targets: measured '
                        "by the evaluator in each artifact's runtime.</p></section>")
 
+    groups, missing = view.per_layer_groups(report), view.per_layer_missing(report)
+    if groups or missing:
+        body = "".join(f'<div class="panel"><p class="note">{_e(view.per_layer_caption(g))}.</p>'
+                       + svg.layer_error_bars(g["bars"], g["worst"]) + table_html(g["table"]) + "</div>"
+                       for g in groups)
+        body += "".join(f'<p class="note">{_e(m)}</p>' for m in missing)
+        parts.append('<section id="per-layer"><h2>Per-layer quantization error</h2>'
+                     '<p class="note">Each layer\'s int8 activations against the float model\'s on the same samples '
+                     "(named by Keras layer). SNR drop: what the layer itself lost (its inputs' SNR minus its own); "
+                     "the worst layers are red.</p>" + f'<div class="grid2">{body}</div></section>')
+    sel = view.selective_table(report)
+    if sel is not None:
+        notes = "".join(f'<p class="note">{_e(n)}</p>' for n in view.selective_notes(report))
+        parts.append('<section id="selective"><h2>Selective precision</h2>' + table_html(sel)
+                     + '<p class="note">The layers kept out of int8 (float on mobile and Raspberry Pi, int16 '
+                       "activations on a microcontroller where TFLite Micro has the kernel), what it cost in bytes "
+                       "and what it gave, both models measured by the evaluator on the test split.</p>"
+                     + notes + "</section>")
+
     panels = []
     layers = view.per_layer_sparsity(report)
     if layers:

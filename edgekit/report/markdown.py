@@ -69,6 +69,18 @@ def render_markdown(report: dict) -> str:
         out += [f"### Channels kept ({md_text(stage)})", "",
                 "; ".join(f"{md_text(k)}: {md_text(v)}" for k, v in view.sparsity_facts(report)) + ".", "",
                 md_table(["layer", "kept", "of"], [[name, str(k), str(n)] for name, k, n in items]), ""]
+    groups, missing = view.per_layer_groups(report), view.per_layer_missing(report)
+    if groups or missing:
+        out += ["## Per-layer quantization error", "",
+                "Each layer's int8 activations against the float model's on the same samples; SNR drop: what the "
+                "layer itself lost (its inputs' SNR minus its own).", ""]
+        for g in groups:
+            out += [md_text(view.per_layer_caption(g)) + ".", "", table_md(g["table"]), ""]
+        out += [f"- {md_text(m)}" for m in missing] + ([""] if missing else [])
+    sel = view.selective_table(report)
+    if sel is not None:
+        out += ["## Selective precision", "", table_md(sel), ""]
+        out += [f"- {md_text(n)}" for n in view.selective_notes(report)] + [""]
     cm = view.confusion(report)
     if cm:
         caption, matrix, labels = cm

@@ -83,7 +83,9 @@ def ship_plan(report: dict, run_dir: Path, *, max_accuracy_drop: float | None = 
             model = folder / str(e.get("file") or "")
             files = []
             if t["kind"] == "mcu":
-                files = [_file(run_dir, folder / n, role) for n, role in _MCU_FILES if (folder / n).is_file()]
+                # a variant's C array and op resolver lie in a folder named after its model (model_selective/)
+                c_dir = folder if e is t else folder / model.stem
+                files = [_file(run_dir, c_dir / n, role) for n, role in _MCU_FILES if (c_dir / n).is_file()]
                 if model.is_file():
                     files.append(_file(run_dir, model, "the same model as a .tflite file (not needed on the device)"))
             elif model.is_file():

@@ -412,3 +412,32 @@ def budget_bars(rows: list[dict], *, width: int = 520) -> str:
     body.append(_text(x(1.0), bottom + 14, "budget (100 %)", anchor="end", size=10))
     body.append(_text(ml, bottom + 14, "0", anchor="middle", size=10))
     return _svg(width, height, "Flash and RAM used, as a share of each target's budget", body)
+
+
+def layer_error_bars(items: list[tuple[str, float | None, str | None]], worst: list[str], *, width: int = 520) -> str:
+    """Per layer (execution order): the SNR the layer itself lost in int8 (dB), the worst layers in
+    red; a layer kept at higher precision by selective precision says which (``(float)``)."""
+    ml, mr, mt, row_h = 150, 70, 12, 22
+    height = mt + row_h * len(items) + 30
+    top = max([1.0, *[v for _, v, _ in items if v is not None and v > 0]])
+    x = _Lin(0.0, top, ml, width - mr)
+    body, bottom = [], mt + row_h * len(items)
+    for t in _nice_ticks(0.0, top, 4):
+        if 0 <= t <= top:
+            body.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{mt}" y2="{bottom}" stroke="{GRID}"/>')
+            body.append(_text(x(t), bottom + 15, f"{t:g} dB", anchor="middle", size=10))
+    for i, (name, v, kept) in enumerate(items):
+        cy = mt + row_h * i + row_h / 2
+        label = f"{name} ({kept})" if kept else name
+        body.append(_text(ml - 8, cy + 4, label, anchor="end", fill="#0f172a",
+                          weight="bold" if name in worst else None))
+        value = "–" if v is None else f"{v:.1f} dB"
+        if v is not None and v > 0:
+            color = STATUS_COLOR["fail"] if name in worst else PALETTE[0]
+            body.append(f'<rect x="{ml}" y="{cy - 6:.1f}" width="{max(1.5, x(v) - ml):.1f}" height="12" rx="2" '
+                        f'fill="{color}"><title>{_e(name)}: SNR drop {_e(value)}</title></rect>')
+            body.append(_text(x(v) + 6, cy + 4, value, size=10))
+        else:
+            body.append(_text(ml + 4, cy + 4, value, size=10))
+    body.append(_text(ml, bottom + 28, "SNR lost by the layer itself (its inputs' SNR minus its own)", size=10))
+    return _svg(width, height + 10, "Per-layer int8 error: SNR drop of each layer", body)

@@ -598,7 +598,7 @@ def summary_facts(report: dict) -> list[tuple[str, str]]:
              "anomaly": "anomaly detection (0 normal, 1 anomaly)"}
     facts = [("recipe", f"{report.get('recipe')} (seed {report.get('seed', DASH)})"),
              ("dataset", f"{d.get('name')}: {d.get('train')} train, {d.get('val', 0)} val, {d.get('test')} test, "
-                         f"{kinds[task]}"),
+                         f"{kinds[task]}" + (f" ({d['label']})" if d.get("label") else "")),
              ("stage numbers", "Keras models on the build host, test split; sizes are each stage's TFLite file"),
              *((f"measured on {on}", "; ".join(items)) for on, items in measured.items()),
              ("agreement reference", f"{report.get('reference_for_agreement') or DASH} (float model)"),
@@ -782,4 +782,105 @@ def ship_notes(report: dict) -> list[str]:
                                                      if t.get("kind") == "mcu" and t.get("ship")) +
                      ". model_data.h carries the input and output scale and zero point and the preprocessing "
                      "constants, so firmware can quantize a raw input without reading preprocess.json.")
+    return notes
+
+
+# ----------------------------------------------------------------------------- per-layer error, selective precision
+
+
+def _db(v) -> str:
+    return DASH if v is None else f"{v:.1f} dB"
+
+
+def per_layer_groups(report: dict) -> list[dict[str, Any]]:
+    """The per-layer int8 error of the targets, one group per distinct measurement (targets whose
+    int8 models measured the same are one group): ``{targets, file, split, samples, worst, table,
+    bars}``; ``bars``: ``[(layer, SNR drop dB or None, precision kept or None)]`` for the plot."""
+    groups: dict[str, dict[str, Any]] = {}
+    for t in report["targets"]:
+        pl = t.get("per_layer_error")
+        if not pl or not pl.get("layers"):
+            continue
+        kept = {r["layer"]: r["precision"] for r in (t.get("selective_precision") or {}).get("layers", [])}
+        key = repr((pl["layers"], sorted(kept.items())))
+        if key in groups:
+            groups[key]["targets"].append(t["name"])
+            continue
+        header = ("layer", "kind", "op", "SNR", "SNR drop", "NMSE") + (("selective",) if t.get("selective_precision")
+                                                                        else ())
+        rows, keys = [], []
+        for r in pl["layers"]:
+            snr = ("∞" if r.get("nmse") == 0 else DASH) if r.get("snr_db") is None else _db(r["snr_db"])
+            nmse = DASH if r.get("nmse") is None else f"{r['nmse']:.2e}"
+            row = (r["layer"], r.get("kind") or DASH, r.get("op") or DASH, snr, _db(r.get("snr_drop_db")), nmse)
+            if t.get("selective_precision"):
+                row += (kept.get(r["layer"], "int8"),)
+            rows.append(row)
+            keys.append(r["layer"])
+        table = Table(f"per-layer-{len(groups) + 1}", header, tuple(rows), (False, False, False, True, True, True)
+                      + ((False,) if len(header) > 6 else ()), tuple(keys))
+        groups[key] = {"targets": [t["name"]], "file": t.get("per_layer_error_file"), "split": pl.get("split"),
+                       "samples": pl.get("samples"), "worst": list(pl.get("worst") or []), "table": table,
+                       "bars": [(r["layer"], r.get("snr_drop_db"), kept.get(r["layer"])) for r in pl["layers"]]}
+    return list(groups.values())
+
+
+def per_layer_caption(g: dict[str, Any]) -> str:
+    """One line on a per-layer group: whose model, on what, and the worst layers by name."""
+    worst = ", ".join(g["worst"]) or DASH
+    return (f"{', '.join(g['targets'])} ({g['file'] or 'int8 model'}) against the float model on {g['samples']} "
+            f"{g['split']} samples; worst layers (largest SNR drop: where the int8 error enters): {worst}")
+
+
+def per_layer_missing(report: dict) -> list[str]:
+    """Why a target has no per-layer error, one line each."""
+    return [f"{t['name']}: {t.get('per_layer_error_reason') or 'not measured'}" for t in report["targets"]
+            if not (t.get("per_layer_error") or {}).get("layers")]
+
+
+def selective_table(report: dict) -> Table | None:
+    """Per target with ``convert.selective``: the layers kept at higher precision and what it cost,
+    both models measured on the test split (None when no target chose)."""
+    rows, keys = [], []
+    for t in report["targets"]:
+        s = t.get("selective_precision")
+        if not s:
+            continue
+        i8, sel = s.get("int8") or {}, s.get("selective") or {}
+        kept = ", ".join(f"{r['layer']} ({r['precision']})" for r in s.get("layers", [])) or "none"
+        refused = ", ".join(r["layer"] for r in s.get("refused", [])) or DASH
+        cost = DASH if s.get("cost_bytes") is None else (f"+{fmt_bytes(s['cost_bytes'])}" if s["cost_bytes"] >= 0
+                                                          else f"−{fmt_bytes(-s['cost_bytes'])}")
+        rows.append((t["name"], s.get("status", DASH), kept, refused, fmt_bytes(i8.get("size_bytes")),
+                     fmt_bytes(sel.get("size_bytes")) if sel else DASH, cost if sel else DASH,
+                     fmt_pct(i8.get("accuracy")), fmt_pct(sel.get("accuracy")) if sel else DASH))
+        keys.append(t["name"])
+    if not rows:
+        return None
+    return Table("selective", ("target", "status", "kept at higher precision", "refused (no kernel)", "int8 size",
+                               "selective size", "cost", "int8 accuracy", "selective accuracy"),
+                 tuple(rows), (False, False, False, False, True, True, True, True, True), tuple(keys))
+
+
+def selective_notes(report: dict) -> list[str]:
+    """How each target's choice was made, and why a layer was refused or nothing was kept."""
+    notes = []
+    for t in report["targets"]:
+        s = t.get("selective_precision")
+        if not s:
+            continue
+        q = s.get("search") or {}
+        text = f"{t['name']}: {s.get('status')}"
+        if q:
+            text += (f"; chosen on {q.get('samples')} {q.get('split')} samples against the {q.get('reference')} "
+                     f"(int8 there lost {fmt_drop(q.get('int8_drop_points'), 'pt')}; gate {fmt_drop(s.get('max_accuracy_drop'), 'pt')}), "
+                     f"{len(s.get('tried', []))} models tried")
+        if s.get("reason"):
+            text += f"; {s['reason']}"
+        if s.get("cost_bytes_vs_same_quantizer") is not None:
+            text += (f"; against the same quantizer's all-int8 model "
+                     f"({fmt_bytes((s.get('int8_same_quantizer') or {}).get('size_bytes'))}) the cost is "
+                     f"{fmt_bytes(s['cost_bytes_vs_same_quantizer'])}")
+        notes.append(text)
+        notes += [f"{t['name']}: {r['layer']} refused: {r['reason']}" for r in s.get("refused", [])]
     return notes

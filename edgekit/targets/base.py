@@ -28,13 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclasses.dataclass(frozen=True)
 class ConvertContext:
     """What a kind's :meth:`TargetKindSpec.convert` writes with: the run's data (test split,
-    normalization), the recipe's ``convert`` section, the target's folder and the evaluator's
-    input file (``eval.npz``) that bundles ship."""
+    normalization), the recipe's ``convert`` section, the target's folder, the evaluator's
+    input file (``eval.npz``) that bundles ship and the quality gate's ``max_accuracy_drop``."""
 
     data: Dataset
     cfg: ConvertConfig
     out_dir: Path
     eval_npz: Path
+    max_accuracy_drop: float | None = None  # the recipe's quality gate (convert.selective's budget)
 
 
 class TargetKindSpec:
@@ -49,6 +50,12 @@ class TargetKindSpec:
         takes_given_onnx: a given float ``.onnx`` is shipped as ONNX for this kind; when False the
             run first makes a float ``.tflite`` of it (onnx2tf).
         ssh_bundle: the kind ships a bundle that ``edgekit deploy`` copies to a device over SSH.
+        higher_precision: what a layer that ``convert.selective: auto`` keeps out of int8 becomes
+            on this kind (:mod:`edgekit.selective`): ``"float"`` (its runtime mixes float and int8
+            ops), ``"int16"`` (int16 activations, int8 weights: the 16x8 scheme) or None (no
+            selective precision).
+        integer_only: the kind's models must be integer everywhere, int8 input and output included
+            (a selectively quantized model too).
     """
 
     name: ClassVar[str]
@@ -56,6 +63,14 @@ class TargetKindSpec:
     ram_label: ClassVar[str] = "RSS growth"
     takes_given_onnx: ClassVar[bool] = False
     ssh_bundle: ClassVar[bool] = False
+    higher_precision: ClassVar[str | None] = "float"
+    integer_only: ClassVar[bool] = False
+
+    def higher_precision_problem(self, ops: list[str]) -> str | None:
+        """Why a layer computed by ``ops`` (TFLite op names) cannot run at :attr:`higher_precision`
+        on this kind, or None when it can. Asked before a selectively quantized model is built, and
+        again of the built model's higher-precision ops."""
+        return None
 
     def checks_ops(self) -> bool:
         """Whether :meth:`check` looks at the model's ops (preflight converts the model only then)."""
@@ -115,3 +130,13 @@ def write_frontend(ctx: ConvertContext, *folders: str, arena: dict | None = None
         if names:
             out.append(write_text(ctx.out_dir / sub / "labels.txt", "".join(f"{n}\n" for n in names)))
     return out
+
+
+def precision_artifacts(source, spec: TargetKindSpec, ctx: ConvertContext, int8: Artifact) -> list[Artifact]:
+    """Per-layer error and selective precision (:mod:`edgekit.selective`) of a target's int8 model
+    ``int8`` (already written): records ``per_layer_error`` (or ``per_layer_error_reason``) and,
+    with ``convert.selective: auto``, ``selective_precision`` in ``int8.extra``; returns the
+    selectively quantized model's artifact (``model_selective.tflite``) when one was made."""
+    from .. import selective
+
+    return selective.for_target(source, spec, ctx, int8)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_frontend, write_preprocess
+from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_frontend, write_preprocess
 
 FIX = ("no kernel for it: replace the layer that makes it with Conv2D/DepthwiseConv2D/Dense/pooling/"
        "Add/Concatenate/ReLU/Reshape, or drop the target")
@@ -24,6 +24,19 @@ class McuKind(TargetKindSpec):
     name = "mcu"
     ram_key = "arena_bytes"
     ram_label = "arena"
+    higher_precision = "int16"
+    integer_only = True
+
+    def higher_precision_problem(self, ops):
+        from ..mcu import TFLM_INT16X8_OPS
+
+        # the selective model is quantized by litert-quantizer, which writes a Conv1D's EXPAND_DIMS as the
+        # equivalent RESHAPE (edgekit.external.quantize.reshape_for_expand_dims); the built model is checked again
+        missing = sorted({op for op in ops if ("RESHAPE" if op == "EXPAND_DIMS" else op) not in TFLM_INT16X8_OPS})
+        if missing:
+            return (f"TFLite Micro has no int16x8 kernel for {', '.join(missing)} (as the quantizer writes it); "
+                    "the layer stays int8")
+        return None
 
     def checks_ops(self) -> bool:
         return True
@@ -63,7 +76,21 @@ class McuKind(TargetKindSpec):
             extra["frontend"] = {k: v for k, v in front.items() if k != "files"}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        return [art], [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(front["files"] if front else [])]
+        files = [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(front["files"] if front else [])]
+        more = precision_artifacts(source, self, ctx, art)
+        for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
+            sel_blob = a.path.read_bytes()
+            sel_ops = mcu.model_ops(sel_blob)
+            mcu.check_ops(sel_ops)
+            sel_arena = mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)
+            sub = out_dir / a.path.stem  # model_selective/: model_data.h/.cc and op_resolver.h of this model
+            sub.mkdir(exist_ok=True)
+            files += [a.path, *mcu.write_c_array(sel_blob, sub, arena_bytes=sel_arena, io=io_quantization(sel_blob),
+                                                 preprocess=preprocess_json(ctx.data)),
+                      mcu.write_op_resolver(sorted(set(sel_ops) | set(front["ops"])) if front else sel_ops,
+                                            sub / "op_resolver.h")]
+            a.extra.update(ops=sel_ops, float_ops=[], arena=dataclasses.asdict(sel_arena))
+        return [art, *more], files
 
     @staticmethod
     def _frontend(ctx: ConvertContext, cfg) -> dict:

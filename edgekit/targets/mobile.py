@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import ConvertContext, TargetKindSpec, write_frontend, write_preprocess
+from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_frontend, write_preprocess
 
 
 def tflite_formats(source, profile, ctx: ConvertContext) -> list:
@@ -40,6 +40,11 @@ def tflite_formats(source, profile, ctx: ConvertContext) -> list:
     for mode in ctx.cfg.ptq:
         p = write_text(out_dir / f"model_{mode}.tflite", source.tflite(mode))
         arts.append(Artifact(p, f"tflite-{mode}", profile.runtime, {"ptq": mode}))
+    int8 = next((a for a in arts if a.format in ("tflite-int8", "tflite-full-int8")), None)
+    if int8 is not None:
+        from . import get
+
+        arts += precision_artifacts(source, get(profile.kind), ctx, int8)
     return arts
 
 

@@ -102,6 +102,8 @@ def trial_recipe(base: Recipe, params: dict[str, Any]) -> Recipe:
     scheme = params["scheme"]
     d["qat"] = (d["qat"] or {}) if scheme == "qat-int8" else None
     d["convert"] = {**d["convert"], "mcu_scheme": "int16x8" if scheme == "ptq-int16x8" else "int8"}
+    if d["convert"].get("selective") != "auto":  # a trial's score needs no per-layer diagnosis
+        d["convert"]["per_layer_samples"] = 0
     try:
         return Recipe.model_validate(d)
     except Exception as exc:  # pydantic ValidationError: a choice the recipe cannot take
