@@ -346,8 +346,9 @@ def zoo_reference_int8(tmp_path_factory) -> dict[str, ZooModel]:
 # --no-loadscope-reorder``, which keeps this order) starts them first, each worker on a different
 # build, and the many cheap files fill in at the end instead of one heavy file straggling alone.
 HEAVY_FIRST = ["test_tasks.py", "test_safety.py", "test_user_models.py", "test_models.py",
-               "test_task_pipelines.py", "test_structured.py", "test_hardening.py", "test_audio_ship.py",
-               "test_convert.py", "test_stages.py", "test_parity.py", "test_tune.py", "test_console.py",
+               "test_task_pipelines.py", "test_structured.py", "test_selective.py", "test_hardening.py",
+               "test_audio_ship.py", "test_convert.py", "test_stages.py", "test_parity.py", "test_quality.py",
+               "test_tune.py", "test_console.py",
                "test_bad_input.py", "test_deploy.py", "test_external.py", "test_pipeline.py",
                "test_ondevice_tasks.py"]
 
