@@ -275,21 +275,35 @@ class KerasSource:
     there is one, else post-training with a representative dataset); ``onnx(out_dir)``: the ONNX
     artifacts of a ``onnx`` format (``model.onnx``, checked in ONNX Runtime against Keras);
     ``onnx_only``: whether mobile targets get ONNX artifacts only (False here).
+
+    ``cache``: a dict shared by the sources of one run's targets (same models, data, config and
+    seed), so a mode that two targets ship (rpi4's and mobile's ``tflite-int8``) is converted once;
+    the converter is deterministic, so the second target gets the very bytes it would have made.
     """
 
     onnx_only = False
 
-    def __init__(self, models: dict, data: Dataset, cfg: ConvertConfig, seed: int):
+    def __init__(self, models: dict, data: Dataset, cfg: ConvertConfig, seed: int, *, cache: dict | None = None):
         self.models, self.data, self.cfg, self.seed = models, data, cfg, seed
+        self.cache = {} if cache is None else cache
 
     def _rep(self):
         return representative(self.data, self.cfg.representative_samples, self.seed)
 
     def tflite(self, mode: str) -> bytes:
-        if mode in ("int8", "full-int8") and self.models.get("qat") is not None:
-            return to_tflite(self.models["qat"], mode=mode, rep=self._rep())
+        model = self.models["qat"] if mode in ("int8", "full-int8") and self.models.get("qat") is not None \
+            else self.models["float"]
+        # keyed by the model object itself (held in the value, so its id is not reused) and by what
+        # the representative dataset is made from
+        key = (id(model), mode, id(self.data), self.cfg.representative_samples, self.seed)
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] is model and hit[1] is self.data:
+            log.debug("%s conversion of this model made earlier in this run: reused", mode)
+            return hit[2]
         rep = self._rep() if mode in ("int8", "full-int8", "int16x8", "full-int16x8") else None
-        return to_tflite(self.models["float"], mode=mode, rep=rep)
+        blob = to_tflite(model, mode=mode, rep=rep)
+        self.cache[key] = (model, self.data, blob)
+        return blob
 
     def onnx(self, out_dir: Path) -> list[Artifact]:
         p, check = to_onnx(self.models["float"], out_dir / "model.onnx", x_check=self.data.x_test, task=self.data.task)
@@ -297,13 +311,15 @@ class KerasSource:
 
 
 def convert_target(profile: TargetProfile, models, data: Dataset, cfg: ConvertConfig, out_dir: Path,
-                   *, seed: int, eval_npz: Path, max_accuracy_drop: float | None = None) -> TargetArtifacts:
+                   *, seed: int, eval_npz: Path, max_accuracy_drop: float | None = None,
+                   tflite_cache: dict | None = None) -> TargetArtifacts:
     """Write the artifacts of ``profile`` into ``out_dir``.
 
     ``models``: ``{"float": keras float model, "qat": QAT model or None, "teacher": the teacher
     (optional: the reference of ``convert.selective``)}``, or a source object with the members of
     :class:`KerasSource` (a given float model). ``max_accuracy_drop``: the recipe's quality gate
-    (the budget ``convert.selective: auto`` chooses against). Raises
+    (the budget ``convert.selective: auto`` chooses against). ``tflite_cache``: the ``cache`` of
+    :class:`KerasSource`, one dict for all targets of a run. Raises
     :class:`ConversionError` when a format cannot be produced, an op cannot run on the target
     (MCU: checked before any file is written) or the ONNX export disagrees with Keras. On any
     failure the files and folders this call added to ``out_dir`` are removed again (files it
@@ -312,7 +328,7 @@ def convert_target(profile: TargetProfile, models, data: Dataset, cfg: ConvertCo
     created = not out_dir.exists()
     before = set() if created else {p.name for p in out_dir.iterdir()}
     try:
-        source = KerasSource(models, data, cfg, seed) if isinstance(models, dict) else models
+        source = KerasSource(models, data, cfg, seed, cache=tflite_cache) if isinstance(models, dict) else models
         return _convert_target(profile, source, data, cfg, out_dir, eval_npz=eval_npz,
                                max_accuracy_drop=max_accuracy_drop)
     except BaseException:

@@ -59,6 +59,7 @@ class Run:
         self.manifest = None if force else existing
         self._data = None
         self._models: dict[str, Any] = {}
+        self._tflite_cache: dict = {}  # conversions made for one target, reused by the next (convert.KerasSource)
         self._infos: dict[str, dict] = {}
 
     def _own_recipe(self) -> list[str]:
@@ -580,7 +581,8 @@ class Run:
                 models["teacher"] = self._model("teacher")  # the quality gate's reference
         gate = self.recipe.quality.max_accuracy_drop if self.recipe.quality is not None else None
         arts = convert_target(profile, models, self.data, self.recipe.convert, folder,
-                              seed=self.recipe.seed, eval_npz=eval_npz, max_accuracy_drop=gate)
+                              seed=self.recipe.seed, eval_npz=eval_npz, max_accuracy_drop=gate,
+                              tflite_cache=self._tflite_cache)
         return arts.files, {"artifacts": [_artifact_json(a, self.out) for a in arts.artifacts]}
 
     def _evaluate(self, profile, eval_npz: Path):

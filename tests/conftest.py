@@ -51,6 +51,31 @@ def require_tool(name: str, *, missing: str | None = None, hint: str = "") -> No
     pytest.skip(reason)
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder that ``build(folder)`` filled, built once per test session: with pytest-xdist,
+    once for all workers (the first to ask builds it under a lock in the session's shared temp
+    folder, the others wait and read it), so a session fixture's training or conversion is not
+    repeated in every worker. What is returned must be read from the folder (the same in every
+    worker); like the fixture, the folder is read-only for tests."""
+    import fcntl
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent / "built-once"
+    root.mkdir(exist_ok=True)
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # another worker's build that failed
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @dataclasses.dataclass(frozen=True)
 class TinyModels:
     """A tiny digits CNN and its conversions, with the test data they were checked on."""
@@ -83,6 +108,14 @@ def digits_small():
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
+    out = _built_once(tmp_path_factory, "tiny_models", lambda folder: _build_tiny_models(folder, digits_small))
+    with np.load(out / "eval.npz") as f:
+        x_te, y_te, pred = f["x"], f["y"], f["ref"]
+    return TinyModels(out / "model.keras", out / "float.tflite", out / "int8.tflite", out / "full_int8.tflite",
+                      out / "eval.npz", x_te, y_te, pred, out / "float.onnx")
+
+
+def _build_tiny_models(out: Path, digits_small) -> None:
     from edgekit._tf import keras, tf
 
     tf().random.set_seed(0)
@@ -98,9 +131,7 @@ def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
     model.compile(optimizer=k.optimizers.Adam(0.01),
                   loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x_tr, y_tr, epochs=8, batch_size=64, verbose=0)
-    out = tmp_path_factory.mktemp("tiny_models")
-    keras_path = out / "model.keras"
-    model.save(keras_path)
+    model.save(out / "model.keras")
 
     def convert(**kw) -> bytes:
         conv = tf().lite.TFLiteConverter.from_keras_model(model)
@@ -113,7 +144,6 @@ def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
             yield [x_tr[i : i + 1]]
 
     lite = tf().lite
-    paths = {}
     for name, kw in {
         "float": {},
         "int8": dict(optimizations=[lite.Optimize.DEFAULT], representative_dataset=rep),
@@ -121,20 +151,14 @@ def tiny_models(tmp_path_factory, digits_small) -> TinyModels:
                           target_spec=_spec(lite), inference_input_type=tf().int8,
                           inference_output_type=tf().int8),
     }.items():
-        p = out / f"{name}.tflite"
-        p.write_bytes(convert(**kw))
-        paths[name] = p
+        (out / f"{name}.tflite").write_bytes(convert(**kw))
     pred = model.predict(x_te, verbose=0).argmax(1)
-    npz = out / "eval.npz"
-    np.savez(npz, x=x_te, y=y_te, ref=pred)
+    np.savez(out / "eval.npz", x=x_te, y=y_te, ref=pred)
     import tf2onnx
 
     spec = (tf().TensorSpec((None, *model.input_shape[1:]), tf().float32, name="input"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=13)
-    onnx_path = out / "float.onnx"
-    onnx_path.write_bytes(proto.SerializeToString())
-    return TinyModels(keras_path, paths["float"], paths["int8"], paths["full_int8"], npz,
-                      x_te, y_te, pred, onnx_path)
+    (out / "float.onnx").write_bytes(proto.SerializeToString())
 
 
 def _spec(lite):
@@ -169,15 +193,8 @@ class FinishedRun:
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> FinishedRun:
     """The tiny recipe run once, end to end. Treat it as read-only: use ``copy_run`` to change it."""
-    from edgekit.pipeline import Run
-    from edgekit.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("finished_run")
-    recipe_path = folder / "tiny.yaml"
-    recipe_path.write_text(TINY_RECIPE)
-    out = folder / "run"
-    report = Run(load_recipe(recipe_path), recipe_path, out).execute()
-    return FinishedRun(recipe_path, out, report)
+    out, report = _bank_run(tmp_path_factory, TINY_RECIPE, "finished_run", recipe_name="tiny")
+    return FinishedRun(out.parent / "tiny.yaml", out, report)
 
 
 # The bank's other tasks: regression (PCA folded into the first layer, mobile and rpi4) and anomaly
@@ -210,15 +227,23 @@ evaluate: {warmup: 2, runs: 10}
 """
 
 
-def _bank_run(tmp_path_factory, text: str, name: str) -> tuple[Path, dict]:
-    from edgekit.pipeline import Run
-    from edgekit.recipe import load_recipe
+def _bank_run(tmp_path_factory, text: str, name: str, recipe_name: str | None = None) -> tuple[Path, dict]:
+    """(run directory, report) of the recipe ``text`` run once per session (all workers); the
+    recipe is ``run.parent / f"{recipe_name or name}.yaml"``, the report is the run's report.json."""
+    import json
 
-    folder = tmp_path_factory.mktemp(name)
-    recipe = folder / f"{name}.yaml"
-    recipe.write_text(text)
-    report = Run(load_recipe(recipe), recipe, folder / "run").execute()
-    return folder / "run", report
+    recipe_name = recipe_name or name
+
+    def build(folder: Path) -> None:
+        from edgekit.pipeline import Run
+        from edgekit.recipe import load_recipe
+
+        recipe = folder / f"{recipe_name}.yaml"
+        recipe.write_text(text)
+        Run(load_recipe(recipe), recipe, folder / "run").execute()
+
+    folder = _built_once(tmp_path_factory, name, build)
+    return folder / "run", json.loads((folder / "run" / "report.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -268,23 +293,28 @@ class ZooModel:
     x: np.ndarray          # those samples
 
 
-def _convert_zoo(out: Path, shapes: dict[str, tuple[tuple, int]]) -> dict[str, ZooModel]:
-    from edgekit.convert import to_tflite
-    from edgekit.models import create_model
+def _zoo_samples(shape: tuple) -> np.ndarray:
+    return np.random.default_rng(0).random((8, *shape), dtype=np.float32)
 
-    zoo = {}
-    for name, (shape, classes) in sorted(shapes.items()):
-        model = create_model(name, input_shape=shape, num_classes=classes, seed=0)
-        x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
 
-        def rep(x=x):
-            for i in range(len(x)):
-                yield [x[i : i + 1]]
+def _convert_zoo(tmp_path_factory, name: str, shapes: dict[str, tuple[tuple, int]]) -> dict[str, ZooModel]:
+    def build(out: Path) -> None:
+        from edgekit.convert import to_tflite
+        from edgekit.models import create_model
 
-        path = out / f"{name}.tflite"
-        path.write_bytes(to_tflite(model, mode="full-int8", rep=rep))
-        zoo[name] = ZooModel(name, shape, classes, path, x)
-    return zoo
+        for model_name, (shape, classes) in sorted(shapes.items()):
+            model = create_model(model_name, input_shape=shape, num_classes=classes, seed=0)
+            x = _zoo_samples(shape)
+
+            def rep(x=x):
+                for i in range(len(x)):
+                    yield [x[i : i + 1]]
+
+            (out / f"{model_name}.tflite").write_bytes(to_tflite(model, mode="full-int8", rep=rep))
+
+    out = _built_once(tmp_path_factory, name, build)
+    return {model_name: ZooModel(model_name, shape, classes, out / f"{model_name}.tflite", _zoo_samples(shape))
+            for model_name, (shape, classes) in sorted(shapes.items())}
 
 
 @pytest.fixture(scope="session")
@@ -298,11 +328,31 @@ def zoo_int8(tmp_path_factory) -> dict[str, ZooModel]:
     # round them 2 steps apart; its reference input is small anyway (and so tests/test_estimate.py
     # checks a calibration model of the cortex-m4 set on this very file in the default suite)
     shapes["ds_cnn"] = ZOO_REFERENCE_SHAPES["ds_cnn"]
-    return _convert_zoo(tmp_path_factory.mktemp("zoo"), shapes)
+    return _convert_zoo(tmp_path_factory, "zoo", shapes)
 
 
 @pytest.fixture(scope="session")
 def zoo_reference_int8(tmp_path_factory) -> dict[str, ZooModel]:
     """The four MLPerf Tiny zoo models at their reference input shapes, full int8, converted once
     per session (slow tests: TFLite Micro at full size, the latency estimates' calibration check)."""
-    return _convert_zoo(tmp_path_factory.mktemp("zoo_reference"), ZOO_REFERENCE_SHAPES)
+    return _convert_zoo(tmp_path_factory, "zoo_reference", ZOO_REFERENCE_SHAPES)
+
+
+# ----------------------------------------------------------------------------- the order of the files
+
+# The files that take most of the default suite's time (``--durations``; their fixtures train or
+# convert), heaviest first, the session fixtures they build alternating (regression/anomaly runs,
+# finished_run, tiny_models, the zoo), so that pytest-xdist (tools/test.sh: ``--dist loadfile
+# --no-loadscope-reorder``, which keeps this order) starts them first, each worker on a different
+# build, and the many cheap files fill in at the end instead of one heavy file straggling alone.
+HEAVY_FIRST = ["test_tasks.py", "test_safety.py", "test_user_models.py", "test_models.py",
+               "test_task_pipelines.py", "test_structured.py", "test_selective.py", "test_hardening.py",
+               "test_audio_ship.py", "test_convert.py", "test_stages.py", "test_parity.py", "test_quality.py",
+               "test_tune.py", "test_console.py",
+               "test_bad_input.py", "test_deploy.py", "test_external.py", "test_pipeline.py",
+               "test_ondevice_tasks.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order

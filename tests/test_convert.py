@@ -239,6 +239,43 @@ def test_rpi_bundle_is_self_contained(float_model, data, tmp_path, tiny_models):
     assert got["size_bytes"] == want["size_bytes"]
 
 
+def test_a_mode_that_two_targets_ship_is_converted_once_per_run(float_model, data, tmp_path, tiny_models,
+                                                                  monkeypatch):
+    """rpi4 and a phone both ship tflite-int8: with the run's shared cache the second target takes
+    the first one's bytes (the very bytes a conversion of its own makes); another mode, another
+    model object or another cache converts again."""
+    from edgekit.fitting import load_model
+
+    calls = []
+    real = convert.to_tflite
+
+    def counting(model, *, mode, rep=None):
+        calls.append(mode)
+        return real(model, mode=mode, rep=rep)
+
+    monkeypatch.setattr(convert, "to_tflite", counting)
+    phone = tmp_path / "phone.yaml"
+    phone.write_text("name: phone\nkind: mobile\nformats: [tflite-int8, tflite-fp16]\n")
+    cache: dict = {}
+    models = {"float": float_model, "qat": None}
+
+    def run(profile, where, cache, models=models):
+        return convert.convert_target(profile, models, data, CFG, tmp_path / where, seed=0,
+                                      eval_npz=tiny_models.eval_npz, tflite_cache=cache)
+
+    pi = run(load_target("rpi4"), "a/rpi4", cache)
+    ph = run(load_target(str(phone)), "a/phone", cache)
+    assert calls == ["int8", "fp16"]
+    blob = (tmp_path / "a/rpi4/model_int8.tflite").read_bytes()
+    assert (tmp_path / "a/phone/model_int8.tflite").read_bytes() == blob
+    assert [a.format for a in pi.artifacts] == ["tflite-int8"]
+    assert [a.format for a in ph.artifacts] == ["tflite-int8", "tflite-fp16"]
+    run(load_target("rpi4"), "b/rpi4", {})  # a run of its own: converts, and makes the same bytes
+    assert calls == ["int8", "fp16", "int8"] and (tmp_path / "b/rpi4/model_int8.tflite").read_bytes() == blob
+    run(load_target("rpi4"), "c/rpi4", cache, {"float": load_model(tiny_models.keras_path), "qat": None})
+    assert calls == ["int8", "fp16", "int8", "int8"]  # another model object: never the cached bytes
+
+
 # ------------------------------------------------------------------------------ post-training modes
 
 

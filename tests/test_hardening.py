@@ -94,7 +94,7 @@ CASES = [
     ("report on a non-run", lambda t: ["report", str(t)], 1, "not a run directory (no manifest.json)"),
     ("compare on a non-run", lambda t: ["eval", str(t), "--compare"], 1, "not a run directory"),
     ("target profile bad kind", lambda t: ["targets", "show", str(_recipe(t, "name: b\nkind: fpga\n", "b.yaml"))], 2,
-     "kind: 'fpga' is not allowed"),
+     "kind: unknown target kind 'fpga'; known kinds: mcu, mobile, rpi"),
     ("data path escapes through a symlink", lambda t: ["run", str(_escape(t, "data")), "--out", str(t / "o")], 2,
      "data.source 'data/d.npz' leads through a symlink to"),
     ("target path escapes through a symlink", lambda t: ["recipes", "validate", str(_escape(t, "target"))], 2,

@@ -3,7 +3,9 @@
 # e.g. `bash tools/test.sh -m slow` for the end-to-end recipe tests.
 #
 # Test files are spread over worker processes (pytest-xdist, whole files per worker so module
-# fixtures are built once): one per CPU, at most 4, none on a one-CPU machine.
+# fixtures are built once): one per CPU, at most 4, none on a one-CPU machine. The files go out
+# in collection order (tests/conftest.py puts the heaviest first), not xdist's most-tests-first;
+# the session fixtures that train or convert are built once for all workers (conftest's _built_once).
 # EDGEKIT_TEST_WORKERS=N chooses (0 = everything in this process); `-n`/`-p no:xdist` in the
 # arguments win.
 set -euo pipefail
@@ -16,6 +18,6 @@ for a in "$@"; do
   case "$a" in -n|-n*|--numprocesses*|no:xdist|--pdb|--trace) workers=0 ;; esac
 done
 if [ "$workers" -gt 0 ]; then
-  exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+  exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"
 fi
 exec .venv/bin/python -m pytest "$@"
