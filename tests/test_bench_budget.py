@@ -1,6 +1,7 @@
-"""tools/bench_budget.py (issue 24): its statistics in the default suite; its smallest configuration
-(one seed, one epoch, every method) end to end in the slow suite (a few minutes: five pipelines, a
-tune study and the peer flow)."""
+"""tools/bench_budget.py (issue 24): its statistics in the default suite; the peer flow
+(tools/peer_flow.py) on digits in the slow suite; the benchmark's smallest configuration (one seed,
+one epoch, every method: five pipelines, a tune study and the peer flow, 3-6 minutes on 2 cores)
+with the benchmarks (``-m bench``)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,27 @@ def test_interval_is_a_t_interval_and_overlap_is_a_tie():
 
 
 @pytest.mark.slow
+def test_peer_flow_prunes_quantizes_and_is_measured_like_a_target(tmp_path):
+    """The tfmot guides' flow: the stripped model holds the guide's final sparsity (80 %), the file
+    is full int8 (int8 in and out) and its numbers come from running it in TFLite Micro."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.data import load_dataset
+    from edgekit.recipe import DataConfig
+    from peer_flow import GUIDE_SPARSITY, peer_flow
+
+    data = load_dataset(DataConfig(source="digits"), seed=0)
+    res = peer_flow(data, model="cnn_tiny", width=1.0, seed=0, out_dir=tmp_path, epochs=8, prune_epochs=3,
+                    qat_epochs=2, batch_size=32, learning_rate=0.01, warmup=1, runs=3)
+    assert res["kernel_sparsity"] >= GUIDE_SPARSITY[1] - 0.02, res
+    path = tmp_path / "peer_int8.tflite"
+    it = Interpreter(model_path=str(path))
+    assert it.get_input_details()[0]["dtype"].__name__ == "int8" and it.get_output_details()[0]["dtype"].__name__ == "int8"
+    assert res["flash_bytes"] == path.stat().st_size and res["arena_bytes"] > 0
+    assert 0.5 <= res["accuracy"] <= 1.0, res   # digits, 10 classes: far above chance
+
+
+@pytest.mark.bench
 def test_smallest_configuration_runs_every_method_inside_the_band(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_budget.py"), "--smoke", "--datasets", "mnist1d",
                            "--budgets", "8", "--seeds", "0", "--out", str(tmp_path)],
