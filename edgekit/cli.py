@@ -618,19 +618,37 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     from .errors import EdgekitError, RecipeError
     from .recipe import check_inputs, load_recipe
 
-    results = []
+    from .user_model import open_many
+
+    results, pending = [], []
     for f in files:
         try:
             rec = load_recipe(f)
             problems = check_inputs(rec, f)
+            result = {"file": str(f), "ok": not problems, "errors": problems}
             if not problems:
                 try:
-                    _validate_models(rec, f)
+                    pending.append((result, _model_checks(rec, f)))
                 except EdgekitError as exc:
-                    problems = str(exc).splitlines()
-            results.append({"file": str(f), "ok": not problems, "errors": problems})
+                    result.update(ok=False, errors=str(exc).splitlines())
+            results.append(result)
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
+    # every recipe's given models are opened in one child process (TensorFlow imported once)
+    jobs = [job for _, checks in pending if checks is not None for job in checks.jobs]
+    with _probe_folder(jobs) as tmp:
+        for i, job in enumerate(jobs):
+            if "out" in job:
+                job["out"] = str(Path(tmp) / f"{i}-{Path(job['out']).name}")
+        opened = iter(open_many(jobs))
+        for result, checks in pending:
+            if checks is None:
+                continue
+            found = [next(opened) for _ in checks.jobs]
+            try:
+                checks.finish(found)
+            except EdgekitError as exc:
+                result.update(ok=False, errors=str(exc).splitlines())
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -643,11 +661,40 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
         ctx.exit(2)
 
 
-def _validate_models(rec, path: Path) -> None:
-    """Open the recipe's given models (files, SavedModels, builders) in a child process and check
-    them against its data; raises the first problem, prefixed with the recipe's file."""
+def _probe_folder(jobs):
+    """A temporary folder for the tf_keras copies the probe writes (none when nothing is opened)."""
+    import contextlib
     import tempfile
 
+    return tempfile.TemporaryDirectory(prefix="edgekit-validate-") if jobs else contextlib.nullcontext("")
+
+
+class _ModelChecks:
+    """A recipe's given models to open (``jobs``, for :func:`edgekit.user_model.open_many`) and
+    :meth:`finish`, which checks what opening them found against the recipe's data and raises the
+    first problem, prefixed with the recipe's file."""
+
+    def __init__(self, path: Path, data, jobs: list[dict], keys: list[str]):
+        self.path, self.data, self.jobs, self.keys = path, data, jobs, keys
+
+    def finish(self, found: list) -> None:
+        from .errors import EdgekitError
+        from .user_model import check_fits
+
+        try:
+            for job, key, result in zip(self.jobs, self.keys, found):
+                if isinstance(result, EdgekitError):
+                    raise result
+                if job["check"] == "keras":
+                    check_fits(result, self.data, what=f"{key}.model")
+        except EdgekitError as exc:
+            raise type(exc)(f"{self.path}: {exc}") from None
+
+
+def _model_checks(rec, path: Path) -> _ModelChecks | None:
+    """The recipe's given models (files, SavedModels, builders, float .tflite/.onnx) to open in a
+    child process and check against its data; None when it gives none. Raises a problem with the
+    data, prefixed with the recipe's file."""
     from .errors import EdgekitError
     from .model_source import classify
     from .recipe import with_model_paths
@@ -659,27 +706,28 @@ def _validate_models(rec, path: Path) -> None:
     converted = [(k, classify(getattr(rec, k).model)) for k in ("teacher", "student")
                  if getattr(rec, k) is not None and classify(getattr(rec, k).model).converted]
     if not given and not converted:
-        return
+        return None
     import numpy as np
 
     from .data import load_for_recipe
-    from .user_model import SAMPLE_ROWS, check_fits, open_in_child
+    from .user_model import SAMPLE_ROWS, converted_job, open_job
 
     try:
         data = load_for_recipe(rec, base=path.parent)
-        sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
-        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
-            for key, cfg in given:
-                info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
-                                     num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
-                check_fits(info, data, what=f"{key}.model")
-        if converted:
-            from .external.stage import check_given
-
-            for key, ref in converted:
-                check_given(ref.path, ref.kind, data)  # a float .tflite/.onnx: read in this process, TF-free
     except EdgekitError as exc:
         raise type(exc)(f"{path}: {exc}") from None
+    sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+    jobs, keys = [], []
+    for key, cfg in given:
+        # "out" is made absolute inside the validate command's temporary folder
+        jobs.append(open_job(cfg.model, Path(f"{key}.keras"), sample=sample,
+                             input_shape=data.input_shape, num_outputs=data.num_classes, width=cfg.width,
+                             what=f"{key}.model"))
+        keys.append(key)
+    for key, ref in converted:
+        jobs.append(converted_job(ref.path, ref.kind, data, what=f"{key}.model"))
+        keys.append(key)
+    return _ModelChecks(path, data, jobs, keys)
 
 
 @recipes.command("show")
