@@ -607,18 +607,18 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     knowable without training: the data file or folder exists, zoo model names, and that each
     model's input rank fits the data's (read from the data's shape only).
 
-    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
-    has it opened in a child process, without training, and its input and output shapes checked
-    against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
+    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder, FILE.py:FUNCTION
+    or a float .tflite/.onnx) has it opened in a child process, without training, and its input
+    and output shapes checked against the recipe's data (this imports TensorFlow in the child
+    only; a builder runs your code). The models of all FILES share one child; when it crashes,
+    each model it did not finish is opened in its own child, so the crash names the file.
 
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import EdgekitError, RecipeError
+    from .errors import RecipeError
     from .recipe import check_inputs, load_recipe
-
-    from .user_model import open_many
 
     results, pending = [], []
     for f in files:
@@ -627,28 +627,17 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
             problems = check_inputs(rec, f)
             result = {"file": str(f), "ok": not problems, "errors": problems}
             if not problems:
-                try:
-                    pending.append((result, _model_checks(rec, f)))
-                except EdgekitError as exc:
-                    result.update(ok=False, errors=str(exc).splitlines())
+                pending.append((result, rec, f))
             results.append(result)
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
-    # every recipe's given models are opened in one child process (TensorFlow imported once)
-    jobs = [job for _, checks in pending if checks is not None for job in checks.jobs]
-    with _probe_folder(jobs) as tmp:
-        for i, job in enumerate(jobs):
-            if "out" in job:
-                job["out"] = str(Path(tmp) / f"{i}-{Path(job['out']).name}")
-        opened = iter(open_many(jobs))
-        for result, checks in pending:
-            if checks is None:
-                continue
-            found = [next(opened) for _ in checks.jobs]
-            try:
-                checks.finish(found)
-            except EdgekitError as exc:
-                result.update(ok=False, errors=str(exc).splitlines())
+    if pending:
+        from .user_model import check_given_models
+
+        # every recipe's given models are opened in one child process (TensorFlow imported once)
+        for (result, _, _), problem in zip(pending, check_given_models([(rec, f) for _, rec, f in pending])):
+            if problem is not None:
+                result.update(ok=False, errors=str(problem).splitlines())
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -659,75 +648,6 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
                 click.echo(e, err=True)
     if not all(r["ok"] for r in results):
         ctx.exit(2)
-
-
-def _probe_folder(jobs):
-    """A temporary folder for the tf_keras copies the probe writes (none when nothing is opened)."""
-    import contextlib
-    import tempfile
-
-    return tempfile.TemporaryDirectory(prefix="edgekit-validate-") if jobs else contextlib.nullcontext("")
-
-
-class _ModelChecks:
-    """A recipe's given models to open (``jobs``, for :func:`edgekit.user_model.open_many`) and
-    :meth:`finish`, which checks what opening them found against the recipe's data and raises the
-    first problem, prefixed with the recipe's file."""
-
-    def __init__(self, path: Path, data, jobs: list[dict], keys: list[str]):
-        self.path, self.data, self.jobs, self.keys = path, data, jobs, keys
-
-    def finish(self, found: list) -> None:
-        from .errors import EdgekitError
-        from .user_model import check_fits
-
-        try:
-            for job, key, result in zip(self.jobs, self.keys, found):
-                if isinstance(result, EdgekitError):
-                    raise result
-                if job["check"] == "keras":
-                    check_fits(result, self.data, what=f"{key}.model")
-        except EdgekitError as exc:
-            raise type(exc)(f"{self.path}: {exc}") from None
-
-
-def _model_checks(rec, path: Path) -> _ModelChecks | None:
-    """The recipe's given models (files, SavedModels, builders, float .tflite/.onnx) to open in a
-    child process and check against its data; None when it gives none. Raises a problem with the
-    data, prefixed with the recipe's file."""
-    from .errors import EdgekitError
-    from .model_source import classify
-    from .recipe import with_model_paths
-
-    rec = with_model_paths(rec, path.parent)
-    given = [(k, getattr(rec, k)) for k in ("teacher", "student")
-             if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
-                                                                                         "builder")]
-    converted = [(k, classify(getattr(rec, k).model)) for k in ("teacher", "student")
-                 if getattr(rec, k) is not None and classify(getattr(rec, k).model).converted]
-    if not given and not converted:
-        return None
-    import numpy as np
-
-    from .data import load_for_recipe
-    from .user_model import SAMPLE_ROWS, converted_job, open_job
-
-    try:
-        data = load_for_recipe(rec, base=path.parent)
-    except EdgekitError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
-    sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
-    jobs, keys = [], []
-    for key, cfg in given:
-        # "out" is made absolute inside the validate command's temporary folder
-        jobs.append(open_job(cfg.model, Path(f"{key}.keras"), sample=sample,
-                             input_shape=data.input_shape, num_outputs=data.num_classes, width=cfg.width,
-                             what=f"{key}.model"))
-        keys.append(key)
-    for key, ref in converted:
-        jobs.append(converted_job(ref.path, ref.kind, data, what=f"{key}.model"))
-        keys.append(key)
-    return _ModelChecks(path, data, jobs, keys)
 
 
 @recipes.command("show")

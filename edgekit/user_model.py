@@ -575,6 +575,62 @@ def open_in_child(value: str, out_model: Path, *, sample: np.ndarray, input_shap
     return result
 
 
+def check_given_models(recipes: list) -> list[EdgekitError | None]:
+    """For each ``(recipe, path)``, the first problem with the models it gives (files, SavedModels,
+    builders, float ``.tflite``/``.onnx``) or with its data, prefixed with the recipe's file; None
+    when there is none. All the recipes' models are opened in ONE child (:func:`open_many`);
+    ``edgekit recipes validate`` calls this."""
+    problems: list[EdgekitError | None] = [None] * len(recipes)
+    plans = []  # (index, path, data, [(key, job)])
+    for i, (rec, path) in enumerate(recipes):
+        try:
+            plan = _given_jobs(rec, Path(path))
+        except EdgekitError as exc:
+            problems[i] = type(exc)(f"{path}: {exc}")
+            continue
+        if plan is not None:
+            plans.append((i, path, *plan))
+    jobs = [job for *_, pairs in plans for _, job in pairs]
+    if not jobs:
+        return problems
+    with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+        for n, job in enumerate(jobs):
+            if job["check"] == "keras":
+                job["out"] = str(Path(tmp) / f"{n}-{Path(job['out']).name}")
+        opened = iter(open_many(jobs))
+        for i, path, data, pairs in plans:
+            found = [next(opened) for _ in pairs]
+            try:
+                for (key, job), result in zip(pairs, found):
+                    if isinstance(result, EdgekitError):
+                        raise result
+                    if job["check"] == "keras":
+                        check_fits(result, data, what=f"{key}.model")
+            except EdgekitError as exc:
+                problems[i] = type(exc)(f"{path}: {exc}")
+    return problems
+
+
+def _given_jobs(rec, path: Path):
+    """``(data, [(key, job)])`` for the models ``rec`` gives (None when it gives none)."""
+    from .data import load_for_recipe
+    from .recipe import with_model_paths
+
+    rec = with_model_paths(rec, path.parent)
+    given = [(k, getattr(rec, k)) for k in ("teacher", "student") if getattr(rec, k) is not None]
+    kinds = {k: classify(cfg.model) for k, cfg in given}
+    opened = [(k, cfg) for k, cfg in given if kinds[k].kind in ("keras", "savedmodel", "builder")]
+    converted = [(k, kinds[k]) for k, _ in given if kinds[k].converted]
+    if not opened and not converted:
+        return None
+    data = load_for_recipe(rec, base=path.parent)
+    sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+    pairs = [(k, open_job(cfg.model, Path(f"{k}.keras"), sample=sample, input_shape=data.input_shape,
+                          num_outputs=data.num_classes, width=cfg.width, what=f"{k}.model")) for k, cfg in opened]
+    pairs += [(k, converted_job(ref.path, ref.kind, data, what=f"{k}.model")) for k, ref in converted]
+    return data, pairs
+
+
 def _open_one(job: dict) -> dict:
     ref = classify(job["value"])
     if ref.kind == "zoo":  # a bare folder name: a SavedModel in the working directory
