@@ -491,3 +491,22 @@ def test_open_in_child_is_one_child_and_keeps_its_errors(byom, tmp_path, probe_c
                       num_outputs=10, what="student.model")
     assert exc.value.exit_code == 7 and "\n" not in str(exc.value)
     assert len(probe_children) == 2
+
+
+def test_the_pipeline_opens_teacher_and_student_in_one_child(byom, tmp_path, probe_children):
+    """A recipe giving both models: one child opens both into sources/; opened again (a resumed
+    run) the copies of unchanged files are reused, without a child."""
+    from edgekit.pipeline import Run
+
+    path = recipe(byom, "p_both", "teacher: {model: tk.h5, epochs: 0}\nstudent: {model: tk_saved, epochs: 0}\n"
+                                  "prune: null\nqat: null\ntargets: [rpi4]\n")
+    run = Run(load_recipe(path), path, tmp_path / "run")
+    assert run.data.input_shape == (8, 8, 1)
+    assert [[Path(v).name for v in child] for child in probe_children] == [["tk.h5", "tk_saved"]]
+    for stage, fmt in (("teacher", "h5"), ("student", "savedmodel")):
+        assert (tmp_path / "run" / "sources" / f"{stage}.keras").is_file()
+        assert json.loads((tmp_path / "run" / "sources" / f"{stage}.json").read_text())["format"] == fmt
+    run._infos.clear()
+    run._data = None
+    assert run.data.input_shape == (8, 8, 1) and run._infos["student"]["format"] == "savedmodel"
+    assert len(probe_children) == 1
