@@ -607,30 +607,37 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
     knowable without training: the data file or folder exists, zoo model names, and that each
     model's input rank fits the data's (read from the data's shape only).
 
-    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION)
-    has it opened in a child process, without training, and its input and output shapes checked
-    against the recipe's data (this imports TensorFlow in the child only; a builder runs your code).
+    A recipe that gives its own model (a .keras/.h5 file, a SavedModel folder, FILE.py:FUNCTION
+    or a float .tflite/.onnx) has it opened in a child process, without training, and its input
+    and output shapes checked against the recipe's data (this imports TensorFlow in the child
+    only; a builder runs your code). The models of all FILES share one child; when it crashes,
+    each model it did not finish is opened in its own child, so the crash names the file.
 
     \b
     Example:
       edgekit recipes validate recipes/*.yaml
     """
-    from .errors import EdgekitError, RecipeError
+    from .errors import RecipeError
     from .recipe import check_inputs, load_recipe
 
-    results = []
+    results, pending = [], []
     for f in files:
         try:
             rec = load_recipe(f)
             problems = check_inputs(rec, f)
+            result = {"file": str(f), "ok": not problems, "errors": problems}
             if not problems:
-                try:
-                    _validate_models(rec, f)
-                except EdgekitError as exc:
-                    problems = str(exc).splitlines()
-            results.append({"file": str(f), "ok": not problems, "errors": problems})
+                pending.append((result, rec, f))
+            results.append(result)
         except RecipeError as exc:
             results.append({"file": str(f), "ok": False, "errors": str(exc).splitlines()})
+    if pending:
+        from .user_model import check_given_models
+
+        # every recipe's given models are opened in one child process (TensorFlow imported once)
+        for (result, _, _), problem in zip(pending, check_given_models([(rec, f) for _, rec, f in pending])):
+            if problem is not None:
+                result.update(ok=False, errors=str(problem).splitlines())
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
@@ -641,45 +648,6 @@ def recipes_validate(ctx, files: tuple[Path, ...], as_json: bool):
                 click.echo(e, err=True)
     if not all(r["ok"] for r in results):
         ctx.exit(2)
-
-
-def _validate_models(rec, path: Path) -> None:
-    """Open the recipe's given models (files, SavedModels, builders) in a child process and check
-    them against its data; raises the first problem, prefixed with the recipe's file."""
-    import tempfile
-
-    from .errors import EdgekitError
-    from .model_source import classify
-    from .recipe import with_model_paths
-
-    rec = with_model_paths(rec, path.parent)
-    given = [(k, getattr(rec, k)) for k in ("teacher", "student")
-             if getattr(rec, k) is not None and classify(getattr(rec, k).model).kind in ("keras", "savedmodel",
-                                                                                         "builder")]
-    converted = [(k, classify(getattr(rec, k).model)) for k in ("teacher", "student")
-                 if getattr(rec, k) is not None and classify(getattr(rec, k).model).converted]
-    if not given and not converted:
-        return
-    import numpy as np
-
-    from .data import load_for_recipe
-    from .user_model import SAMPLE_ROWS, check_fits, open_in_child
-
-    try:
-        data = load_for_recipe(rec, base=path.parent)
-        sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
-        with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
-            for key, cfg in given:
-                info = open_in_child(cfg.model, Path(tmp) / f"{key}.keras", sample=sample, input_shape=data.input_shape,
-                                     num_outputs=data.num_classes, width=cfg.width, what=f"{key}.model")
-                check_fits(info, data, what=f"{key}.model")
-        if converted:
-            from .external.stage import check_given
-
-            for key, ref in converted:
-                check_given(ref.path, ref.kind, data)  # a float .tflite/.onnx: read in this process, TF-free
-    except EdgekitError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
 
 
 @recipes.command("show")

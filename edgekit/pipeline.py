@@ -60,7 +60,7 @@ class Run:
         self._data = None
         self._models: dict[str, Any] = {}
         self._tflite_cache: dict = {}  # conversions made for one target, reused by the next (convert.KerasSource)
-        self._infos: dict[str, dict] = {}
+        self._infos: dict[str, Any] = {}
 
     def _own_recipe(self) -> list[str]:
         """The recipe's file name when it lies in the run directory itself (``edgekit compress``
@@ -151,16 +151,30 @@ class Run:
         """What opening ``stage``'s given model found (see :func:`edgekit.user_model.open_in_child`),
         opened once per file content into ``sources/<stage>.keras`` (a tf_keras copy; the user's
         file is only read)."""
-        ref = self._given(stage)
-        if ref is None:
+        if self._given(stage) is None:
             return None
         if stage not in self._infos:
-            import numpy as np
+            self._open_given()
+        found = self._infos[stage]
+        if isinstance(found, Exception):
+            raise found
+        return found
 
-            from .model_source import sha256_of
-            from .user_model import SAMPLE_ROWS, open_in_child
+    def _open_given(self) -> None:
+        """Open every stage's given model that has no up-to-date copy in ``sources/`` in ONE
+        child process (:func:`edgekit.user_model.open_many`); ``self._infos[stage]`` becomes
+        what it found, or the error it raised."""
+        import numpy as np
 
-            folder = self.out / "sources"
+        from .model_source import sha256_of
+        from .user_model import SAMPLE_ROWS, open_job, open_many
+
+        folder = self.out / "sources"
+        todo, jobs = [], []
+        for stage in ("teacher", "student"):
+            ref = self._given(stage)
+            if ref is None or stage in self._infos:
+                continue
             model_path, info_path = folder / f"{stage}.keras", folder / f"{stage}.json"
             sha = sha256_of(ref.path)
             info = None
@@ -171,15 +185,19 @@ class Run:
                     info = None
                 if not isinstance(info, dict) or info.get("sha256") != sha or info.get("path") != str(ref.path):
                     info = None
-            if info is None:
-                raw = self._data
-                sample = np.concatenate([raw.x_val, raw.x_test, raw.x_train])[:SAMPLE_ROWS]
-                cfg = getattr(self.recipe, stage)
-                info = open_in_child(cfg.model, model_path, sample=sample, input_shape=raw.input_shape,
-                                     num_outputs=raw.num_classes, width=cfg.width, what=f"{stage}.model")
-                write_json(info_path, info)
-            self._infos[stage] = info
-        return self._infos[stage]
+            if info is not None:
+                self._infos[stage] = info
+                continue
+            raw = self._data
+            sample = np.concatenate([raw.x_val, raw.x_test, raw.x_train])[:SAMPLE_ROWS]
+            cfg = getattr(self.recipe, stage)
+            todo.append((stage, info_path))
+            jobs.append(open_job(cfg.model, model_path, sample=sample, input_shape=raw.input_shape,
+                                 num_outputs=raw.num_classes, width=cfg.width, what=f"{stage}.model"))
+        for (stage, info_path), found in zip(todo, open_many(jobs)):
+            if isinstance(found, dict):
+                write_json(info_path, found)
+            self._infos[stage] = found
 
     def _given_model(self, stage: str):
         """The tf_keras copy of ``stage``'s given model (a final softmax made linear: logits)."""

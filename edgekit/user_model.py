@@ -459,75 +459,245 @@ def strip_softmax(model):
 # ----------------------------------------------------------------------------- the child process
 
 
+def _run_child(job_file: Path, env: dict, timeout_s: float | None) -> subprocess.CompletedProcess:
+    """Start one probe child (``python -m edgekit.user_model JOB_FILE``); every probe starts here."""
+    return subprocess.run([sys.executable, "-m", "edgekit.user_model", str(job_file)],
+                          env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def open_job(value: str, out_model: Path, *, sample: np.ndarray, input_shape: tuple, num_outputs: int,
+             width: float = 1.0, what: str = "model") -> dict:
+    """One model for :func:`open_many`: opened as :func:`open_in_child` opens it."""
+    return {"check": "keras", "value": value, "out": str(out_model), "sample": np.asarray(sample, "float32"),
+            "input_shape": [int(d) for d in input_shape], "num_outputs": int(num_outputs), "width": float(width),
+            "what": what}
+
+
+def converted_job(path: Path, kind: str, data, *, what: str = "model") -> dict:
+    """A float ``.tflite`` / ``.onnx`` model for :func:`open_many`: in the child it is checked as
+    :func:`edgekit.external.stage.check_given` checks it, then run once on one sample of ``data``
+    (so a file that crashes its runtime crashes the child, not edgekit). Its errors are not
+    prefixed with ``what``; ``what`` names it when it crashes."""
+    sample = np.concatenate([data.x_val[:1], data.x_test[:1], data.x_train[:1]])[:1]
+    return {"check": "converted", "value": str(path), "kind": kind, "sample": np.asarray(sample, "float32"),
+            "input_shape": [int(d) for d in data.input_shape], "num_classes": int(data.num_classes),
+            "task": str(data.task), "what": what}
+
+
+def _failure(job: dict, code: int, message: str) -> EdgekitError:
+    prefix = "" if job["check"] == "converted" else f"{job['what']}: "
+    cls = {RecipeError.exit_code: RecipeError, DataError.exit_code: DataError}.get(code, ModelError)
+    return cls(prefix + message)
+
+
+def _crash(job: dict, proc: subprocess.CompletedProcess) -> ModelError:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    if lines:
+        return ModelError(f"{job['what']}: {lines[-1].removeprefix('error: ')}")
+    tail = " ".join(proc.stderr.split()[-25:])
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return ModelError(f"{job['what']}: opening {job['value']} crashed ({how}): {tail or 'no output'}")
+
+
+def _batch(jobs: list[dict], timeout_s: float | None) -> tuple[list, subprocess.CompletedProcess | None]:
+    """Run ``jobs`` in one child. Returns each job's result (info dict, an :class:`EdgekitError`,
+    or None when the child ended before reaching it) and the child's process when it did not
+    finish all of them cleanly (None otherwise)."""
+    with tempfile.TemporaryDirectory(prefix="edgekit-open-") as tmp:
+        tmp_path = Path(tmp)
+        specs = []
+        for i, job in enumerate(jobs):
+            spec = {k: v for k, v in job.items() if k != "sample"}
+            spec["sample"] = str(tmp_path / f"sample{i}.npz")
+            np.savez(spec["sample"], x=job["sample"])
+            if job["check"] == "keras":
+                Path(job["out"]).parent.mkdir(parents=True, exist_ok=True)
+            specs.append(spec)
+        results_file = tmp_path / "results.jsonl"
+        (tmp_path / "job.json").write_text(json.dumps({"jobs": specs, "results": str(results_file)}))
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        what = ", ".join(j["value"] for j in jobs)
+        try:
+            proc = _run_child(tmp_path / "job.json", env, timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ModelError(f"{jobs[0]['what'] if len(jobs) == 1 else 'models'}: opening {what} took longer than "
+                             f"{timeout_s:g} s") from None
+        results: list = [None] * len(jobs)
+        if results_file.is_file():
+            for line in results_file.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by the crash
+                job = jobs[rec["index"]]
+                results[rec["index"]] = rec["info"] if rec["ok"] else _failure(job, rec["exit_code"], rec["message"])
+    done = proc.returncode == 0 and all(r is not None for r in results)
+    return results, (None if done else proc)
+
+
+def open_many(jobs: list[dict], *, timeout_s: float | None = None) -> list:
+    """Open all ``jobs`` (from :func:`open_job` / :func:`converted_job`) in ONE child process
+    (importing TensorFlow once) and return, in order, each one's info (as :func:`open_in_child`
+    returns it; ``{}`` for a converted model) or the :class:`EdgekitError` it raised (returned,
+    not raised: the caller names the first problem of each recipe). Only when that child crashes
+    is each model it did not finish opened again in its own child, so the crash names the file
+    that causes it."""
+    if not jobs:
+        return []
+    results, failed = _batch(jobs, timeout_s)
+    if failed is None:
+        return results
+    todo = [i for i, r in enumerate(results) if r is None]
+    if len(jobs) > 1:
+        log.info("opening %d models in one child ended with exit %s; opening %d of them one by one to find "
+                 "the one that crashes", len(jobs), failed.returncode, len(todo))
+    for i in todo:
+        if len(jobs) == 1:
+            one, proc = results, failed
+        else:
+            one, proc = _batch([jobs[i]], timeout_s)
+        results[i] = one[0] if one[0] is not None else _crash(jobs[i], proc)
+    return results
+
+
 def open_in_child(value: str, out_model: Path, *, sample: np.ndarray, input_shape: tuple, num_outputs: int,
                   width: float = 1.0, what: str = "model", timeout_s: float | None = None) -> dict:
     """Open the model ``value`` names in a child process (``python -m edgekit.user_model``), which
     writes it as a tf_keras ``.keras`` file to ``out_model``; returns what it found (:func:`load`'s
     info plus ``input_shape``, ``output_shape``, ``layers``, ``params``). An error, or a crash, of
-    the child is one :class:`ModelError` (or the child's :class:`RecipeError`) naming ``what``."""
-    out_model = Path(out_model)
-    out_model.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgekit-open-") as tmp:
-        tmp_path = Path(tmp)
-        np.savez(tmp_path / "sample.npz", x=np.asarray(sample, "float32"))
-        job = {"value": value, "out": str(out_model), "sample": str(tmp_path / "sample.npz"),
-               "input_shape": list(input_shape), "num_outputs": int(num_outputs), "width": float(width),
-               "info": str(tmp_path / "info.json")}
-        (tmp_path / "job.json").write_text(json.dumps(job))
-        env = dict(os.environ)
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    the child is one :class:`ModelError` (or the child's :class:`RecipeError`) naming ``what``.
+    Several models: :func:`open_many` (one child for all)."""
+    (result,) = open_many([open_job(value, out_model, sample=sample, input_shape=input_shape,
+                                    num_outputs=num_outputs, width=width, what=what)], timeout_s=timeout_s)
+    if isinstance(result, EdgekitError):
+        raise result
+    return result
+
+
+def check_given_models(recipes: list) -> list[EdgekitError | None]:
+    """For each ``(recipe, path)``, the first problem with the models it gives (files, SavedModels,
+    builders, float ``.tflite``/``.onnx``) or with its data, prefixed with the recipe's file; None
+    when there is none. All the recipes' models are opened in ONE child (:func:`open_many`);
+    ``edgekit recipes validate`` calls this."""
+    problems: list[EdgekitError | None] = [None] * len(recipes)
+    plans = []  # (index, path, data, [(key, job)])
+    for i, (rec, path) in enumerate(recipes):
         try:
-            proc = subprocess.run([sys.executable, "-m", "edgekit.user_model", str(tmp_path / "job.json")],
-                                  env=env, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise ModelError(f"{what}: opening {value} took longer than {timeout_s:g} s") from None
-        if proc.returncode == 0:
-            return json.loads((tmp_path / "info.json").read_text())
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    if lines and proc.returncode == RecipeError.exit_code:
-        raise RecipeError(f"{what}: {lines[-1].removeprefix('error: ')}")
-    if lines and proc.returncode == DataError.exit_code:
-        raise DataError(f"{what}: {lines[-1].removeprefix('error: ')}")
-    if lines:
-        raise ModelError(f"{what}: {lines[-1].removeprefix('error: ')}")
-    tail = " ".join(proc.stderr.split()[-25:])
-    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-    raise ModelError(f"{what}: opening {value} crashed ({how}): {tail or 'no output'}")
+            plan = _given_jobs(rec, Path(path))
+        except EdgekitError as exc:
+            problems[i] = type(exc)(f"{path}: {exc}")
+            continue
+        if plan is not None:
+            plans.append((i, path, *plan))
+    jobs = [job for *_, pairs in plans for _, job in pairs]
+    if not jobs:
+        return problems
+    with tempfile.TemporaryDirectory(prefix="edgekit-validate-") as tmp:
+        for n, job in enumerate(jobs):
+            if job["check"] == "keras":
+                job["out"] = str(Path(tmp) / f"{n}-{Path(job['out']).name}")
+        opened = iter(open_many(jobs))
+        for i, path, data, pairs in plans:
+            found = [next(opened) for _ in pairs]
+            try:
+                for (key, job), result in zip(pairs, found):
+                    if isinstance(result, EdgekitError):
+                        raise result
+                    if job["check"] == "keras":
+                        check_fits(result, data, what=f"{key}.model")
+            except EdgekitError as exc:
+                problems[i] = type(exc)(f"{path}: {exc}")
+    return problems
+
+
+def _given_jobs(rec, path: Path):
+    """``(data, [(key, job)])`` for the models ``rec`` gives (None when it gives none)."""
+    from .data import load_for_recipe
+    from .recipe import with_model_paths
+
+    rec = with_model_paths(rec, path.parent)
+    given = [(k, getattr(rec, k)) for k in ("teacher", "student") if getattr(rec, k) is not None]
+    kinds = {k: classify(cfg.model) for k, cfg in given}
+    opened = [(k, cfg) for k, cfg in given if kinds[k].kind in ("keras", "savedmodel", "builder")]
+    converted = [(k, kinds[k]) for k, _ in given if kinds[k].converted]
+    if not opened and not converted:
+        return None
+    data = load_for_recipe(rec, base=path.parent)
+    sample = np.concatenate([data.x_val, data.x_test, data.x_train])[:SAMPLE_ROWS]
+    pairs = [(k, open_job(cfg.model, Path(f"{k}.keras"), sample=sample, input_shape=data.input_shape,
+                          num_outputs=data.num_classes, width=cfg.width, what=f"{k}.model")) for k, cfg in opened]
+    pairs += [(k, converted_job(ref.path, ref.kind, data, what=f"{k}.model")) for k, ref in converted]
+    return data, pairs
+
+
+def _open_one(job: dict) -> dict:
+    ref = classify(job["value"])
+    if ref.kind == "zoo":  # a bare folder name: a SavedModel in the working directory
+        ref = parse_model_ref(job["value"], Path.cwd())
+    with np.load(job["sample"], allow_pickle=False) as f:
+        sample = f["x"]
+    model, info = load(ref, sample=sample, input_shape=tuple(job["input_shape"]),
+                       num_outputs=job["num_outputs"], width=job["width"], work_dir=Path(job["out"]).parent)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelError(f"{ref.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} "
+                         "outputs; edgekit takes models with one input and one output")
+    from .fitting import save_model
+
+    save_model(model, Path(job["out"]))
+    info.update({"input_shape": [d for d in model.input_shape[1:]],
+                 "output_shape": [d for d in model.output_shape[1:]],
+                 "layers": [[layer.name, type(layer).__name__] for layer in model.layers],
+                 "params": int(model.count_params()), "name": model.name})
+    if ref.kind != "builder":
+        info.update({"kind": ref.kind, "path": str(ref.path), "sha256": sha256_of(ref.path)})
+    else:
+        info.update({"kind": "builder", "path": str(ref.path), "function": ref.function,
+                     "sha256": sha256_of(ref.path)})
+    return info
+
+
+def _check_converted(job: dict) -> dict:
+    import types
+
+    from ._keras3 import fit_shape
+    from .external import inspect_model
+    from .external.stage import check_given
+
+    data = types.SimpleNamespace(input_shape=tuple(job["input_shape"]), num_classes=job["num_classes"],
+                                 task=job["task"])
+    check_given(Path(job["value"]), job["kind"], data)
+    with np.load(job["sample"], allow_pickle=False) as f:
+        x = f["x"]
+    if len(x):
+        given = inspect_model(Path(job["value"]), job["kind"])
+        given.predict(fit_shape(tuple(given.input_shape), x))  # runs it once: a crash ends this child
+    return {}
 
 
 def _child(job_file: str) -> int:
-    job = json.loads(Path(job_file).read_text())
-    try:
-        ref = classify(job["value"])
-        if ref.kind == "zoo":  # a bare folder name: a SavedModel in the working directory
-            ref = parse_model_ref(job["value"], Path.cwd())
-        with np.load(job["sample"], allow_pickle=False) as f:
-            sample = f["x"]
-        model, info = load(ref, sample=sample, input_shape=tuple(job["input_shape"]),
-                           num_outputs=job["num_outputs"], width=job["width"], work_dir=Path(job["out"]).parent)
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ModelError(f"{ref.path}: the model has {len(model.inputs)} inputs and {len(model.outputs)} "
-                             "outputs; edgekit takes models with one input and one output")
-        from .fitting import save_model
+    batch = json.loads(Path(job_file).read_text())
+    results = Path(batch["results"])
+    last = 0
+    for index, job in enumerate(batch["jobs"]):
+        if index and job["check"] == "keras":
+            from ._tf import keras
 
-        save_model(model, Path(job["out"]))
-        info.update({"input_shape": [d for d in model.input_shape[1:]],
-                     "output_shape": [d for d in model.output_shape[1:]],
-                     "layers": [[layer.name, type(layer).__name__] for layer in model.layers],
-                     "params": int(model.count_params()), "name": model.name})
-        if ref.kind != "builder":
-            info.update({"kind": ref.kind, "path": str(ref.path), "sha256": sha256_of(ref.path)})
-        else:
-            info.update({"kind": "builder", "path": str(ref.path), "function": ref.function,
-                         "sha256": sha256_of(ref.path)})
-        Path(job["info"]).write_text(json.dumps(info))
-        return 0
-    except EdgekitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - one line for the parent
-        print(f"error: {type(exc).__name__}: {_line(exc)}", file=sys.stderr)
-        return 1
+            keras().backend.clear_session()  # layer names as a child of its own would give them
+        try:
+            info = _check_converted(job) if job["check"] == "converted" else _open_one(job)
+            rec = {"index": index, "ok": True, "info": info}
+        except EdgekitError as exc:
+            rec = {"index": index, "ok": False, "exit_code": exc.exit_code, "message": str(exc)}
+            print(f"error: {exc}", file=sys.stderr)
+            last = exc.exit_code
+        except Exception as exc:  # noqa: BLE001 - one line for the parent
+            rec = {"index": index, "ok": False, "exit_code": 1, "message": f"{type(exc).__name__}: {_line(exc)}"}
+            print(f"error: {rec['message']}", file=sys.stderr)
+            last = 1
+        with results.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+    return last if last else 0
 
 
 if __name__ == "__main__":

@@ -419,3 +419,94 @@ def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
     manifest = tmp_path / "run" / "manifest.json"
     if manifest.exists():
         assert all(e.get("status") != "running" for e in json.loads(manifest.read_text())["stages"].values())
+
+
+# ----------------------------------------------------------------------------- one probe child per command
+
+
+@pytest.fixture()
+def probe_children(monkeypatch):
+    """The job lists of the probe children started (``edgekit.user_model._run_child`` is where
+    every probe child starts; it still starts them for real)."""
+    import edgekit.user_model as um
+
+    started, real = [], um._run_child
+
+    def counting(job_file, env, timeout_s):
+        started.append([job["value"] for job in json.loads(Path(job_file).read_text())["jobs"]])
+        return real(job_file, env, timeout_s)
+
+    monkeypatch.setattr(um, "_run_child", counting)
+    return started
+
+
+def test_validate_opens_the_models_of_all_recipes_in_one_child(byom, probe_children):
+    """Two recipes, three given models (a tf_keras file, a SavedModel, a custom layer): one child;
+    each recipe still gets its own verdict and the custom layer is named."""
+    one = recipe(byom, "b_one", "teacher: {model: tk.keras, epochs: 0}\nstudent: null\n")
+    two = recipe(byom, "b_two", "teacher: {model: tk_saved, epochs: 0}\nstudent: {model: custom.keras, epochs: 0}\n"
+                                "prune: null\nqat: null\n")
+    proc = CliRunner().invoke(main, ["recipes", "validate", str(one), str(two)])
+    assert proc.exit_code == 2, (proc.output, proc.exception)
+    assert f"{one}: ok" in proc.stdout and f"{two}: ok" not in proc.stdout
+    assert f"{two}: student.model: " in proc.stderr and "Doubler" in proc.stderr
+    assert len(probe_children) == 1, probe_children
+    assert [Path(v).name for v in probe_children[0]] == ["tk.keras", "tk_saved", "custom.keras"]
+
+
+def test_a_crashing_model_among_several_is_named(byom, tiny_models, tmp_path, probe_children):
+    """A bit-flipped .tflite that segfaults its runtime, between two good models: the batch child
+    crashes, the models it did not finish are opened one by one, and only the flipped file's
+    recipe fails, with one line naming it (exit 7 class: ModelError) - edgekit itself lives on."""
+    from test_bad_input import _bit_flipped_crasher
+
+    for name in ("digits.npz", "tk.keras"):
+        (tmp_path / name).write_bytes((byom / name).read_bytes())
+    flipped = _bit_flipped_crasher(tiny_models.float_tflite, tmp_path / "flipped.tflite")
+    (tmp_path / "good.tflite").write_bytes(Path(tiny_models.float_tflite).read_bytes())
+    first = recipe(tmp_path, "c_first", "teacher: {model: tk.keras, epochs: 0}\nstudent: null\n")
+    bad = recipe(tmp_path, "c_bad", "teacher: null\nstudent: {model: flipped.tflite, epochs: 0}\nprune: null\nqat: null\n")
+    last = recipe(tmp_path, "c_last", "teacher: null\nstudent: {model: good.tflite, epochs: 0}\nprune: null\nqat: null\n")
+    proc = CliRunner().invoke(main, ["recipes", "validate", str(first), str(bad), str(last)])
+    assert proc.exit_code == 2, (proc.output, proc.exception)
+    assert f"{first}: ok" in proc.stdout and f"{last}: ok" in proc.stdout and f"{bad}: ok" not in proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{bad}: student.model: opening {flipped} crashed (signal "), lines[0]
+    # one batch child for all three, then one child each for the crasher and the model after it
+    names = [[Path(v).name for v in child] for child in probe_children]
+    assert names == [["tk.keras", "flipped.tflite", "good.tflite"], ["flipped.tflite"], ["good.tflite"]], names
+
+
+def test_open_in_child_is_one_child_and_keeps_its_errors(byom, tmp_path, probe_children):
+    from edgekit.user_model import open_in_child
+
+    sample = np.zeros((4, 8, 8, 1), "float32")
+    info = open_in_child(str(byom / "tk.keras"), tmp_path / "a.keras", sample=sample, input_shape=(8, 8, 1),
+                         num_outputs=10, what="teacher.model")
+    assert info["input_shape"] == [8, 8, 1] and (tmp_path / "a.keras").is_file()
+    with pytest.raises(ModelError, match=r"^student.model: .*custom.keras: the model uses objects that are not built "
+                                         r"into Keras: Doubler") as exc:
+        open_in_child(str(byom / "custom.keras"), tmp_path / "b.keras", sample=sample, input_shape=(8, 8, 1),
+                      num_outputs=10, what="student.model")
+    assert exc.value.exit_code == 7 and "\n" not in str(exc.value)
+    assert len(probe_children) == 2
+
+
+def test_the_pipeline_opens_teacher_and_student_in_one_child(byom, tmp_path, probe_children):
+    """A recipe giving both models: one child opens both into sources/; opened again (a resumed
+    run) the copies of unchanged files are reused, without a child."""
+    from edgekit.pipeline import Run
+
+    path = recipe(byom, "p_both", "teacher: {model: tk.h5, epochs: 0}\nstudent: {model: tk_saved, epochs: 0}\n"
+                                  "prune: null\nqat: null\ntargets: [rpi4]\n")
+    run = Run(load_recipe(path), path, tmp_path / "run")
+    assert run.data.input_shape == (8, 8, 1)
+    assert [[Path(v).name for v in child] for child in probe_children] == [["tk.h5", "tk_saved"]]
+    for stage, fmt in (("teacher", "h5"), ("student", "savedmodel")):
+        assert (tmp_path / "run" / "sources" / f"{stage}.keras").is_file()
+        assert json.loads((tmp_path / "run" / "sources" / f"{stage}.json").read_text())["format"] == fmt
+    run._infos.clear()
+    run._data = None
+    assert run.data.input_shape == (8, 8, 1) and run._infos["student"]["format"] == "savedmodel"
+    assert len(probe_children) == 1
