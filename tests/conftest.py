@@ -345,7 +345,8 @@ def zoo_reference_int8(tmp_path_factory) -> dict[str, ZooModel]:
 # finished_run, tiny_models, the zoo), so that pytest-xdist (tools/test.sh: ``--dist loadfile
 # --no-loadscope-reorder``, which keeps this order) starts them first, each worker on a different
 # build, and the many cheap files fill in at the end instead of one heavy file straggling alone.
-HEAVY_FIRST = ["test_tasks.py", "test_safety.py", "test_user_models.py", "test_models.py",
+HEAVY_FIRST = ["test_speech.py", "test_mlperf_recipes.py", "test_airflow_dag.py",  # the slow suite's longest files
+               "test_tasks.py", "test_safety.py", "test_user_models.py", "test_models.py",
                "test_task_pipelines.py", "test_structured.py", "test_selective.py", "test_hardening.py",
                "test_audio_ship.py", "test_convert.py", "test_stages.py", "test_parity.py", "test_quality.py",
                "test_tune.py", "test_console.py",
