@@ -4,8 +4,6 @@ in LiteRT and in TensorFlow Lite Micro on the same clips (tolerance: ``audio.TOL
 
 from __future__ import annotations
 
-import wave
-
 import numpy as np
 import pytest
 
@@ -13,20 +11,11 @@ from edgekit import audio
 from edgekit.data import load_dataset
 from edgekit.errors import DataError, RecipeError
 from edgekit.recipe import DataConfig, check_inputs, load_recipe
+from test_audio_ship import write_wav
 
 
 def clips(n: int = 6, seed: int = 0) -> np.ndarray:
     return audio.synthetic_clips(n, seed=seed)
-
-
-def _write_wav(path, x: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pcm = (np.clip(x, -1, 1 - 2 ** -15) * 32768).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.repeat(pcm[:, None], channels, 1).tobytes())
 
 
 # --------------------------------------------------------------------------- numpy reference
@@ -107,7 +96,7 @@ def _wav_folder(tmp_path, per_class=6, rate=16000, frames=16000, channels=1):
     for i in range(2 * per_class):
         cls = ("no", "yes")[i % 2]
         sig = x[i] if frames == 16000 else np.resize(x[i], frames)
-        _write_wav(tmp_path / "clips" / cls / f"{i}.wav", sig, rate=rate, channels=channels)
+        write_wav(tmp_path / "clips" / cls / f"{i}.wav", sig, rate=rate, channels=channels)
     return tmp_path / "clips"
 
 

@@ -197,7 +197,8 @@ def recipe(ds: str, data_npz: Path, seed: int, *, width: float, teacher: bool, p
     return r
 
 
-def edgekit_run(r: dict, folder: Path) -> dict:
+def run_report(r: dict, folder: Path) -> dict:
+    """``edgekit run`` of the recipe dict ``r`` in ``folder`` (resumed when it ran before): its report.json."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(r, sort_keys=False))
@@ -207,7 +208,11 @@ def edgekit_run(r: dict, folder: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{folder}: run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    return numbers(json.loads((folder / "run" / "report.json").read_text()))
+    return json.loads((folder / "run" / "report.json").read_text())
+
+
+def edgekit_run(r: dict, folder: Path) -> dict:
+    return numbers(run_report(r, folder))
 
 
 def numbers(report: dict) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_budget import cell, compare, summary  # noqa: E402 - same folder
+from bench_budget import cell, compare, run_report, summary  # noqa: E402 - same folder
 
 RECIPES = [ROOT / "recipes" / "har-basicmotions-m4.yaml", ROOT / "recipes" / "ts-anomaly-gunpoint-m4.yaml"]
 
@@ -60,18 +59,13 @@ def one(recipe_path: Path, seed: int, out: Path) -> dict:
     from peer_flow import peer_flow
 
     folder = out / recipe_path.stem / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(recipe_path.read_text())
     raw["seed"] = seed
+    try:
+        report = run_report(raw, folder)
+    except RuntimeError as exc:
+        raise SystemExit(f"{recipe_path.name} seed {seed}: {exc}") from None
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cmd = [sys.executable, "-m", "edgekit.cli", "-q", "run", str(path), "--out", str(folder / "run"), "--no-budget"]
-    if (folder / "run" / "manifest.json").is_file():
-        cmd.append("--resume")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{recipe_path.name} seed {seed}: run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    report = json.loads((folder / "run" / "report.json").read_text())
     teacher = next(s for s in report["stages"] if s["name"] == "teacher")
     target = report["targets"][0]
     recipe = load_recipe(path)
