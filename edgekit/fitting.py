@@ -81,11 +81,11 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def tflite_bytes(model, *, quantized: bool = False) -> bytes:
-    """The model converted to TFLite: float32, or int8 when ``quantized`` (QAT models)."""
-    conv = tf().lite.TFLiteConverter.from_keras_model(model)
-    if quantized:
-        conv.optimizations = [tf().lite.Optimize.DEFAULT]
-    return conv.convert()
+    """The model converted to TFLite to be measured (its size, its ops): float32, or int8 when
+    ``quantized`` (QAT models); without a signature def (:func:`edgekit.convert.to_tflite`)."""
+    from .convert import to_tflite
+
+    return to_tflite(model, mode="dynamic" if quantized else "float32", signature=False)
 
 
 def size_info(blob: bytes) -> dict[str, int]:

@@ -310,7 +310,7 @@ def _convert_zoo(tmp_path_factory, name: str, shapes: dict[str, tuple[tuple, int
                 for i in range(len(x)):
                     yield [x[i : i + 1]]
 
-            (out / f"{model_name}.tflite").write_bytes(to_tflite(model, mode="full-int8", rep=rep))
+            (out / f"{model_name}.tflite").write_bytes(to_tflite(model, mode="full-int8", rep=rep, signature=False))
 
     out = _built_once(tmp_path_factory, name, build)
     return {model_name: ZooModel(model_name, shape, classes, out / f"{model_name}.tflite", _zoo_samples(shape))

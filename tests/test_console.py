@@ -32,6 +32,7 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           timeout=900, env=env, cwd=cwd)
 
 
+@pytest.mark.slow  # process-level (what a terminal sees from an edgekit process)
 def test_a_stage_command_prints_only_edgekit_lines_and_logs_the_rest(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path)
     proc = _cli("convert", str(run.out), "--target", "cortex-m4")
@@ -45,6 +46,7 @@ def test_a_stage_command_prints_only_edgekit_lines_and_logs_the_rest(finished_ru
     assert str(logs[-1]) in proc.stderr
 
 
+@pytest.mark.slow  # process-level (what a terminal sees from an edgekit process)
 def test_quiet_prints_nothing_on_success(finished_run, tmp_path):
     run = copy_run(finished_run, tmp_path)
     proc = _cli("-q", "run", str(run.recipe_path), "--out", str(run.out), "--resume")

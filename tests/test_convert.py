@@ -249,9 +249,9 @@ def test_a_mode_that_two_targets_ship_is_converted_once_per_run(float_model, dat
     calls = []
     real = convert.to_tflite
 
-    def counting(model, *, mode, rep=None):
+    def counting(model, *, mode, rep=None, signature=True):
         calls.append(mode)
-        return real(model, mode=mode, rep=rep)
+        return real(model, mode=mode, rep=rep, signature=signature)
 
     monkeypatch.setattr(convert, "to_tflite", counting)
     phone = tmp_path / "phone.yaml"
@@ -308,3 +308,53 @@ def test_a_runtime_missing_on_the_host_is_replaced_and_said():
     if importlib.util.find_spec("tflite_runtime") is None:
         runtime, note = host_runtime("tflite_runtime")
         assert runtime == "ai_edge_litert" and "tflite_runtime is not installed on this host" in note
+
+
+@pytest.mark.parametrize("name,qat", [("resnet8", False), ("cnn_tiny", True)], ids=["resnet8", "cnn_tiny-qat"])
+def test_conversion_without_signature_is_the_same_model(name, qat):
+    """``to_tflite(signature=False)`` (TFLite Micro's files, stage sizes) converts the frozen inference
+    graph instead of going through a SavedModel: it must give the very same ops, quantization and
+    outputs as the SavedModel way, on a residual zoo model and a QAT model, and only lack the
+    signature def."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit.models import create_model
+    from edgekit.quantize import apply_qat
+
+    model = create_model(name, input_shape=(8, 8, 3), num_classes=4, seed=0, width=0.25)
+    x = np.random.default_rng(0).random((6, 8, 8, 3), dtype=np.float32)
+    if qat:
+        model = apply_qat(model, "default_8bit")
+        model(x[:1])
+
+    def rep():
+        for i in range(len(x)):
+            yield [x[i : i + 1]]
+
+    def run(blob):
+        it = Interpreter(model_content=blob)
+        it.allocate_tensors()
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        ys = []
+        for i in range(len(x)):
+            q = x[i : i + 1]
+            if inp["dtype"] in (np.int8, np.int16):
+                s, z = inp["quantization"]
+                info = np.iinfo(inp["dtype"])
+                q = np.clip(np.round(q / s + z), info.min, info.max).astype(inp["dtype"])
+            it.set_tensor(inp["index"], q)
+            it.invoke()
+            ys.append(it.get_tensor(out["index"]).copy())
+        ops = sorted(op["op_name"] for op in it._get_ops_details())  # noqa: SLF001
+        quant = [(t["name"], t["dtype"].__name__, tuple(t["quantization_parameters"]["scales"].round(9)))
+                 for t in it.get_tensor_details()]
+        return np.concatenate(ys), ops, sorted(q[1:] for q in quant), it.get_signature_list()
+
+    # the modes TFLite Micro's files and stage sizes are made in (each SavedModel way takes seconds)
+    for mode in (["full-int8"] if qat else ["float32", "full-int16x8"]):
+        with_sig = run(convert.to_tflite(model, mode=mode, rep=rep))
+        without = run(convert.to_tflite(model, mode=mode, rep=rep, signature=False))
+        np.testing.assert_array_equal(without[0], with_sig[0], err_msg=mode)
+        assert without[1] == with_sig[1], mode
+        assert without[2] == with_sig[2], mode
+        assert list(with_sig[3]) == ["serving_default"] and not without[3], mode

@@ -140,6 +140,7 @@ def test_deploy_measures_on_the_device_and_merges_the_report(run, sshd, known_ho
     assert again["measured_on"] == f"ssh:{hostname}" and again["host_measurement"]["latency_ms"] == old["latency_ms"]
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
     where = remote_dir(tmp_path)
     res = deploy(run, sshd, "--remote-dir", str(where), "--keep", known_hosts=known_hosts)
@@ -151,6 +152,7 @@ def test_keep_leaves_the_remote_folder(run, sshd, known_hosts, tmp_path):
     one_error_line(res, f"cannot create {where}", "choose another --remote-dir")
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_no_secret_reaches_logs_or_run_files(run, sshd, known_hosts, tmp_path, monkeypatch):
     """Secrets audit: with canary secrets in the environment, a debug-logged deploy and a report
     re-render write neither them nor the private key's body to the output or any run file."""
@@ -186,6 +188,7 @@ def test_a_run_in_use_is_refused_before_connecting(run, sshd, known_hosts):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_default_remote_dir_is_fresh_and_removed(run, sshd, known_hosts):
     res = deploy(run, sshd, known_hosts=known_hosts)
     assert res.exit_code == 0, res.output
@@ -227,6 +230,7 @@ def test_wrong_user_key_is_an_auth_error(run, sshd, known_hosts, tmp_path):
     one_error_line(res, "authentication failed for user", "passwords are not used")
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_unknown_host_key_refused_unless_accepted(run, sshd, tmp_path):
     kh = tmp_path / "ssh" / "known_hosts"      # does not exist yet
     line = one_error_line(deploy(run, sshd, known_hosts=kh), "unknown host key ssh-ed25519 SHA256:",
@@ -273,6 +277,7 @@ def test_missing_runtime_says_what_to_install(run, sshd, known_hosts):
             f"and pass --python {venv}/bin/python") in line
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_evaluator_failure_leaves_the_run_unchanged(run, sshd, known_hosts, tmp_path):
     (run / "targets" / "rpi4" / "bundle" / "model.tflite").write_bytes(b"TFL3 not a model" * 8)
     before = snapshot(run)
@@ -283,6 +288,7 @@ def test_evaluator_failure_leaves_the_run_unchanged(run, sshd, known_hosts, tmp_
     assert not where.exists()
 
 
+@pytest.mark.slow  # process-level fault path over the real sshd (the plan and the merge are tested in-process)
 def test_remote_timeout(run, sshd, known_hosts, tmp_path):
     run_sh = run / "targets" / "rpi4" / "bundle" / "run.sh"
     run_sh.write_text(run_sh.read_text().replace("set -e\n", "set -e\nsleep 60\n"))

@@ -40,7 +40,7 @@ def _convert(model, shape, mode="full-int8") -> bytes:
         for i in range(len(x)):
             yield [x[i : i + 1]]
 
-    return to_tflite(model, mode=mode, rep=rep)
+    return to_tflite(model, mode=mode, rep=rep, signature=False)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_pca_layer_equals_sklearn_transform(fermentation, tmp_path):
     assert d.reduction_info() == {"reduce": "pca", "components": 12, "input_size": 48, "reduced_size": 12,
                                   "variance_kept": pytest.approx(float(np.sum(pca.explained_variance_ratio_)), abs=1e-6)}
     path = tmp_path / "pca.tflite"
-    path.write_bytes(to_tflite(probe, mode="float32"))
+    path.write_bytes(to_tflite(probe, mode="float32", signature=False))
     lite = ev.predict_outputs(str(path), d.x_test[:200], runtime="ai_edge_litert")
     np.testing.assert_allclose(lite, want[:200], rtol=1e-5, atol=1e-4)
 
@@ -170,7 +170,8 @@ def small_models(tmp_path_factory, regression_run, anomaly_run):
         # costs seconds)
         for mode in ("int8", "full-int8") if name == "anomaly" else ("float32", "int8"):
             (out / f"{name}_{mode}.tflite").write_bytes(
-                to_tflite(model, mode=mode, rep=representative(data, 100, 0) if "int8" in mode else None))
+                to_tflite(model, mode=mode, rep=representative(data, 100, 0) if "int8" in mode else None,
+                          signature=False))
         write_eval_npz(out / f"{name}.npz", data, samples=300, reference_model=model)
         made[name] = (model, data)
     return out, made

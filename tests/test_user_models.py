@@ -211,6 +211,7 @@ def test_given_model_goes_as_is_to_rpi4_and_cortex_m4(byom, tmp_path):
     assert (tmp_path / "run" / "stages" / "student" / "model.keras").is_file()
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_recipe_validate_opens_the_model_without_training(byom):
     ok = recipe(byom, "v_ok", "teacher: null\nstudent: {model: k3.keras, epochs: 0}\nprune: null\nqat: null\n")
     bad = recipe(byom, "v_bad", "teacher: {model: custom.keras, epochs: 0}\nstudent: null\n")
@@ -405,6 +406,7 @@ def test_preflight_names_ops_a_microcontroller_cannot_run():
     assert preflight.check_targets(model, [load_target("rpi4")]) == []
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_unreadable_model_file_is_one_line_exit_7(byom, tmp_path):
     """A file that is no Keras model: `edgekit run` says so in one line, exit 7, before any stage."""
     (tmp_path / "digits.npz").write_bytes((byom / "digits.npz").read_bytes())
@@ -440,6 +442,7 @@ def probe_children(monkeypatch):
     return started
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_validate_opens_the_models_of_all_recipes_in_one_child(byom, probe_children):
     """Two recipes, three given models (a tf_keras file, a SavedModel, a custom layer): one child;
     each recipe still gets its own verdict and the custom layer is named."""
@@ -454,6 +457,7 @@ def test_validate_opens_the_models_of_all_recipes_in_one_child(byom, probe_child
     assert [Path(v).name for v in probe_children[0]] == ["tk.keras", "tk_saved", "custom.keras"]
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_a_crashing_model_among_several_is_named(byom, tiny_models, tmp_path, probe_children):
     """A bit-flipped .tflite that segfaults its runtime, between two good models: the batch child
     crashes, the models it did not finish are opened one by one, and only the flipped file's
@@ -478,6 +482,7 @@ def test_a_crashing_model_among_several_is_named(byom, tiny_models, tmp_path, pr
     assert names == [["tk.keras", "flipped.tflite", "good.tflite"], ["flipped.tflite"], ["good.tflite"]], names
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_open_in_child_is_one_child_and_keeps_its_errors(byom, tmp_path, probe_children):
     from edgekit.user_model import open_in_child
 
@@ -493,6 +498,7 @@ def test_open_in_child_is_one_child_and_keeps_its_errors(byom, tmp_path, probe_c
     assert len(probe_children) == 2
 
 
+@pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
 def test_the_pipeline_opens_teacher_and_student_in_one_child(byom, tmp_path, probe_children):
     """A recipe giving both models: one child opens both into sources/; opened again (a resumed
     run) the copies of unchanged files are reused, without a child."""

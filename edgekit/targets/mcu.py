@@ -56,10 +56,10 @@ class McuKind(TargetKindSpec):
 
         cfg, out_dir = ctx.cfg, ctx.out_dir
         if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
-            blob = source.tflite("full-int16x8")
+            blob = source.tflite("full-int16x8", signature=False)  # TFLite Micro calls no signature
             fmt = "tflite-full-int16x8"
         else:
-            blob = source.tflite("full-int8")
+            blob = source.tflite("full-int8", signature=False)
             fmt = "tflite-full-int8"
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)
