@@ -351,7 +351,7 @@ def test_conversion_without_signature_is_the_same_model(name, qat):
         return np.concatenate(ys), ops, sorted(q[1:] for q in quant), it.get_signature_list()
 
     # the modes TFLite Micro's files and stage sizes are made in (each SavedModel way takes seconds)
-    for mode in (["full-int8"] if qat else ["float32", "full-int16x8"]):
+    for mode in (["full-int8"] if qat else ["full-int16x8"]):
         with_sig = run(convert.to_tflite(model, mode=mode, rep=rep))
         without = run(convert.to_tflite(model, mode=mode, rep=rep, signature=False))
         np.testing.assert_array_equal(without[0], with_sig[0], err_msg=mode)

@@ -100,6 +100,7 @@ def selective_run(tmp_path_factory):
     return folder / "run", report
 
 
+@pytest.mark.slow  # a whole run (its choice and gate are tested in-process below)
 def test_auto_keeps_the_sensitive_layer_and_the_gate_then_holds(selective_run):
     out, report = selective_run
     by = {t["name"]: t for t in report["targets"]}
@@ -139,6 +140,7 @@ def test_auto_keeps_the_sensitive_layer_and_the_gate_then_holds(selective_run):
     assert read_c_array(sel_cc) == (out / "targets" / "cortex-m4" / "model_selective.tflite").read_bytes()
 
 
+@pytest.mark.slow  # a whole run (its choice and gate are tested in-process below)
 def test_the_mcu_model_is_integer_with_int16_only_where_tflm_has_the_kernel(selective_run):
     from edgekit.convert import check_integer_only
     from edgekit.fitting import load_model
@@ -158,6 +160,7 @@ def test_the_mcu_model_is_integer_with_int16_only_where_tflm_has_the_kernel(sele
         assert set(dtypes) == ({"int16"} if layer in kept else {"int8"}), (layer, dtypes)
 
 
+@pytest.mark.slow  # a whole run (its choice and gate are tested in-process below)
 def test_report_pages_show_the_per_layer_table_plot_and_the_choice(selective_run):
     from test_report import chromium_dom, html_tables, md_tables
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from edgekit.cli import main
 from edgekit.data import load_dataset, source_digest
 from edgekit.errors import DataError
 from edgekit.recipe import DataConfig, SpeechConfig
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY = dict(words=["yes", "no"], unknown_words=["cat", "house"], accents=["en"], variants=["m1", "f2", "m3"],
             test_voices=1, val_voices=1, repeats=2)
@@ -241,32 +244,63 @@ def test_compress_takes_the_speech_source(tmp_path):
     assert data_source("kws:espeak", tmp_path) == "kws:espeak"
 
 
-@pytest.mark.slow
-def test_kws_espeak_recipe_end_to_end(tmp_path):
-    """recipes/kws-espeak-m4.yaml through the CLI, the default speech built into a fresh cache:
-    MFCC front end, DS-CNN teacher, distilled, pruned, QAT, to a Cortex-M4 and a Pi 4; prints the
-    numbers docs/data.md quotes."""
+def _kws_run(tmp_path, recipe: Path) -> dict:
+    """``edgekit run RECIPE`` through the CLI with the speech built into a fresh cache; its report."""
     import json
 
     env = {**os.environ, "EDGEKIT_CACHE": str(tmp_path / "cache")}
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", "recipes/kws-espeak-m4.yaml", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "edgekit.cli", "run", str(recipe), "--out", str(out)],
                           capture_output=True, text=True, timeout=3600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
+    return json.loads((out / "report.json").read_text())
+
+
+def _check_kws_report(report: dict, sizes: tuple[int, int, int], min_accuracy: float, near: str) -> None:
+    """The report's data, files and accuracies: each target at least ``min_accuracy`` and within 5
+    points of the ``near`` stage's."""
     data = report["dataset"]
-    assert (data["train"], data["val"], data["test"], data["classes"]) == (4416, 576, 1152, 12)
+    assert (data["train"], data["val"], data["test"], data["classes"]) == (*sizes, 12)
     assert data["frontend"] == "mfcc" and data["label"] == "synthetic speech, held-out voices"
     stages = {s["name"]: s["metrics"] for s in report["stages"]}
     targets = {t["name"]: t for t in report["targets"]}
     mcu, pi = targets["cortex-m4"], targets["rpi4"]
     assert mcu["format"] == "tflite-full-int8" and mcu["runtime"]["name"] == "tflite_micro" and mcu["arena_bytes"] > 0
     assert mcu["frontend"]["size_bytes"] > 0 and mcu["latency_estimate_ms"] > 0
-    for t in (mcu, pi):   # held-out voices; measured 0.944 (M4) and 0.942 (Pi) with seed 0
-        assert t["metrics"]["accuracy"] >= 0.85, t["metrics"]
-        assert t["metrics"]["accuracy"] >= stages["teacher"]["accuracy"] - 0.05
+    for t in (mcu, pi):   # held-out voices
+        assert t["metrics"]["accuracy"] >= min_accuracy, t["metrics"]
+        assert t["metrics"]["accuracy"] >= stages[near]["accuracy"] - 0.05
     print("\nkws-espeak-m4 (synthetic speech, held-out voices):",
           {k: round(v["accuracy"], 4) for k, v in stages.items() if "accuracy" in v},
           {n: {"accuracy": round(t["metrics"]["accuracy"], 4), "size_bytes": t["size_bytes"],
                "arena_bytes": t.get("arena_bytes"), "latency_estimate_ms": t.get("latency_estimate_ms")}
            for n, t in targets.items()})
+
+
+@pytest.mark.slow
+def test_kws_espeak_recipe_end_to_end_on_fewer_voices(tmp_path):
+    """recipes/kws-espeak-m4.yaml through the CLI as it is, but on 48 voices (36 training, 4
+    validation, 8 held out for the test: 1,728 clips), smaller batches and fewer epochs (about 1 min
+    instead of 4-5): MFCC front end, DS-CNN teacher, distilled, pruned, QAT, to a Cortex-M4 and a
+    Pi 4, well above chance (1/12) on voices it never heard (measured 0.806 on both, QAT 0.802,
+    teacher 0.889). The full recipe (the numbers docs/data.md quotes) is the bench test below."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "recipes" / "kws-espeak-m4.yaml").read_text())
+    recipe["data"]["speech"] = {"voices": 48, "val_voices": 4, "test_voices": 8, "repeats": 3}
+    for stage, epochs in (("teacher", 15), ("student", 15), ("prune", 2), ("qat", 1)):
+        recipe[stage].update(epochs=epochs, batch_size=32)
+    recipe["evaluate"] = {"warmup": 2, "runs": 10}
+    path = tmp_path / "kws-espeak-m4.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    _check_kws_report(_kws_run(tmp_path, path), (1296, 144, 288), min_accuracy=0.6,
+                      near="qat")
+
+
+@pytest.mark.bench
+def test_kws_espeak_recipe_end_to_end(tmp_path):
+    """recipes/kws-espeak-m4.yaml through the CLI, the default speech (6,144 clips) built into a fresh
+    cache; prints the numbers docs/data.md quotes (measured 0.944 on the M4 and 0.942 on the Pi with
+    seed 0). About 4-5 min on 2 cores: ``bash tools/test.sh -m bench -k kws_espeak``."""
+    _check_kws_report(_kws_run(tmp_path, REPO / "recipes" / "kws-espeak-m4.yaml"), (4416, 576, 1152),
+                      min_accuracy=0.85, near="teacher")

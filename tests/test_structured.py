@@ -185,6 +185,7 @@ def channels_run(tmp_path_factory):
     return folder / "run", Run(load_recipe(recipe_path), recipe_path, folder / "run").execute()
 
 
+@pytest.mark.slow  # a whole run (the stage and the shrinking are tested in-process above)
 def test_pipeline_reports_channels_and_a_smaller_file(channels_run):
     from edgekit.report import view
 

@@ -1,6 +1,6 @@
 """Regression and anomaly detection through the whole pipeline: the session's tiny runs of the
-generated datasets (``regression_run``, ``anomaly_run`` in tests/conftest.py; default suite), and
-the two shipped recipes end to end through the CLI (slow).
+generated datasets (``regression_run``, ``anomaly_run`` in tests/conftest.py), and
+the two shipped recipes end to end through the CLI; all in the slow suite.
 
 Tolerances: a regression int8 target's MAE may exceed the float reference's by at most 10 %
 (the int8 output step of a 0-400 h label is about 1.5 h); the fixed PCA layer is unchanged
@@ -30,6 +30,7 @@ def _check_task_report(report: dict, task: str, keys: set[str]) -> None:
         assert t["task"] == task and t["agreement_with_float"] is None
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_regression_run_reports_task_metrics(regression_run):
     out, report = regression_run
     _check_task_report(report, "regression", {"mae", "rmse", "r2", "bias"})
@@ -48,6 +49,7 @@ def test_regression_run_reports_task_metrics(regression_run):
     assert "MAE against size" in html and 'id="metrics"' in html
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_regression_int8_mae_within_tolerance_of_float(regression_run):
     """Every int8 target (from the QAT model) against the float reference stage, on the same test samples."""
     _, report = regression_run
@@ -57,6 +59,7 @@ def test_regression_int8_mae_within_tolerance_of_float(regression_run):
         assert t["metrics"]["mae"] <= ref["metrics"]["mae"] * (1 + INT8_MAE_TOLERANCE), t["name"]
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_regression_distillation_and_baseline_are_measured(regression_run):
     _, report = regression_run
     student = next(s for s in report["stages"] if s["name"] == "student")
@@ -66,6 +69,7 @@ def test_regression_distillation_and_baseline_are_measured(regression_run):
     assert "baseline_accuracy" not in student
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_pca_layer_survives_pruning_and_qat(regression_run):
     from edgekit import quantize
     from edgekit.data import load_for_recipe
@@ -84,6 +88,7 @@ def test_pca_layer_survives_pruning_and_qat(regression_run):
         np.testing.assert_allclose(kernel.numpy(), data.reduction["kernel"], atol=1e-6)
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_anomaly_run_reports_task_metrics(anomaly_run):
     out, report = anomaly_run
     _check_task_report(report, "anomaly", {"roc_auc", "precision", "recall", "f1", "threshold"})
@@ -101,6 +106,7 @@ def test_anomaly_run_reports_task_metrics(anomaly_run):
     assert "| ROC-AUC |" in md and "| true \\ pred | normal | anomaly |" in md
 
 
+@pytest.mark.slow  # reads a whole run of the bank (the tasks' metrics, layers and evaluator are tested in-process in test_tasks.py and test_ondevice_tasks.py)
 def test_compare_refuses_tasks_other_than_classification(anomaly_run):
     from edgekit.errors import EdgekitError
     from edgekit.parity import compare

@@ -177,6 +177,7 @@ def small_models(tmp_path_factory, regression_run, anomaly_run):
     return out, made
 
 
+@pytest.mark.slow  # reads the regression and anomaly runs of the bank (whole runs; the metrics and layers are tested in-process above)
 def test_evaluator_reports_regression_metrics(small_models):
     from edgekit import tasks
 
@@ -196,6 +197,7 @@ def test_evaluator_reports_regression_metrics(small_models):
         assert floats["metrics"][k] == pytest.approx(host["metrics"][k], abs=1e-4), k
 
 
+@pytest.mark.slow  # reads the regression and anomaly runs of the bank (whole runs; the metrics and layers are tested in-process above)
 def test_evaluator_reports_anomaly_metrics(small_models, tmp_path):
     out, made = small_models
     with np.load(out / "anomaly.npz") as f:
