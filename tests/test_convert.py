@@ -310,7 +310,8 @@ def test_a_runtime_missing_on_the_host_is_replaced_and_said():
         assert runtime == "ai_edge_litert" and "tflite_runtime is not installed on this host" in note
 
 
-@pytest.mark.parametrize("name,qat", [("resnet8", False), ("cnn_tiny", True)], ids=["resnet8", "cnn_tiny-qat"])
+@pytest.mark.parametrize("name,qat", [pytest.param("resnet8", False, marks=pytest.mark.slow), ("cnn_tiny", True)],
+                         ids=["resnet8", "cnn_tiny-qat"])
 def test_conversion_without_signature_is_the_same_model(name, qat):
     """``to_tflite(signature=False)`` (TFLite Micro's files, stage sizes) converts the frozen inference
     graph instead of going through a SavedModel: it must give the very same ops, quantization and

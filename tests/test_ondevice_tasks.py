@@ -54,7 +54,7 @@ def models(tmp_path_factory):
     int8 TFLite files, with their eval.npz files."""
     from edgekit._tf import keras, tf
 
-    k, lite = keras(), tf().lite
+    k = keras()
     out = tmp_path_factory.mktemp("ondevice_tasks")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 8)).astype("float32")
@@ -72,13 +72,13 @@ def models(tmp_path_factory):
     ae.fit(normal[..., None], normal[..., None], epochs=40, batch_size=32, verbose=0)
 
     def convert(model, rep_x, name, full=False):
-        conv = lite.TFLiteConverter.from_keras_model(model)
-        conv.optimizations = [lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([rep_x[i : i + 1]] for i in range(100))
-        if full:
-            conv.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
-            conv.inference_input_type = conv.inference_output_type = tf().int8
-        (out / name).write_bytes(conv.convert())
+        from edgekit.convert import to_tflite
+
+        def rep():
+            for i in range(100):
+                yield [rep_x[i : i + 1]]
+
+        (out / name).write_bytes(to_tflite(model, mode="full-int8" if full else "int8", rep=rep, signature=False))
 
     convert(reg, x, "reg_int8.tflite")
     convert(reg, x, "reg_full_int8.tflite", full=True)

@@ -151,6 +151,7 @@ def test_errors_name_what_is_missing(tmp_path):
         compare(tmp_path)
 
 
+@pytest.mark.slow  # the CLI's exit codes of --compare (test_quality.py runs it in the default suite; the threshold in-process below)
 def test_cli_eval_compare(run_dir):
     from click.testing import CliRunner
 

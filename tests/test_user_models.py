@@ -223,6 +223,7 @@ def test_recipe_validate_opens_the_model_without_training(byom):
     assert not (byom / "stages").exists()
 
 
+@pytest.mark.slow  # a whole run with a probe child (the preflight of a model is tested in-process in test_preflight.py)
 def test_preflight_names_layers_of_a_given_model_before_training(byom, tmp_path):
     """A given model with a layer QAT cannot take fails in the preflight, before any stage."""
     from edgekit._tf import keras
