@@ -76,9 +76,8 @@ def sha(path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def byom(tmp_path_factory, tiny_models, digits_small):
-    """A folder with digits.npz and the tiny digits CNN as .keras, .h5 and SavedModel, a Keras 3
-    .keras model (residual + depthwise, trained by plain Keras 3 in a child process), a builder
-    file and a model with a custom layer."""
+    """A folder with digits.npz and the tiny digits CNN as .keras, .h5 and SavedModel, a builder
+    file and a model with a custom layer (``k3`` adds a Keras 3 model to it)."""
     from edgekit._tf import keras
 
     k = keras()
@@ -89,9 +88,6 @@ def byom(tmp_path_factory, tiny_models, digits_small):
     model.save(folder / "tk.keras")
     model.save(folder / "tk.h5")
     model.save(folder / "tk_saved", save_format="tf")
-    env = {key: v for key, v in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
-    subprocess.run([sys.executable, "-c", KERAS3_SCRIPT, str(folder / "digits.npz"), str(folder / "k3.keras")],
-                   check=True, env=env, capture_output=True)
     (folder / "my_models.py").write_text(BUILDER)
 
     class Doubler(k.layers.Layer):
@@ -101,6 +97,17 @@ def byom(tmp_path_factory, tiny_models, digits_small):
     i = k.Input((8, 8, 1))
     k.Model(i, k.layers.Dense(10)(k.layers.Flatten()(Doubler(name="doubler")(i)))).save(folder / "custom.keras")
     return folder
+
+
+@pytest.fixture(scope="session")
+def k3(byom) -> Path:
+    """``byom`` with ``k3.keras``: a Keras 3 model (residual + depthwise) trained by plain Keras 3 in a
+    child process (Keras 3 lives in child processes only: the slow tests that read it)."""
+    if not (byom / "k3.keras").exists():
+        env = {key: v for key, v in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+        subprocess.run([sys.executable, "-c", KERAS3_SCRIPT, str(byom / "digits.npz"), str(byom / "k3.keras")],
+                       check=True, env=env, capture_output=True)
+    return byom
 
 
 def recipe(folder: Path, name: str, body: str) -> Path:
@@ -123,7 +130,9 @@ def test_tf_keras_formats_load_with_their_weights(byom, tiny_models, value, fmt)
     assert (pred == tiny_models.keras_pred).all()  # the same trained weights
 
 
-def test_keras3_model_is_rebuilt_as_tf_keras_with_equal_outputs(byom, digits_small):
+@pytest.mark.slow  # process-level: Keras 3 writes the file and checks the rebuild in child processes
+def test_keras3_model_is_rebuilt_as_tf_keras_with_equal_outputs(k3, digits_small):
+    byom = k3
     from edgekit._tf import keras
     from edgekit.user_model import TOLERANCE, keras_version, load
 
@@ -213,7 +222,8 @@ def test_given_model_goes_as_is_to_rpi4_and_cortex_m4(byom, tmp_path):
 
 
 @pytest.mark.slow  # process-level (a probe child per command; load() itself is tested in-process above)
-def test_recipe_validate_opens_the_model_without_training(byom):
+def test_recipe_validate_opens_the_model_without_training(k3):
+    byom = k3
     ok = recipe(byom, "v_ok", "teacher: null\nstudent: {model: k3.keras, epochs: 0}\nprune: null\nqat: null\n")
     bad = recipe(byom, "v_bad", "teacher: {model: custom.keras, epochs: 0}\nstudent: null\n")
     proc = CliRunner().invoke(main, ["recipes", "validate", str(ok), str(bad)])
@@ -267,7 +277,7 @@ def test_refusals(byom, tmp_path, body, fragment):
 
 def test_kinds_of_the_fixture_files(byom):
     assert [classify(v).kind for v in ("tk.keras", "tk.h5", "k3.keras", "my_models.py:build")] == \
-        ["keras", "keras", "keras", "builder"]
+        ["keras", "keras", "keras", "builder"]  # by the name: a Keras 3 file is a .keras file too
     assert parse_model_ref("tk_saved", byom).kind == "savedmodel"
     assert hashlib.sha256((byom / "tk.keras").read_bytes()).hexdigest() == sha(byom / "tk.keras")
 
