@@ -354,6 +354,12 @@ HEAVY_FIRST = ["test_speech.py", "test_mlperf_recipes.py", "test_airflow_dag.py"
                "test_ondevice_tasks.py"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m selects: the "property" marker below is selectable
 def pytest_collection_modifyitems(config, items):
+    # property-based tests carry the "property" marker: CI runs them once more with its many
+    # examples (HYPOTHESIS_PROFILE=ci bash tools/test.sh -m "slow or property", .ci/run)
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order

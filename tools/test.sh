@@ -18,11 +18,11 @@ for a in "$@"; do
   case "$a" in -n|-n*|--numprocesses*|no:xdist|--pdb|--trace) workers=0 ;; esac
 done
 if [ "$workers" -gt 0 ]; then
-  # the workers are the parallelism: each worker's TensorFlow (and oneDNN/OpenMP) runs one thread,
-  # so two workers on two CPUs do not spin against each other's thread pools (the suite took 92 s
-  # with TensorFlow's default pools, 83 s like this); set these yourself to override
-  export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-1}" TF_NUM_INTEROP_THREADS="${TF_NUM_INTEROP_THREADS:-1}"
-  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  # the workers are the parallelism: each worker's TensorFlow ops (and oneDNN/OpenMP) run on one
+  # thread, so two workers on two CPUs do not spin against each other's thread pools (the suite
+  # took 92 s with TensorFlow's default pools, 83 s like this); the inter-op pool stays as it is
+  # (a parameter-server cluster's coordinator deadlocks with one). Set these yourself to override.
+  export TF_NUM_INTRAOP_THREADS="${TF_NUM_INTRAOP_THREADS:-1}" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
   exec .venv/bin/python -m pytest -n "$workers" --dist loadfile --no-loadscope-reorder "$@"
 fi
 exec .venv/bin/python -m pytest "$@"
