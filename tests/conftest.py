@@ -340,18 +340,21 @@ def zoo_reference_int8(tmp_path_factory) -> dict[str, ZooModel]:
 
 # ----------------------------------------------------------------------------- the order of the files
 
-# The files that take most of the default suite's time (``--durations``; their fixtures train or
-# convert), heaviest first, the session fixtures they build alternating (regression/anomaly runs,
-# finished_run, tiny_models, the zoo), so that pytest-xdist (tools/test.sh: ``--dist loadfile
-# --no-loadscope-reorder``, which keeps this order) starts them first, each worker on a different
-# build, and the many cheap files fill in at the end instead of one heavy file straggling alone.
+# The files that take most of the suites' time (``--durations``), heaviest first, so that
+# pytest-xdist (tools/test.sh: ``--dist loadfile --no-loadscope-reorder``, which keeps this order)
+# starts them first and the many cheap files fill in at the end instead of one heavy file straggling
+# alone. The default suite: test_safety.py builds the bank's finished_run (about 12 s) while the
+# other worker goes through files that do not read it (their own runs, tiny_models, the zoo), and
+# only then come the files that read finished_run, so that no worker waits for the bank.
 HEAVY_FIRST = ["test_speech.py", "test_mlperf_recipes.py", "test_airflow_dag.py",  # the slow suite's longest files
-               "test_tasks.py", "test_safety.py", "test_user_models.py", "test_models.py",
-               "test_task_pipelines.py", "test_structured.py", "test_selective.py", "test_hardening.py",
-               "test_audio_ship.py", "test_convert.py", "test_stages.py", "test_parity.py", "test_quality.py",
-               "test_tune.py", "test_console.py",
-               "test_bad_input.py", "test_deploy.py", "test_external.py", "test_pipeline.py",
-               "test_ondevice_tasks.py"]
+               "test_user_models.py", "test_tune.py",
+               "test_safety.py",                                                   # finished_run
+               "test_models.py", "test_selective.py", "test_audio_ship.py", "test_tasks.py", "test_estimate.py",
+               "test_ondevice_tasks.py", "test_mcu.py", "test_external.py", "test_ondevice_evaluate.py",
+               "test_bad_input.py", "test_tune_rdb.py", "test_train_distributed.py",
+               "test_convert.py", "test_stages.py", "test_structured.py", "test_hardening.py", "test_parity.py",
+               "test_quality.py", "test_console.py", "test_pipeline.py", "test_layer_error.py", "test_deploy.py",
+               "test_task_pipelines.py"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects: the "property" marker below is selectable
