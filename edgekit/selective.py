@@ -235,7 +235,8 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
         record["reason"] = "no layer can be kept at higher precision on this target"
         return record, None
 
-    float_blob = to_tflite(float_model, mode="float32")
+    # the run's conversion of its float model (KerasSource.tflite: converted once for all targets)
+    float_blob = source.tflite("float32") if hasattr(source, "cache") else to_tflite(float_model, mode="float32")
     tensors_of = layer_ops(float_model, float_blob)
     from ai_edge_litert.interpreter import Interpreter
 

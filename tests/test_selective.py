@@ -227,12 +227,13 @@ def test_an_mcu_never_gets_a_layer_without_a_tflm_int16_kernel(tmp_path):
                                  x_test=x[1500:], y_test=y[1500:], task="classification")
     cfg = ConvertConfig(selective="auto", per_layer_samples=200)
     chosen = {}
+    cache: dict = {}  # one run's conversions, as convert_target shares them between targets
     for kind, mode, fmt in (("mcu", "full-int8", "tflite-full-int8"), ("mobile", "int8", "tflite-int8")):
         folder = tmp_path / kind
         folder.mkdir()
-        source = KerasSource({"float": m, "qat": None}, data, cfg, 0)
+        source = KerasSource({"float": m, "qat": None}, data, cfg, 0, cache=cache)
         path = folder / "model_int8.tflite"
-        path.write_bytes(source.tflite(mode))
+        path.write_bytes(source.tflite(mode, signature=kind != "mcu"))  # as each kind makes its file
         art = Artifact(path, fmt, "x", {})
         more = selective.for_target(source, targets.get(kind), targets.ConvertContext(data, cfg, folder, path, 3.0), art)
         record = art.extra["selective_precision"]

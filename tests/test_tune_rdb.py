@@ -104,14 +104,14 @@ def test_a_trial_whose_machine_went_silent_is_failed_and_queued_again(pg, monkey
     from edgekit.tune.study import _counted, _retry_stale
 
     monkeypatch.setenv(ENV, pg.url_with_password)
-    monkeypatch.setattr(st, "GRACE_S", 1)
-    monkeypatch.setattr(st, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(st, "GRACE_S", 0.4)
+    monkeypatch.setattr(st, "HEARTBEAT_S", 0.4)
     rdb = st.open_storage(resolve(pg.url), Path("."))
     study = optuna.create_study(study_name="silent", storage=rdb, directions=["maximize", "minimize"])
     t = study.ask({"width": optuna.distributions.CategoricalDistribution([1.0, 2.0])})
     t.set_user_attr("host", "gone-machine")
     rdb.record_heartbeat(t._trial_id)
-    time.sleep(2.5)
+    time.sleep(1.0)
     stale = set(rdb._get_stale_trial_ids(study._study_id))
     assert stale == {t._trial_id}
     assert _retry_stale(study, stale) == [t.number]
