@@ -53,6 +53,9 @@ class Airflow:
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory) -> Airflow:
+    from conftest import wait_for_background_venvs
+
+    wait_for_background_venvs()
     t0 = time.monotonic()
     setup = subprocess.run(["bash", str(ROOT / "tools" / "airflow_env.sh")], capture_output=True, text=True,
                            timeout=1800)

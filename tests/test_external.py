@@ -271,6 +271,9 @@ def test_compress_help_imports_no_tensorflow():
 
 
 def _venv_python(name: str, script: str) -> Path:
+    from conftest import wait_for_background_venvs
+
+    wait_for_background_venvs()
     exe = ROOT / name / "bin" / "python"
     if not exe.is_file():
         from conftest import require_tool  # skips here, fails under CI=true (.ci/run makes it)

@@ -1,0 +1,98 @@
+"""The two ways edgekit converts a Keras model to TFLite, side by side in one run.
+
+``to_tflite(model, mode=...)`` lowers the model through a SavedModel (``from_keras_model``), which
+writes the ``serving_default`` signature LiteRT's signature runners call; ``signature=False``
+(TFLite Micro's files, stage sizes, measurement-only conversions) traces the inference call once
+and converts the frozen graph. For each zoo model (float and QAT) and mode this prints both
+times, their ratio, both sizes and whether the two files compute the same outputs with the same
+ops in LiteRT:
+
+    python tools/bench_convert.py                 # cnn_tiny, ds_cnn, resnet8
+    python tools/bench_convert.py --models ds_cnn --json-out b.json
+
+Times are wall-clock seconds of ``to_tflite`` alone (each model converted once before timing, so
+TensorFlow's first-use costs are not in either column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHAPES = {"cnn_tiny": (8, 8, 1), "ds_cnn": (49, 10, 1), "resnet8": (32, 32, 3)}
+
+
+def _outputs(blob: bytes, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=blob)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    ys = []
+    for i in range(len(x)):
+        q = x[i : i + 1]
+        if inp["dtype"] in (np.int8, np.int16):
+            s, z = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            q = np.clip(np.round(q / s + z), info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        ys.append(it.get_tensor(out["index"]).copy())
+    return np.concatenate(ys), sorted(op["op_name"] for op in it._get_ops_details())  # noqa: SLF001
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--json-out", type=Path)
+    args = p.parse_args(argv)
+
+    from edgekit.convert import to_tflite
+    from edgekit.models import create_model
+    from edgekit.quantize import apply_qat
+
+    rows = []
+    for name in args.models:
+        shape = SHAPES[name]
+        x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+
+        def rep(x=x):
+            for i in range(len(x)):
+                yield [x[i : i + 1]]
+
+        float_model = create_model(name, input_shape=shape, num_classes=10, seed=0)
+        qat = apply_qat(float_model, "default_8bit")
+        qat(x[:1])
+        for label, model, modes in (("float", float_model, ["float32", "full-int8"]), ("qat", qat, ["full-int8"])):
+            to_tflite(model, mode="float32" if label == "float" else "int8", rep=rep, signature=False)  # warm up
+            for mode in modes:
+                t0 = time.perf_counter()
+                with_sig = to_tflite(model, mode=mode, rep=rep)
+                t1 = time.perf_counter()
+                without = to_tflite(model, mode=mode, rep=rep, signature=False)
+                t2 = time.perf_counter()
+                ya, oa = _outputs(with_sig, x)
+                yb, ob = _outputs(without, x)
+                rows.append({"model": name, "kind": label, "mode": mode, "savedmodel_s": round(t1 - t0, 3),
+                             "frozen_s": round(t2 - t1, 3), "ratio": round((t1 - t0) / (t2 - t1), 1),
+                             "savedmodel_bytes": len(with_sig), "frozen_bytes": len(without),
+                             "same_outputs": bool(np.array_equal(ya, yb)), "same_ops": oa == ob})
+                r = rows[-1]
+                print(f"{name:9s} {label:5s} {mode:9s} SavedModel way {r['savedmodel_s']:6.2f} s, frozen graph "
+                      f"{r['frozen_s']:5.2f} s: {r['ratio']:5.1f}x; {r['savedmodel_bytes']} vs {r['frozen_bytes']} B; "
+                      f"same outputs {r['same_outputs']}, same ops {r['same_ops']}", flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2))
+    return 0 if all(r["same_outputs"] and r["same_ops"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
