@@ -111,7 +111,9 @@ def test_eval_compare_shows_the_loss_of_every_stage(finished_run, tmp_path):
     stages = {s["name"]: s for s in run.report["stages"]}
     for st in ("teacher", "student"):  # the same Keras models on eval.npz's samples (all 360 here)
         assert by[f"keras_{st}"]["accuracy"] == pytest.approx(stages[st]["accuracy"], abs=1e-6)
-    md = CliRunner().invoke(main, ["eval", str(run.out), "--compare", "--threshold", "0"]).stdout
+    from edgekit.parity.render import render_compare  # what `eval --compare` prints without --json
+
+    md = render_compare(result)
     assert "| vs teacher |" in md and "| keras_teacher |" in md
 
 
