@@ -95,6 +95,46 @@ def test_unknown_study_to_join_and_an_unreachable_server_are_one_clear_line(pg, 
     assert res.exit_code != 0 and "no study 'nobody-started-this' in postgresql://tuner@127.0.0.1" in res.stderr
 
 
+def test_a_machine_that_loses_the_table_creation_race_opens_the_study_again(monkeypatch, tmp_path):
+    """Two machines opening a fresh PostgreSQL database at once both create Optuna's tables; one
+    loses with a unique violation (seen in CI). open_storage opens again, and gives up with the
+    one-line error after CREATE_ATTEMPTS; any other error is not retried. (RDBStorage stands in
+    for the race, which cannot be timed in a test; the retry is what is tested.)"""
+    import optuna
+
+    from edgekit.errors import RecipeError
+    from edgekit.tune import storage as st
+
+    calls = []
+
+    def racing(url, **kw):
+        calls.append(url)
+        if len(calls) < 3:
+            raise RuntimeError('(psycopg.errors.UniqueViolation) duplicate key value violates unique constraint '
+                               '"pg_type_typname_nsp_index"')
+        return "storage"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    url = st.Storage("postgresql://tuner@127.0.0.1:1/edgekit", "postgresql://tuner@127.0.0.1:1/edgekit")
+    assert st.open_storage(url, tmp_path) == "storage" and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(st, "CREATE_ATTEMPTS", 2)
+    with pytest.raises(RecipeError, match="cannot open the study's database: .*duplicate key value"):
+        st.open_storage(url, tmp_path)
+    assert len(calls) == 2
+
+    def refused(url, **kw):
+        calls.append(url)
+        raise RuntimeError("connection refused")
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", refused)
+    with pytest.raises(RecipeError, match="connection refused"):
+        st.open_storage(url, tmp_path)
+    assert len(calls) == 1
+
+
 def test_a_trial_whose_machine_went_silent_is_failed_and_queued_again(pg, monkeypatch):
     """The heartbeat path in process: a RUNNING trial with an old heartbeat is stale; another
     worker fails it (``interrupted``) and queues its parameters once, even when two try."""

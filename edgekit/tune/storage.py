@@ -12,10 +12,13 @@ and otherwise leaves the password to the driver (libpq reads ``PGPASSWORD`` and 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from pathlib import Path
 
 from ..errors import RecipeError
+
+log = logging.getLogger(__name__)
 
 ENV = "EDGEKIT_TUNE_STORAGE"
 HEARTBEAT_S = 10    # a worker records a heartbeat for each of its running trials this often ...
@@ -89,6 +92,14 @@ def resolve(option: str | None, *, environ: dict | None = None) -> Storage:
     return Storage(url, mask(url))
 
 
+CREATE_ATTEMPTS = 5  # opening a fresh shared database: tries while another machine creates its tables
+
+
+def _lost_create_race(exc: BaseException) -> bool:
+    text = str(exc)
+    return "duplicate key value" in text or "already exists" in text or "UniqueViolation" in text
+
+
 def open_storage(storage: Storage, out: Path):
     """Optuna's RDBStorage for ``storage`` (``out/study.db`` by default). A shared one records
     heartbeats (:data:`HEARTBEAT_S`, :data:`GRACE_S`) so a trial whose machine vanished is found."""
@@ -101,10 +112,23 @@ def open_storage(storage: Storage, out: Path):
     import warnings
 
     try:
-        with warnings.catch_warnings():  # heartbeat_interval is marked experimental in optuna 4
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(storage.url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # heartbeat_interval is marked experimental in optuna 4
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(storage.url, engine_kwargs=kwargs,
+                                                      heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            except Exception as e:  # noqa: BLE001 - only the race below is retried
+                # machines that open a fresh database at the same moment all create Optuna's tables;
+                # PostgreSQL lets one win and fails the others' CREATE TABLE with a unique violation
+                # ("pg_type_typname_nsp_index") or "already exists": the tables are there, open again
+                if attempt + 1 == CREATE_ATTEMPTS or not _lost_create_race(e):
+                    raise
+                import random
+                import time
+
+                log.info("another machine created the study's tables at the same moment; opening again")
+                time.sleep(0.2 + random.random())
     except ImportError as e:
         raise RecipeError(f"--storage {storage.shown}: its database driver is not installed ({e}); for "
                           "PostgreSQL: pip install 'edgekit[tune-rdb]' (psycopg 3)") from None
