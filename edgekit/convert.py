@@ -92,11 +92,12 @@ def to_tflite(model, *, mode: str, rep=None, signature: bool = True) -> bytes:
     model is quantization-aware trained. Raises :class:`ConversionError` with the converter's reason.
 
     ``signature``: write the ``serving_default`` signature that LiteRT's signature runners call
-    (``from_keras_model``, which lowers the model through a SavedModel: 1-5 s for a small model).
+    (``from_keras_model``, which lowers the model through a SavedModel: 0.3-5 s for a zoo model).
     Without it (files nobody calls by signature: TFLite Micro's, and models converted only to be
     measured) the model's inference call is traced once and converted as a frozen graph: the same
     ops, weights and quantization, bit-identical outputs (``tests/test_convert.py``), about 150 bytes
-    less, 10-30x faster. Should that path fail, the model goes the ``from_keras_model`` way.
+    less, 5-17x faster (``tools/bench_convert.py``). Should that path fail, the model goes the
+    ``from_keras_model`` way.
     """
     if not signature:
         try:
