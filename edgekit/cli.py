@@ -22,6 +22,19 @@ from .stages import ALL_STAGES
 log = logging.getLogger("edgekit")
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a Ctrl-C is what raised ``exc``: a KeyboardInterrupt that another error replaced while
+    unwinding (TensorFlow's tracing context managers assert "Concurrent access?" on the way out of
+    one; seen in tests/test_interrupt.py)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,6 +59,9 @@ def _handle_errors(fn):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - anything else (e.g. TensorFlow's own I/O errors): one line
+            if _interrupted(exc):
+                click.echo("interrupted; finished stages are kept, continue with --resume", err=True)
+                ctx.exit(130)
             if debug:
                 raise
             text = " ".join(str(exc).split())
