@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._io import guard, write_json, write_text  # noqa: F401 - re-exported
-from ._tf import keras, tf
+from ._tf import keras
 from .recipe import Training
 
 ProgressFn = Callable[[str, int, int, dict], None]
