@@ -13,8 +13,10 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import difflib
 import enum
+import functools
 import os
 import re
 from pathlib import Path
@@ -623,7 +625,11 @@ def _depth(text: str) -> int:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    """``yaml.safe_load`` of a small UTF-8 file; refuses alias bombs (many ``*alias`` uses)."""
+    """``yaml.safe_load`` of a small UTF-8 file; refuses alias bombs (many ``*alias`` uses).
+
+    A text already parsed in this process is not scanned again (a run reads the same target
+    profiles and recipe many times): the parse is memoised by the file's text, and every caller
+    gets its own copy of the data."""
     if not path.is_file():
         raise RecipeError(f"{path}: {what} file not found")
     if path.stat().st_size > MAX_YAML_BYTES:
@@ -631,32 +637,46 @@ def _read_yaml(path: Path, what: str) -> Any:
                           f"(limit {MAX_YAML_BYTES} bytes)")
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+    try:
+        return copy.deepcopy(_parse_yaml(text))
+    except _YamlProblem as problem:
+        raise RecipeError(f"{path}: {problem.args[0].format(what=what)}") from None
+
+
+class _YamlProblem(Exception):
+    """Why a YAML text is refused; the message has a ``{what}`` slot for the kind of file."""
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_yaml(text: str) -> Any:
+    """The checked ``yaml.safe_load`` of ``text`` (treat the result as read-only: it is cached)."""
+    try:
         depth = _flow_depth(text)
         if depth > MAX_YAML_DEPTH:
-            raise RecipeError(f"{path}: YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {what} "
-                              "is a few levels of keys")
+            raise _YamlProblem(f"YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {{what}} "
+                               "is a few levels of keys")
         aliases = sum(isinstance(t, yaml.AliasToken) for t in yaml.scan(text))
         if aliases > MAX_YAML_ALIASES:
-            raise RecipeError(f"{path}: {aliases} YAML aliases (limit {MAX_YAML_ALIASES}): refused as a "
-                              "possible alias bomb; write the values out")
+            raise _YamlProblem(f"{aliases} YAML aliases (limit {MAX_YAML_ALIASES}): refused as a "
+                               "possible alias bomb; write the values out")
         depth = _depth(text)
         if depth > MAX_YAML_DEPTH:
-            raise RecipeError(f"{path}: YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {what} "
-                              "is a few levels of keys")
+            raise _YamlProblem(f"YAML nested {depth} levels deep (limit {MAX_YAML_DEPTH}); a {{what}} "
+                               "is a few levels of keys")
         loader = _UniqueKeyLoader(text)  # what yaml.safe_load does, with the duplicate-key check
         try:
             return loader.get_single_data()
         finally:
             loader.dispose()
     except RecursionError:
-        raise RecipeError(f"{path}: YAML nested too deeply to read (limit {MAX_YAML_DEPTH} levels)") from None
+        raise _YamlProblem(f"YAML nested too deeply to read (limit {MAX_YAML_DEPTH} levels)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise RecipeError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+        raise _YamlProblem(f"not valid YAML{where}: {problem}".replace("{", "{{").replace("}", "}}")) from None
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

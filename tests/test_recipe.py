@@ -117,6 +117,27 @@ def test_yaml_alias_bomb_is_refused(tmp_path):
         load_recipe(p)
 
 
+def test_a_yaml_text_read_again_is_the_same_and_a_changed_file_is_read_anew(tmp_path):
+    """Parses are memoised by text (a run reads its profiles many times): each read gets its own
+    data, an error names the file it came from, and a file whose text changed is parsed again."""
+    from edgekit.recipe import _read_yaml
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("name: x\nteacher: {epochs: 3}\n")
+    first = _read_yaml(a, "recipe")
+    first["teacher"]["epochs"] = 99  # a caller that changes what it got changes nothing else
+    assert _read_yaml(a, "recipe") == {"name": "x", "teacher": {"epochs": 3}}
+    a.write_text("name: x\nteacher: {epochs: 4}\n")
+    assert load_recipe(a).teacher.epochs == 4
+    for path in (a, b):
+        path.write_text("name: x\nname: y\n")
+        with pytest.raises(RecipeError, match=rf"^{path}: .*name"):
+            load_recipe(path)
+    b.write_text("{" * 60 + "}" * 60 + "\n")
+    with pytest.raises(RecipeError, match=rf"^{b}: YAML nested 60 levels deep .* a target profile is a few"):
+        load_target(str(b))
+
+
 def test_non_utf8_and_huge_numbers(tmp_path):
     p = tmp_path / "latin1.yaml"
     p.write_bytes("name: caf\xe9\n".encode("latin-1"))
