@@ -166,7 +166,6 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
     holds the gate), ``met`` (the selective model holds it on the validation split), ``not_met``
     (even every candidate layer kept does not; that model ships, so its cost is visible) or
     ``unavailable`` (with ``reason``)."""
-    from .convert import to_tflite
     from .external.quantize import calibrate_tflite
     from .layer_error import layer_ops
 
@@ -235,8 +234,9 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
         record["reason"] = "no layer can be kept at higher precision on this target"
         return record, None
 
-    # the run's conversion of its float model (KerasSource.tflite: converted once for all targets)
-    float_blob = source.tflite("float32") if hasattr(source, "cache") else to_tflite(float_model, mode="float32")
+    # the run's conversion of its float model (only a KerasSource has a Keras float model, checked
+    # above; its tflite() converts once for all targets of the run)
+    float_blob = source.tflite("float32")
     tensors_of = layer_ops(float_model, float_blob)
     from ai_edge_litert.interpreter import Interpreter
 
