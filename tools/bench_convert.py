@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,22 +32,15 @@ SHAPES = {"cnn_tiny": (8, 8, 1), "ds_cnn": (49, 10, 1), "resnet8": (32, 32, 3)}
 
 
 def _outputs(blob: bytes, x: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    from ai_edge_litert.interpreter import Interpreter
+    """The model's outputs on ``x`` in LiteRT (edgekit's evaluator path) and its ops, one per operator."""
+    from edgekit.ondevice.evaluate import predict_outputs
+    from edgekit.tflite_file import read
 
-    it = Interpreter(model_content=blob)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
-    ys = []
-    for i in range(len(x)):
-        q = x[i : i + 1]
-        if inp["dtype"] in (np.int8, np.int16):
-            s, z = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            q = np.clip(np.round(q / s + z), info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], q)
-        it.invoke()
-        ys.append(it.get_tensor(out["index"]).copy())
-    return np.concatenate(ys), sorted(op["op_name"] for op in it._get_ops_details())  # noqa: SLF001
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-convert-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(blob)
+        y = predict_outputs(str(path), x, runtime="ai_edge_litert")
+    return y, sorted(o.op for o in read(blob).subgraphs[0].operators)
 
 
 def main(argv: list[str] | None = None) -> int:
