@@ -91,31 +91,76 @@ def to_tflite(model, *, mode: str, rep=None, signature: bool = True) -> bytes:
     ``rep`` (a representative-dataset generator) is required for int8/int16x8 modes unless the
     model is quantization-aware trained. Raises :class:`ConversionError` with the converter's reason.
 
-    ``signature``: write the ``serving_default`` signature that LiteRT's signature runners call
-    (``from_keras_model``, which lowers the model through a SavedModel: 0.3-5 s for a zoo model).
-    Without it (files nobody calls by signature: TFLite Micro's, and models converted only to be
-    measured) the model's inference call is traced once and converted as a frozen graph: the same
-    ops, weights and quantization, bit-identical outputs (``tests/test_convert.py``), about 150 bytes
-    less, 5-17x faster (``tools/bench_convert.py``). Should that path fail, the model goes the
-    ``from_keras_model`` way.
+    The model's inference call (``training=False``) is traced once and converted as a frozen graph.
+    ``signature``: write the ``serving_default`` signature that LiteRT's signature runners call,
+    as ``TFLiteConverter.from_keras_model`` writes it (input and output named after the Keras
+    model's, the I/O tensors named as that way names them). That way lowers the model through a
+    SavedModel first (0.2-14 s for a zoo model); the frozen graph gives the same ops, weights,
+    quantization and outputs 5-20x faster (``tests/test_convert.py`` checks they compute the same,
+    ``tools/bench_convert.py`` prints both). Without the signature (files nobody calls by
+    signature: TFLite Micro's, and models converted only to be measured) the file is about 150
+    bytes smaller. A model with several inputs or outputs, or one the frozen-graph path fails on,
+    goes the ``from_keras_model`` way (whose error names the problem).
     """
-    if not signature:
-        try:
-            return _convert(_frozen_converter(model), mode, rep)
-        except Exception as exc:  # noqa: BLE001 - the SavedModel way below raises what names the problem
-            log.debug("frozen-graph conversion failed (%s); converting through a SavedModel", exc)
+    try:
+        blob = _convert(_frozen_converter(model), mode, rep)
+        return _with_signature(blob, model) if signature else blob
+    except Exception as exc:  # noqa: BLE001 - the SavedModel way below raises what names the problem
+        log.debug("frozen-graph conversion failed (%s); converting through a SavedModel", exc)
     return _convert(tf().lite.TFLiteConverter.from_keras_model(model), mode, rep)
+
+
+# the traced call's input and output tensors in a frozen-graph conversion, before _with_signature
+# names them as a SavedModel conversion does ("Identity" is TensorFlow's name for a function's output)
+_FROZEN_INPUT, _FROZEN_OUTPUT = "edgekit_input", "Identity"
 
 
 def _frozen_converter(model):
     """A converter of ``model``'s inference call (``training=False``), traced once for its input
     with any batch size, without a SavedModel in between (so no signature def)."""
     t = tf()
-    spec = t.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype)
+    spec = t.TensorSpec((None, *model.input_shape[1:]), model.inputs[0].dtype, name=_FROZEN_INPUT)
     call = t.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     conv = t.lite.TFLiteConverter.from_concrete_functions([call], model)
     conv.experimental_lower_to_saved_model = False
     return conv
+
+
+def _with_signature(blob: bytes, model) -> bytes:
+    """``blob`` (a frozen-graph conversion of ``model``) with the ``serving_default`` signature def
+    and I/O tensor names a SavedModel conversion of ``model`` has: signature input and output
+    named ``model.input_names[0]`` and ``model.output_names[0]``, input tensor
+    ``serving_default_<input>:0``, output tensor ``StatefulPartitionedCall:0`` (and the quantize
+    steps the converter derived from them renamed alike). Raises ValueError for a model with
+    several inputs or outputs, or a file that is not one subgraph with one input and one output."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError("a signature is written here for one input and one output only")
+    m = fb.ModelT.InitFromPackedBuf(bytearray(blob), 0)
+    if len(m.subgraphs or []) != 1 or m.signatureDefs:
+        raise ValueError("not a one-subgraph model without signatures")
+    sg = m.subgraphs[0]
+    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
+        raise ValueError("not one input and one output")
+    in_name, out_name = model.input_names[0], model.output_names[0]
+    renames = {_FROZEN_INPUT: f"serving_default_{in_name}:0", _FROZEN_OUTPUT: "StatefulPartitionedCall:0"}
+    for tensor in sg.tensors:
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+        for old, new in renames.items():
+            rest = name[len(old):]
+            if name.startswith(old) and re.fullmatch(r"|\d+|_int8|_int16", rest):  # int16x8's "x_int16", ...
+                tensor.name = new + rest
+    sig = fb.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs, sig.outputs = [fb.TensorMapT()], [fb.TensorMapT()]
+    sig.inputs[0].name, sig.inputs[0].tensorIndex = in_name, sg.inputs[0]
+    sig.outputs[0].name, sig.outputs[0].tensorIndex = out_name, sg.outputs[0]
+    m.signatureDefs = [sig]
+    builder = flatbuffers.Builder(len(blob) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _convert(conv, mode: str, rep) -> bytes:

@@ -310,15 +310,18 @@ def test_a_runtime_missing_on_the_host_is_replaced_and_said():
         assert runtime == "ai_edge_litert" and "tflite_runtime is not installed on this host" in note
 
 
-@pytest.mark.parametrize("name,qat", [pytest.param("resnet8", False, marks=pytest.mark.slow), ("cnn_tiny", True)],
-                         ids=["resnet8", "cnn_tiny-qat"])
-def test_conversion_without_signature_is_the_same_model(name, qat, tmp_path):
-    """``to_tflite(signature=False)`` (TFLite Micro's files, stage sizes) converts the frozen inference
-    graph instead of going through a SavedModel: it must give the very same ops, quantization and
-    outputs as the SavedModel way, on a residual zoo model and a QAT model, and only lack the
-    signature def."""
+@pytest.mark.parametrize("name,qat,modes", [
+    pytest.param("resnet8", False, ["float32", "fp16", "int8", "int16x8", "full-int16x8"], marks=pytest.mark.slow),
+    ("cnn_tiny", True, ["int8", "full-int8"])], ids=["resnet8", "cnn_tiny-qat"])
+def test_frozen_graph_conversion_is_the_savedmodel_conversion(name, qat, modes, tmp_path):
+    """``to_tflite`` converts the traced inference call as a frozen graph (and writes the signature
+    itself) instead of lowering the model through a SavedModel (``from_keras_model``): per mode
+    (the mobile/rpi ones and TFLite Micro's), the very same ops, quantization and outputs, the same
+    signature and I/O tensor names as the SavedModel way, on a residual zoo model and a QAT
+    model; ``signature=False`` only lacks the signature def."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgekit._tf import tf
     from edgekit.models import create_model
     from edgekit.ondevice.evaluate import predict_outputs
     from edgekit.quantize import apply_qat
@@ -338,16 +341,37 @@ def test_conversion_without_signature_is_the_same_model(name, qat, tmp_path):
         path = tmp_path / "model.tflite"
         path.write_bytes(blob)
         sg = read(blob).subgraphs[0]
-        return (predict_outputs(str(path), x, runtime="ai_edge_litert"),
-                sorted(o.op for o in sg.operators),
-                sorted((t.dtype, tuple(round(s, 9) for s in t.scale)) for t in sg.tensors),
-                Interpreter(model_content=blob).get_signature_list())
+        return {"outputs": predict_outputs(str(path), x, runtime="ai_edge_litert"),
+                "ops": sorted(o.op for o in sg.operators),
+                "scales": sorted((t.dtype, tuple(round(s, 9) for s in t.scale)) for t in sg.tensors),
+                # a QAT model's first fake-quant tensor ends in ";" one way and not the other
+                "names": sorted(t.name.rstrip(";") for t in sg.tensors),
+                "io": [sg.tensors[sg.inputs[0]].name, sg.tensors[sg.outputs[0]].name],
+                "signatures": Interpreter(model_content=blob).get_signature_list()}
 
-    # the modes TFLite Micro's files and stage sizes are made in (each SavedModel way takes seconds)
-    for mode in (["full-int8"] if qat else ["full-int16x8"]):
-        with_sig = run(convert.to_tflite(model, mode=mode, rep=rep))
+    for mode in modes:
+        savedmodel = run(convert._convert(tf().lite.TFLiteConverter.from_keras_model(model), mode, rep))  # noqa: SLF001
+        frozen = run(convert.to_tflite(model, mode=mode, rep=rep))
         without = run(convert.to_tflite(model, mode=mode, rep=rep, signature=False))
-        np.testing.assert_array_equal(without[0], with_sig[0], err_msg=mode)
-        assert without[1] == with_sig[1], mode
-        assert without[2] == with_sig[2], mode
-        assert list(with_sig[3]) == ["serving_default"] and not without[3], mode
+        assert savedmodel["signatures"] == {"serving_default": {"inputs": [model.input_names[0]],
+                                                                "outputs": [model.output_names[0]]}}, mode
+        for key in ("ops", "scales", "names", "io", "signatures"):
+            assert frozen[key] == savedmodel[key], (mode, key)
+        np.testing.assert_array_equal(frozen["outputs"], savedmodel["outputs"], err_msg=mode)
+        np.testing.assert_array_equal(without["outputs"], savedmodel["outputs"], err_msg=mode)
+        assert without["ops"] == savedmodel["ops"] and without["scales"] == savedmodel["scales"], mode
+        assert without["signatures"] == {}, mode
+
+
+def test_a_model_with_two_outputs_keeps_both_in_its_signature():
+    """The frozen-graph path writes one input and one output into the signature; a model with two
+    outputs is converted the SavedModel way, with both outputs in its signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgekit._tf import keras
+
+    k = keras()
+    i = k.Input((4,), name="features")
+    model = k.Model(i, [k.layers.Dense(3, name="logits")(i), k.layers.Dense(1, name="score")(i)])
+    sigs = Interpreter(model_content=convert.to_tflite(model, mode="float32")).get_signature_list()
+    assert sigs == {"serving_default": {"inputs": ["features"], "outputs": ["logits", "score"]}}
