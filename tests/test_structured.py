@@ -73,6 +73,32 @@ def test_small_model_computes_what_the_kept_channels_computed(which):
     assert small.output_shape == model.output_shape and last not in kept
 
 
+def test_batchnorm_adaptation_gives_the_statistics_of_the_data():
+    """After the shrink the wide model's BatchNorm statistics are stale: adapt_batchnorm sets each
+    moving mean to the mean of the layer's input over the samples (averaged over equal batches)
+    and makes inference on them what training mode computes; the momentum is left as it was."""
+    from edgekit._tf import keras
+    from edgekit.structured import adapt_batchnorm
+
+    model, shape = _zoo("resnet8")
+    rng = np.random.default_rng(0)
+    _randomize_bn(model, rng)
+    x = rng.random((32, *shape)).astype("float32")
+    assert not np.allclose(model(x, training=False).numpy(), model(x, training=True).numpy(), rtol=1e-2, atol=5e-3)
+    norms = [layer for layer in model.layers if layer.__class__.__name__ == "BatchNormalization"]
+    before = [layer.momentum for layer in norms]
+    assert adapt_batchnorm(model, x, batch_size=8) == 32
+    assert [layer.momentum for layer in norms] == before
+    first = norms[0]
+    seen = keras().Model(model.inputs, first.input)(x).numpy()
+    np.testing.assert_allclose(first.moving_mean.numpy(), seen.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    assert adapt_batchnorm(model, x, batch_size=32) == 32  # one batch: its statistics (the stored
+    # variance is Bessel-corrected, n/(n-1) of what training mode divides by: 0.2 % here at 4x4x32)
+    np.testing.assert_allclose(model(x, training=False).numpy(), model(x, training=True).numpy(),
+                               rtol=1e-2, atol=5e-3)
+    assert adapt_batchnorm(_zoo("cnn_tiny")[0], x[:, :8, :8, :1], batch_size=8) == 0  # no BatchNorm: nothing
+
+
 def test_groups_follow_the_graph():
     from edgekit.structured import shrink
 
@@ -142,6 +168,7 @@ def test_stage_fine_tunes_reports_channels_and_qat_stays_dense(digits, tmp_path)
     assert all(a == b // 2 for a, b in m["structure"]["kept"].values())
     assert m["structure"]["params_after"] < m["structure"]["params_before"] == model.count_params()
     assert m["params"] == m["structure"]["params_after"] and m["accuracy"] > 0.2
+    assert m["batchnorm_adapted_samples"] == 0  # cnn_small has no BatchNorm
     q = quantize.run(load_model(res.model_path), digits, QatConfig(epochs=1, batch_size=64), seed=0,
                      out_dir=tmp_path / "qat", pruned=False)
     assert q.metrics["scheme"] == "default_8bit" and q.metrics["size_bytes"] < m["size_bytes"]
