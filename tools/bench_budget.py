@@ -211,6 +211,16 @@ def run_report(r: dict, folder: Path) -> dict:
     return json.loads((folder / "run" / "report.json").read_text())
 
 
+def teacher_only(run: Path, dest: Path) -> None:
+    """Copy of the finished run ``run`` in ``dest`` with only its teacher stage: ``--resume`` then
+    reuses the teacher and trains everything after it for the new recipe (a copy of the whole run
+    would hand a later run its student, pruned and QAT stages wherever their settings match)."""
+    shutil.copytree(run / "stages" / "teacher", dest / "stages" / "teacher")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["stages"] = {"teacher": manifest["stages"]["teacher"]}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
 def edgekit_run(r: dict, folder: Path) -> dict:
     return numbers(run_report(r, folder))
 
@@ -367,7 +377,7 @@ def run_all(args, out: Path, results_file: Path, done: dict) -> None:
                         elif method in ("distilled", "channels"):
                             teacher_run = out / ds / "teacher" / f"seed{seed}" / "run"
                             if not (folder / "run").exists() and teacher_run.is_dir():
-                                shutil.copytree(teacher_run, folder / "run")  # the same teacher, resumed
+                                teacher_only(teacher_run, folder / "run")  # the same teacher, resumed
                             width = plain["width"] if method == "distilled" else wide["width"]
                             res = edgekit_run(recipe(ds, npz, seed, width=width, teacher=True,
                                                      prune=method == "channels", **kw), folder)
