@@ -32,6 +32,31 @@ def test_interval_is_a_t_interval_and_overlap_is_a_tie():
     assert bb.summary([None, 0.5])["n"] == 1 and bb.summary([])["mean"] is None
 
 
+def _row(ds, kib, method, seed, acc, flash=16000, arena=9000):
+    return {"dataset": ds, "budget_kib": kib, "method": method, "seed": seed, "accuracy": acc,
+            "flash_bytes": flash, "arena_bytes": arena}
+
+
+def test_goal_is_met_only_at_half_the_cost_and_not_measurable_without_8_kib(capsys):
+    """The goal line: edgekit at 8 KiB against the peer flow at 16 KiB (accuracy a tie or higher
+    over 5 seeds, flash + arena at most half); an architecture with no 8 KiB result (its narrowest
+    file is larger) is not measurable, and the line says so instead of "does not reach"."""
+    peer = [_row("d", 16, "peer", s, 0.50 + s / 100, 16500, 9400) for s in range(5)]
+    small = [_row("d", 8, "scratch", s, 0.80 + s / 100, 8100, 4800) for s in range(5)]
+    bb.goal(peer + small, "d")
+    out = capsys.readouterr().out
+    assert "GOAL (d) MET" in out and "(0.50x)" in out and "reaches" in out
+    costly = [_row("d", 8, "scratch", s, 0.80 + s / 100, 8100, 9000) for s in range(5)]
+    bb.goal(peer + costly, "d")
+    assert "GOAL (d) NOT MET" in capsys.readouterr().out
+    at16 = [_row("k", 16, "peer", s, 0.5 + s / 100) for s in range(5)] + \
+           [_row("k", 16, "scratch", s, 0.8 + s / 100) for s in range(5)]
+    bb.goal(at16, "k")
+    out = capsys.readouterr().out
+    assert "GOAL (k) NOT MEASURABLE" in out and "at 16 KiB edgekit scratch" in out and "(higher)" in out
+    assert "does not reach" not in out
+
+
 @pytest.mark.slow
 def test_peer_flow_prunes_quantizes_and_is_measured_like_a_target(tmp_path):
     """The tfmot guides' flow: the stripped model holds the guide's final sparsity (80 %), the file
