@@ -19,8 +19,8 @@ by its layer's largest value. Every unfrozen group keeps ``max(1, round(C·(1-s)
 
 BatchNormalization statistics (:func:`adapt_batchnorm`): removing channels changes what every
 later layer sees, so the moving means and variances learned for the wide model no longer hold
-(a ResNet-8 at 94 % fell to chance with them, and 4 epochs of fine-tuning move them only part
-of the way). The stage re-estimates them from training samples after the shrink and again after
+(a ResNet-8 student at 94 % fell to chance with them, and 4 epochs of fine-tuning move them only
+part of the way; docs/compression.md has the benchmark). The stage re-estimates them from training samples after the shrink and again after
 fine-tuning, as NNCF's BatchNorm adaptation does after pruning.
 """
 
