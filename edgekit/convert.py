@@ -96,7 +96,7 @@ def to_tflite(model, *, mode: str, rep=None, signature: bool = True) -> bytes:
     as ``TFLiteConverter.from_keras_model`` writes it (input and output named after the Keras
     model's, the I/O tensors named as that way names them). That way lowers the model through a
     SavedModel first (0.2-14 s for a zoo model); the frozen graph gives the same ops, weights,
-    quantization, outputs and file size 5.6-17.5x faster (``tests/test_convert.py`` checks they
+    quantization, outputs and file size 5-17x faster (``tests/test_convert.py`` checks they
     compute the same, ``tools/bench_convert.py`` prints both). Without the signature (files nobody calls by
     signature: TFLite Micro's, and models converted only to be measured) the file is about 150
     bytes smaller. A model with several inputs or outputs, or one the frozen-graph path fails on,
@@ -133,35 +133,21 @@ def _with_signature(blob: bytes, model) -> bytes:
     ``serving_default_<input>:0``, output tensor ``StatefulPartitionedCall:0`` (and the quantize
     steps the converter derived from them renamed alike). Raises ValueError for a model with
     several inputs or outputs, or a file that is not one subgraph with one input and one output."""
-    import flatbuffers
-    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    from .tflite_file import with_signature
 
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError("a signature is written here for one input and one output only")
-    m = fb.ModelT.InitFromPackedBuf(bytearray(blob), 0)
-    if len(m.subgraphs or []) != 1 or m.signatureDefs:
-        raise ValueError("not a one-subgraph model without signatures")
-    sg = m.subgraphs[0]
-    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
-        raise ValueError("not one input and one output")
     in_name, out_name = model.input_names[0], model.output_names[0]
     renames = {_FROZEN_INPUT: f"serving_default_{in_name}:0", _FROZEN_OUTPUT: "StatefulPartitionedCall:0"}
-    for tensor in sg.tensors:
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+
+    def rename(name: str) -> str:
         for old, new in renames.items():
-            rest = name[len(old):]
             # the name itself, or one the converter derived from it ("Identity1", "edgekit_input_int16")
-            if name.startswith(old) and re.fullmatch(r"|\d+|_int8|_int16", rest):
-                tensor.name = new + rest
-    sig = fb.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-    sig.inputs, sig.outputs = [fb.TensorMapT()], [fb.TensorMapT()]
-    sig.inputs[0].name, sig.inputs[0].tensorIndex = in_name, sg.inputs[0]
-    sig.outputs[0].name, sig.outputs[0].tensorIndex = out_name, sg.outputs[0]
-    m.signatureDefs = [sig]
-    builder = flatbuffers.Builder(len(blob) + 1024)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+            if name.startswith(old) and re.fullmatch(r"|\d+|_int8|_int16", name[len(old):]):
+                return new + name[len(old):]
+        return name
+
+    return with_signature(blob, key="serving_default", input_name=in_name, output_name=out_name, rename=rename)
 
 
 def _convert(conv, mode: str, rep) -> bytes:

@@ -1,4 +1,5 @@
-"""The one reader of ``.tflite`` flatbuffers: ops, tensors and I/O of a model, without running it.
+"""The one reader of ``.tflite`` flatbuffers: ops, tensors and I/O of a model, without running it
+(and its one edit: :func:`with_signature`, a signature def written into a model that has none).
 
 :func:`read` parses a model once (bytes or a path) into frozen objects: the operators of every
 subgraph with their builtin names (custom ops as ``CUSTOM:<custom_code>``, so TensorFlow select
@@ -28,11 +29,11 @@ import dataclasses
 import functools
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ConversionError
 
-__all__ = ["Operator", "Subgraph", "TFLiteModel", "Tensor", "read"]
+__all__ = ["Operator", "Subgraph", "TFLiteModel", "Tensor", "read", "with_signature"]
 
 # Builtin options read into Operator.options, per op: (options table, {key: accessor}). Only what
 # a reader here needs; add a row for another op's options.
@@ -121,6 +122,38 @@ def read(model: bytes | bytearray | memoryview | os.PathLike | str) -> TFLiteMod
     except Exception as e:  # flatbuffers raises struct.error / IndexError / UnicodeError on junk
         raise ConversionError(f"{what} is not a valid TFLite flatbuffer ({type(e).__name__}: {e})") from e
     return TFLiteModel(what, len(data), subgraphs)
+
+
+def with_signature(model: bytes, *, key: str, input_name: str, output_name: str,
+                   rename: Callable[[str], str] | None = None) -> bytes:
+    """``model`` (flatbuffer bytes of one subgraph with one input and one output and no signature
+    def) with the signature def ``key`` that maps ``input_name`` and ``output_name`` to them, and
+    every tensor name of the subgraph passed through ``rename``. Raises ValueError for any other
+    model. The flatbuffer is rebuilt with the schema's object API, as TensorFlow's converter does
+    when it changes a model's I/O types."""
+    import flatbuffers
+
+    fb = _schema()[0]
+    m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    if len(m.subgraphs or []) != 1 or m.signatureDefs:
+        raise ValueError("not a one-subgraph model without signatures")
+    sg = m.subgraphs[0]
+    if len(sg.inputs) != 1 or len(sg.outputs) != 1:
+        raise ValueError("not one input and one output")
+    if rename is not None:
+        for tensor in sg.tensors:
+            name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+            if rename(name) != name:
+                tensor.name = rename(name)
+    sig = fb.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = key, 0
+    sig.inputs, sig.outputs = [fb.TensorMapT()], [fb.TensorMapT()]
+    sig.inputs[0].name, sig.inputs[0].tensorIndex = input_name, sg.inputs[0]
+    sig.outputs[0].name, sig.outputs[0].tensorIndex = output_name, sg.outputs[0]
+    m.signatureDefs = [sig]
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _bytes(model) -> tuple[bytes, str]:
