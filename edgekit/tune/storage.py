@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
+import time
 from pathlib import Path
 
 from ..errors import RecipeError
@@ -124,9 +126,6 @@ def open_storage(storage: Storage, out: Path):
                 # ("pg_type_typname_nsp_index") or "already exists": the tables are there, open again
                 if attempt + 1 == CREATE_ATTEMPTS or not _lost_create_race(e):
                     raise
-                import random
-                import time
-
                 log.info("another machine created the study's tables at the same moment; opening again")
                 time.sleep(0.2 + random.random())
     except ImportError as e:
