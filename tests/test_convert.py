@@ -249,9 +249,9 @@ def test_a_mode_that_two_targets_ship_is_converted_once_per_run(float_model, dat
     calls = []
     real = convert.to_tflite
 
-    def counting(model, *, mode, rep=None, signature=True):
+    def counting(model, *, mode, rep=None, signature=True, batch=None):
         calls.append(mode)
-        return real(model, mode=mode, rep=rep, signature=signature)
+        return real(model, mode=mode, rep=rep, signature=signature, batch=batch)
 
     monkeypatch.setattr(convert, "to_tflite", counting)
     phone = tmp_path / "phone.yaml"
@@ -375,3 +375,37 @@ def test_a_model_with_two_outputs_keeps_both_in_its_signature():
     model = k.Model(i, [k.layers.Dense(3, name="logits")(i), k.layers.Dense(1, name="score")(i)])
     sigs = Interpreter(model_content=convert.to_tflite(model, mode="float32")).get_signature_list()
     assert sigs == {"serving_default": {"inputs": ["features"], "outputs": ["logits", "score"]}}
+
+
+def test_batch_one_folds_the_shape_ops_and_computes_the_same(tmp_path):
+    """TFLite Micro's files are converted for batch 1: a ``Reshape`` layer's run-time shape
+    computation (SHAPE, STRIDED_SLICE, PACK) becomes a constant, so the file has fewer ops and
+    tensors, fewer bytes and a smaller measured arena, and gives the very same int8 outputs."""
+    from edgekit import mcu
+    from edgekit.models import create_model
+    from edgekit.ondevice.evaluate import predict_outputs
+    from edgekit.tflite_file import read
+
+    model = create_model("conv1d_tiny", input_shape=(40, 1), num_classes=10, seed=0, width=0.5)
+    x = np.random.default_rng(0).normal(size=(16, 40, 1)).astype(np.float32)
+
+    def rep():
+        for i in range(len(x)):
+            yield [x[i : i + 1]]
+
+    measured = {}
+    for batch in (None, 1):
+        blob = convert.to_tflite(model, mode="full-int8", rep=rep, signature=False, batch=batch)
+        path = tmp_path / f"batch-{batch}.tflite"
+        path.write_bytes(blob)
+        sg = read(blob).subgraphs[0]
+        measured[batch] = {"ops": [o.op for o in sg.operators], "tensors": len(sg.tensors), "bytes": len(blob),
+                           "arena": mcu.measure_arena(path).min_bytes, "input": list(sg.tensors[sg.inputs[0]].shape),
+                           "outputs": predict_outputs(str(path), x, runtime="ai_edge_litert")}
+    dynamic, one = measured[None], measured[1]
+    assert {"SHAPE", "STRIDED_SLICE", "PACK"} <= set(dynamic["ops"])
+    assert not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(one["ops"])
+    assert [op for op in dynamic["ops"] if op not in ("SHAPE", "STRIDED_SLICE", "PACK")] == one["ops"]
+    assert one["input"] == [1, 40, 1]
+    assert one["tensors"] < dynamic["tensors"] and one["bytes"] < dynamic["bytes"] and one["arena"] < dynamic["arena"]
+    np.testing.assert_array_equal(one["outputs"], dynamic["outputs"])

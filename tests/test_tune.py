@@ -116,7 +116,7 @@ def test_footprint_bounds_hold_on_real_conversions(tmp_path, digits_small, width
         for i in range(32):
             yield [x[i: i + 1]]
 
-    blob = to_tflite(model, mode=mode, rep=rep, signature=False)  # as the mcu target makes it
+    blob = to_tflite(model, mode=mode, rep=rep, signature=False, batch=1)  # as the mcu target makes it
     path = tmp_path / "m.tflite"
     path.write_bytes(blob)
     arena = mcu.measure_arena(path).min_bytes
@@ -129,7 +129,7 @@ def test_footprint_bounds_hold_on_real_conversions(tmp_path, digits_small, width
 
         for layer in weighted_layers(model):
             layer.kernel.assign(np.where(np.abs(layer.kernel.numpy()) < 0.05, 0.0, layer.kernel.numpy()))
-        assert len(to_tflite(model, mode=mode, rep=rep, signature=False)) == len(blob)
+        assert len(to_tflite(model, mode=mode, rep=rep, signature=False, batch=1)) == len(blob)
 
 
 def test_early_verdict_prunes_what_cannot_fit():

@@ -46,9 +46,10 @@ class GivenSource:
         """The calibration samples (batch 1 each) drawn from the training split."""
         return [batch[0] for batch in representative(self.data, self.cfg.representative_samples, self.seed)()]
 
-    def tflite(self, mode: str, *, signature: bool = True) -> bytes:  # noqa: ARG002 - the given file's signatures are kept
+    def tflite(self, mode: str, *, signature: bool = True,  # noqa: ARG002 - the given file's signatures are kept
+               batch: int | None = None) -> bytes:  # noqa: ARG002 - and its batch size
         """The float .tflite quantized by litert-quantizer in ``mode`` (:mod:`.quantize`), with the
-        signatures the given file has."""
+        signatures and the input batch size the given file has."""
         src = self.float_tflite
         if src is None:
             raise ConversionError(f"{self.given.path.name}: this target needs a float .tflite and none was made "

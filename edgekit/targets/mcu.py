@@ -56,10 +56,11 @@ class McuKind(TargetKindSpec):
 
         cfg, out_dir = ctx.cfg, ctx.out_dir
         if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
-            blob = source.tflite("full-int16x8", signature=False)  # TFLite Micro calls no signature
+            # TFLite Micro calls no signature and runs one sample per invoke (batch 1 folds shape ops)
+            blob = source.tflite("full-int16x8", signature=False, batch=1)
             fmt = "tflite-full-int16x8"
         else:
-            blob = source.tflite("full-int8", signature=False)
+            blob = source.tflite("full-int8", signature=False, batch=1)
             fmt = "tflite-full-int8"
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)
