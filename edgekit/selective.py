@@ -235,8 +235,9 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
         return record, None
 
     # the run's conversion of its float model (only a KerasSource has a Keras float model, checked
-    # above; its tflite() converts once for all targets of the run)
-    float_blob = source.tflite("float32")
+    # above; its tflite() converts once for all targets of the run), for batch 1 where the primary
+    # file is (TFLite Micro's), so that the two files differ only in the layers' precision
+    float_blob = source.tflite("float32", batch=1 if spec.integer_only else None)
     tensors_of = layer_ops(float_model, float_blob)
     from ai_edge_litert.interpreter import Interpreter
 
