@@ -266,9 +266,11 @@ def _sliced_weights(layer, plan: Plan) -> list[np.ndarray] | None:
         out_idx = plan.kept(plan.producers[layer.name])
         kernel = np.take(np.take(weights[0], in_idx, axis=-2), out_idx, axis=-1)
         return [kernel] + [np.take(w, out_idx, axis=-1) for w in weights[1:]]
-    if kind == "DepthwiseConv2D" and in_idx is not None:
+    if in_idx is None or len(in_idx) == plan.width(plan.inputs[layer.name][0]):
+        return None  # its input keeps every channel (a frozen one, e.g. before a depth multiplier of 2)
+    if kind == "DepthwiseConv2D":
         return [np.take(weights[0], in_idx, axis=2)] + [np.take(w, in_idx, axis=-1) for w in weights[1:]]
-    if kind in ("BatchNormalization", "LayerNormalization") and in_idx is not None:
+    if kind in ("BatchNormalization", "LayerNormalization"):
         return [np.take(w, in_idx, axis=-1) for w in weights]
     return None
 

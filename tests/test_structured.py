@@ -28,6 +28,20 @@ def _functional_mix():
     return k.Model(inp, L.Dense(3, name="logits")(x))
 
 
+def _multiplier_and_axis():
+    """A depthwise conv with a depth multiplier of 2 and a BatchNorm over rows, not channels: both
+    keep every channel of their input (their weights are not per input channel); the rest shrinks."""
+    from edgekit._tf import keras
+
+    k = keras()
+    L = k.layers
+    inp = L.Input((8, 8, 2))
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw2")(L.Conv2D(6, 3, name="a")(inp))
+    x = L.BatchNormalization(axis=1, name="bn_rows")(L.Conv2D(8, 1, name="b")(x))
+    x = L.Dense(8, activation="relu", name="hidden")(L.Flatten()(L.Conv2D(6, 3, name="c")(x)))
+    return k.Model(inp, L.Dense(3, name="logits")(x))
+
+
 def _zoo(name):
     from edgekit.models import create_model
 
@@ -44,14 +58,14 @@ def _randomize_bn(model, rng):
                                rng.uniform(0.5, 2, v.shape)])
 
 
-@pytest.mark.parametrize("which", ["mix", "resnet8", "ds_cnn", "cnn_tiny"])
+@pytest.mark.parametrize("which", ["mix", "multiplier", "resnet8", "ds_cnn", "cnn_tiny"])
 def test_small_model_computes_what_the_kept_channels_computed(which):
     """Zero, in the original, every consumer's weights on the removed channels: it then computes
     exactly what the rebuilt small model computes (so each kept weight went to its right place:
     Flatten index mapping, Add groups, Concatenate offsets, depthwise and BatchNorm slices)."""
     from edgekit.structured import analyze, choose, shrink
 
-    model = _functional_mix() if which == "mix" else _zoo(which)[0]
+    model = {"mix": _functional_mix, "multiplier": _multiplier_and_axis}.get(which, lambda: _zoo(which)[0])()
     rng = np.random.default_rng(0)
     _randomize_bn(model, rng)
     last = model.layers[-1].name
@@ -111,6 +125,10 @@ def test_groups_follow_the_graph():
     assert small.get_layer("e").get_weights()[0].shape[2] == 4 + 3  # Concatenate of kept dw + kept c
     assert small.get_layer("hidden").get_weights()[0].shape == (3 * 3 * (5 + 4), 6)  # Flatten mapping
     assert "logits" not in kept                                   # the output keeps its classes
+    small, kept, _ = shrink(_multiplier_and_axis(), 0.5, {"logits"})
+    assert "a" not in kept and "b" not in kept  # feed a depth multiplier of 2 / a BatchNorm over rows: kept
+    assert small.get_layer("dw2").get_weights()[1].shape == (12,) and small.get_layer("bn_rows").get_weights()[0].shape == (6,)
+    assert kept["c"] == [3, 6] and kept["hidden"] == [4, 8]
 
 
 # MobileNet's depthwise blocks are DS-CNN's kind (the default suite's); at 13 s it runs with the slow tests
