@@ -16,7 +16,10 @@ For each dataset and flash budget (8 KiB and 16 KiB, each method within +-3 %), 
 
 Hitting the budget: the int8 file size depends on the architecture only, so before training each
 width is chosen by bisection on the width multiplier of randomly initialised models, wrapped for QAT
-(``quantize_model``) and converted to full int8 (for ``channels`` the model after structured pruning of 0.5 of its channels); the width
+(``quantize_model``) and converted to full int8 (for ``channels`` the model after structured pruning
+of 0.5 of its channels), each flow's way: the peer's with the TFLite guide's ``from_keras_model``
+(dynamic batch, signature), edgekit's as its mcu target converts (batch 1, no signature; a model
+with a ``Reshape``, as MNIST-1D's ``conv1d_small``, then fits more width into the same bytes); the width
 whose file lies closest to the budget is used and a method whose measured file misses the band is
 marked ``OFF-BAND`` in the table. A budget that even the narrowest model (width 0.02: one or two
 channels per layer) exceeds is reported UNREACHABLE and skipped: DS-CNN and ResNet-8 convert to
@@ -125,10 +128,12 @@ def write_data(name: str, folder: Path) -> Path:
 
 # -------------------------------------------------------------------------------------------- sizing
 
-def file_bytes(name: str, width: float, channels: float | None, shape, classes: int) -> int:
+def file_bytes(name: str, width: float, channels: float | None, shape, classes: int, *, peer: bool = False) -> int:
     """Full-int8 file size of zoo model ``name`` at ``width`` (random weights), after structured
     pruning of ``channels`` of its prunable channels when given (first and last layer kept, as
-    edgekit's default ``skip_layers``)."""
+    edgekit's default ``skip_layers``); converted as the peer flow converts (``peer``: the TFLite
+    guide's ``from_keras_model``, dynamic batch, signature) or as edgekit's mcu target does
+    (batch 1, no signature: fewer bytes for the same width where the model has a Reshape)."""
     from edgekit.models import create_model
     from edgekit.prune import layers_to_prune
     from edgekit.structured import shrink
@@ -145,11 +150,20 @@ def file_bytes(name: str, width: float, channels: float | None, shape, classes: 
     m.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in m.get_weights()])
     m = tfmot().quantization.keras.quantize_model(m)  # a QAT model converts to a larger file than PTQ
     x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
-    return len(int8_bytes(m, x))
+    if peer:
+        return len(int8_bytes(m, x))
+    from edgekit.convert import to_tflite
+
+    def rep():
+        for i in range(len(x)):
+            yield [x[i:i + 1]]
+
+    return len(to_tflite(m, mode="full-int8", rep=rep, signature=False, batch=1))
 
 
-def size_width(name, budget: int, channels, shape, classes, cache: dict, key: str) -> dict:
-    """The width whose int8 file lies closest to ``budget`` (bisection on the width multiplier)."""
+def size_width(name, budget: int, channels, shape, classes, cache: dict, key: str, *, peer: bool = False) -> dict:
+    """The width whose int8 file (converted the peer's way or edgekit's, see :func:`file_bytes`)
+    lies closest to ``budget`` (bisection on the width multiplier)."""
     if key in cache:
         return cache[key]
     seen: dict[float, int] = {}
@@ -157,7 +171,7 @@ def size_width(name, budget: int, channels, shape, classes, cache: dict, key: st
     def f(w):
         w = round(w, 4)
         if w not in seen:
-            seen[w] = file_bytes(name, w, channels, shape, classes)
+            seen[w] = file_bytes(name, w, channels, shape, classes, peer=peer)
         return seen[w]
 
     narrowest = 0.02  # 1-2 channels per layer
@@ -348,27 +362,30 @@ def run_all(args, out: Path, results_file: Path, done: dict) -> None:
             budget = kib * 1024
             with np.load(npz, allow_pickle=False) as z:
                 shape, classes = z["x_train"].shape[1:], int(z["y_train"].max()) + 1
-            plain = size_width(c["model"], budget, None, shape, classes, cache, f"{ds}/{kib}/plain")
-            wide = size_width(c["model"], budget, SPARSITY, shape, classes, cache, f"{ds}/{kib}/channels")
+            # each flow at the width whose file, made its own way, fits the budget: the peer's by the
+            # TFLite guide's converter, edgekit's as its mcu target converts (batch 1, no signature)
+            peer = size_width(c["model"], budget, None, shape, classes, cache, f"{ds}/{kib}/plain", peer=True)
+            plain = size_width(c["model"], budget, None, shape, classes, cache, f"{ds}/{kib}/edgekit-plain")
+            wide = size_width(c["model"], budget, SPARSITY, shape, classes, cache, f"{ds}/{kib}/edgekit-channels")
             cache_file.write_text(json.dumps(cache, indent=1))
-            print(f"{ds} {kib} KiB: width {plain['width']} -> {plain['bytes']} B; channels-{SPARSITY:g} of width "
-                  f"{wide['width']} -> {wide['bytes']} B", flush=True)
-            if plain.get("unreachable"):
+            print(f"{ds} {kib} KiB: peer width {peer['width']} -> {peer['bytes']} B; edgekit width {plain['width']} -> "
+                  f"{plain['bytes']} B; channels-{SPARSITY:g} of width {wide['width']} -> {wide['bytes']} B", flush=True)
+            if peer.get("unreachable") and plain.get("unreachable"):
                 print(f"{ds} {kib} KiB: UNREACHABLE: {c['model']} converts to {plain['bytes']} B of full int8 even "
                       f"at width {plain['width']} (the graph's tensors and ops, not its weights); skipped", flush=True)
                 continue
             for seed in args.seeds:
                 for method in args.methods:
                     key = (ds, kib, method, seed)
-                    if key in done:
+                    if key in done or (peer if method == "peer" else plain).get("unreachable"):
                         continue
                     folder = out / ds / f"{kib}k" / f"seed{seed}" / method
                     kw = {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "prune_epochs": args.prune_epochs}
                     try:
                         if method == "peer":
-                            r0 = recipe(ds, npz, seed, width=plain["width"], teacher=False, prune=False, **kw)
+                            r0 = recipe(ds, npz, seed, width=peer["width"], teacher=False, prune=False, **kw)
                             data = load_dataset(DataConfig(**r0["data"]), seed=seed)
-                            res = peer_flow(data, model=c["model"], width=plain["width"], seed=seed, out_dir=folder,
+                            res = peer_flow(data, model=c["model"], width=peer["width"], seed=seed, out_dir=folder,
                                             epochs=args.epochs or c["epochs"], prune_epochs=args.prune_epochs,
                                             qat_epochs=args.qat_epochs, batch_size=c["batch"], learning_rate=c["lr"])
                         elif method == "scratch":
