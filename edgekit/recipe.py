@@ -399,6 +399,12 @@ class ConvertConfig(_Strict):
     per_layer_samples: Annotated[int, Field(ge=0, le=100_000)] = Field(
         200, description="validation samples on which each target's int8 model is compared layer by layer with "
                          "the float model (report: per_layer_error, worst layers by Keras name); 0: not measured")
+    mcu_weight_bits: Annotated[int, Field(ge=1, le=7)] | None = Field(
+        None, description="mcu targets: store each large conv/dense weight tensor as 2**N values per output channel "
+                          "(its int8 weights clustered, 1-D k-means) and N-bit indices, rebuilt at run time by "
+                          "TFLite Micro's DECODE op: less flash, more arena (the decoded weights live in it), "
+                          "accuracy measured on the file; a tensor is compressed only where that saves a quarter "
+                          "of its bytes; null: plain int8 weights (needs mcu_scheme: int8)")
     selective: Literal["off", "auto"] = Field(
         "off", description="auto: keep the layers that lose most in int8 at higher precision (float on mobile/rpi, "
                            "int16 activations on mcu where TFLite Micro has the kernel) until the quality gate "
@@ -498,6 +504,14 @@ class Recipe(_Strict):
             if self.convert.per_layer_samples == 0:
                 raise ValueError("convert.selective: auto ranks layers by their per-layer error; set "
                                  "convert.per_layer_samples above 0")
+        if self.convert.mcu_weight_bits is not None:
+            if self.convert.mcu_scheme != "int8":
+                raise ValueError("convert.mcu_weight_bits compresses int8 models (mcu_scheme: int8), not int16x8; "
+                                 "set convert.mcu_weight_bits: null or mcu_scheme: int8")
+            if self.convert.selective == "auto":
+                raise ValueError("convert.mcu_weight_bits and convert.selective: auto do not combine yet (the "
+                                 "selective search runs the int8 model in LiteRT, which has no DECODE kernel); "
+                                 "set one of them off")
         if self.convert.mcu_scheme == "int16x8" and self.qat is not None:
             raise ValueError("convert.mcu_scheme: int16x8 is post-training quantization of the float model, but "
                              "qat is set (QAT trains int8); set qat: null or mcu_scheme: int8")

@@ -1,5 +1,7 @@
 """The one reader of ``.tflite`` flatbuffers: ops, tensors and I/O of a model, without running it
-(and its one edit: :func:`with_signature`, a signature def written into a model that has none).
+(and its edits: :func:`with_signature`, a signature def written into a model that has none;
+:func:`with_buffers`, constant tensors given other values of the same size; :func:`tensor_data`
+reads them).
 
 :func:`read` parses a model once (bytes or a path) into frozen objects: the operators of every
 subgraph with their builtin names (custom ops as ``CUSTOM:<custom_code>``, so TensorFlow select
@@ -31,6 +33,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from .errors import ConversionError
 
 __all__ = ["Operator", "Subgraph", "TFLiteModel", "Tensor", "read", "with_signature"]
@@ -56,6 +60,7 @@ class Tensor:
     const: bool
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
+    quantized_dimension: int = 0  # the channel axis of a per-channel quantized tensor
 
     @property
     def per_tensor(self) -> tuple[float, int] | None:
@@ -156,6 +161,41 @@ def with_signature(model: bytes, *, key: str, input_name: str, output_name: str,
     return bytes(builder.Output())
 
 
+def tensor_data(model: bytes, indices) -> dict[int, bytes]:
+    """The buffer bytes of the tensors ``indices`` of subgraph 0 (constants; a tensor without data
+    is left out)."""
+    fb = _schema()[0]
+    root = fb.Model.GetRootAsModel(model, 0)
+    sg = root.Subgraphs(0)
+    out = {}
+    for i in indices:
+        buf = root.Buffers(sg.Tensors(int(i)).Buffer())
+        if buf is not None and buf.DataLength() > 0:
+            out[int(i)] = buf.DataAsNumpy().tobytes()
+    return out
+
+
+def with_buffers(model: bytes, data: dict[int, np.ndarray]) -> bytes:
+    """``model`` with the constant tensors ``data`` keys (indices in subgraph 0) holding the
+    given arrays' bytes instead (each the same size as before; ValueError otherwise), rebuilt
+    with the object API like :func:`with_signature`."""
+    import flatbuffers
+
+    fb = _schema()[0]
+    m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
+    sg = m.subgraphs[0]
+    for index, array in data.items():
+        buf = m.buffers[sg.tensors[int(index)].buffer]
+        raw = np.ascontiguousarray(array).tobytes()
+        if buf.data is None or len(buf.data) != len(raw):
+            raise ValueError(f"tensor {index}: {len(raw)} bytes given for a buffer of "
+                             f"{0 if buf.data is None else len(buf.data)}")
+        buf.data = np.frombuffer(raw, np.uint8)
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def _bytes(model) -> tuple[bytes, str]:
     if isinstance(model, (os.PathLike, str)):
         path = Path(model)
@@ -202,7 +242,8 @@ def _subgraph(root, s: int, codes: list[str], fb, type_names: dict[int, str]) ->
                               shape=_ints(ten.ShapeLength(), ten.ShapeAsNumpy),
                               dtype=type_names.get(ten.Type(), "UNKNOWN"),
                               const=bool(buf is not None and (buf.DataLength() > 0 or buf.Size() > 0)),
-                              scale=scale, zero_point=zero))
+                              scale=scale, zero_point=zero,
+                              quantized_dimension=int(q.QuantizedDimension()) if q is not None else 0))
     operators = []
     for j in range(sg.OperatorsLength()):
         o = sg.Operators(j)

@@ -237,6 +237,7 @@ def render_html(report: dict) -> str:
                  + '<p class="note">Size: the stage exported to TFLite (raw and gzip, so the effect of pruning on '
                    "compressed size is visible)."
                  + (f" Flash: {_e(view.pruning_flash_note(report))}." if view.pruning_flash_note(report) else "")
+                 + "".join(f" Weights: {_e(n)}." for n in view.weight_lut_notes(report))
                  + "</p></section>")
     metrics = view.metrics_table(report)
     if metrics is not None:

@@ -52,6 +52,8 @@ def render_markdown(report: dict) -> str:
     out += ["## Stages", "", table_md(view.stage_table(report)), ""]
     if view.pruning_flash_note(report):
         out += [f"Flash: {md_text(view.pruning_flash_note(report))}.", ""]
+    for note in view.weight_lut_notes(report):
+        out += [f"Weights: {md_text(note)}.", ""]
     metrics = view.metrics_table(report)
     if metrics is not None:
         out += ["## Task metrics", "", table_md(metrics), ""]

@@ -697,6 +697,25 @@ def pruning_flash_note(report: dict) -> str | None:
     return text
 
 
+def weight_lut_notes(report: dict) -> list[str]:
+    """Per target with ``convert.mcu_weight_bits``: what the look-up-table weights did to the file
+    and where the decoded weights go (the arena), or why the weights stayed plain."""
+    out = []
+    for t in report.get("targets", []):
+        lut = t.get("weight_lut")
+        if not lut:
+            continue
+        if lut.get("applied"):
+            out.append(f"{t['name']}: {len(lut.get('tensors') or [])} weight tensor(s) stored as look-up tables "
+                       f"(indices of at most {lut.get('index_bits')} bits, decoded at run time by TFLite Micro's "
+                       f"DECODE op): the file {fmt_bytes(lut.get('size_bytes_before'))} → "
+                       f"{fmt_bytes(lut.get('size_bytes_after'))}; the decoded weights live in the tensor arena, "
+                       f"measured with them ({fmt_bytes(t.get('arena_bytes'))})")
+        else:
+            out.append(f"{t['name']}: weights stored plainly, not as look-up tables: {lut.get('reason')}")
+    return out
+
+
 def confusion(report: dict) -> tuple[str, list[list[int]], list[str]] | None:
     """(caption, matrix, class labels) of the primary deployed model, or None when not measured."""
     t = primary_target(report)

@@ -12,6 +12,7 @@ tensor arena, measured by :func:`edgekit.mcu.measure_arena`. The toolchain is :m
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 from .base import ConvertContext, TargetKindSpec, precision_artifacts, write_frontend, write_preprocess
@@ -65,11 +66,20 @@ class McuKind(TargetKindSpec):
         ops = mcu.model_ops(blob)
         mcu.check_ops(ops)
         info = check_integer_only(blob, require_int_io=True)
+        lut = plain = None
+        if cfg.mcu_weight_bits is not None:  # look-up-table weights, decoded by TFLite Micro (edgekit.weight_lut)
+            from ..weight_lut import compress
+
+            blob, plain, lut = compress(blob, cfg.mcu_weight_bits)
+            ops = mcu.model_ops(blob)
+            mcu.check_ops(ops)
         p = write_text(out_dir / "model_int8.tflite", blob)
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
         h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
                                   preprocess=preprocess_json(ctx.data))
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
+        if lut is not None:
+            extra["weight_lut"] = lut
         front = self._frontend(ctx, cfg) if ctx.data.frontend is not None else None
         resolver_ops = sorted(set(ops) | set(front["ops"])) if front else ops
         res = mcu.write_op_resolver(resolver_ops, out_dir / "op_resolver.h")
@@ -78,7 +88,7 @@ class McuKind(TargetKindSpec):
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
         files = [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(front["files"] if front else [])]
-        more = precision_artifacts(source, self, ctx, art)
+        more = self._precision(source, ctx, art, plain if lut and lut["applied"] else None)
         for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
             sel_blob = a.path.read_bytes()
             sel_ops = mcu.model_ops(sel_blob)
@@ -92,6 +102,26 @@ class McuKind(TargetKindSpec):
                                             sub / "op_resolver.h")]
             a.extra.update(ops=sel_ops, float_ops=[], arena=dataclasses.asdict(sel_arena))
         return [art, *more], files
+
+    def _precision(self, source, ctx: ConvertContext, art, plain: bytes | None) -> list:
+        """:func:`precision_artifacts` of the shipped model; for a look-up-table model measured on
+        ``plain``, the same clustered weights stored plainly (the same int8 arithmetic: LiteRT,
+        which the per-layer error runs, has no DECODE kernel)."""
+        from ..convert import Artifact
+
+        if plain is None:
+            return precision_artifacts(source, self, ctx, art)
+        with tempfile.TemporaryDirectory(prefix="edgekit-lut-") as tmp:
+            twin = Artifact(Path(tmp) / "model_int8_plain_weights.tflite", art.format, art.runtime, {})
+            twin.path.write_bytes(plain)
+            more = precision_artifacts(source, self, ctx, twin)  # selective is refused with LUT weights
+        for key in ("per_layer_error", "per_layer_error_reason"):
+            if key in twin.extra:
+                art.extra[key] = twin.extra[key]
+        if art.extra.get("per_layer_error"):
+            art.extra["per_layer_error"]["measured_on"] = ("the same clustered weights stored without look-up "
+                                                           "tables (LiteRT has no DECODE kernel)")
+        return more
 
     @staticmethod
     def _frontend(ctx: ConvertContext, cfg) -> dict:
