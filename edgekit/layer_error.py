@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EdgekitError
+from .tflite_file import read
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,13 @@ def for_run(run_dir: Path, *, samples: int | None = 200) -> dict[str, Any]:
             continue
         seen.add(a["path"])
         try:
+            if "CUSTOM:TFLM_DECODE" in read(run_dir / a["path"]).ops:
+                measured = (a.get("extra") or {}).get("per_layer_error")
+                raise EdgekitError("its weights are look-up tables that TFLite Micro's DECODE op rebuilds, which "
+                                   "LiteRT cannot run; "
+                                   + ("report.json has its per-layer error, measured at convert time on the same "
+                                      "weights stored plainly" if measured else "convert without "
+                                      "convert.mcu_weight_bits to compare it layer by layer"))
             res = layer_errors(model, run_dir / a["path"], x.astype(np.float32))
             out["artifacts"].append({"target": a["target"], "path": a["path"], "layers": res["layers"],
                                      "worst": res["worst"]})

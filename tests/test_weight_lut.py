@@ -123,6 +123,12 @@ def test_mcu_target_ships_the_compressed_model_with_decode_registered(digits_sma
     got = evaluate.run_evaluator(art.path, tiny_models.eval_npz, runtime="tflite_micro",
                                  cfg=EvaluateConfig(warmup=1, runs=3), arena_bytes=art.extra["arena"]["recommended_bytes"])
     assert got["accuracy"] is not None and got["accuracy"] > 0.5
+    # eval --compare: the file runs in TFLite Micro; LiteRT cannot load it, which is noted, not an error
+    from edgekit.parity.variants import _target_variants
+
+    (v,) = _target_variants(tmp_path, {}, x_te[:20], y_te[:20], tmp_path)
+    assert v.error is None and v.outputs.shape == (20, 10) and v.runtime == "tflite_micro"
+    assert "error" in v.extra["litert_same_file"]
 
 
 def test_report_says_what_the_tables_did_or_why_there_are_none():

@@ -31,7 +31,7 @@ def diagnose(row: dict, rows: list[dict], facts: dict, v: _Outputs, ref_out: np.
                     "try": "check for layers the converter rewrites (custom layers, unsupported "
                            "ops, training-only behaviour such as dropout or batch norm in training mode)"})
     micro = row.get("litert_same_file")
-    if micro and micro["agreement"] < 1.0:
+    if micro and micro.get("agreement") is not None and micro["agreement"] < 1.0:
         out.append({"cause": "TFLite Micro kernels differ from LiteRT on the same file",
                     "evidence": f"TFLM and LiteRT agree on {micro['agreement']:.4f} of samples, "
                                 f"max output difference {micro['max_abs_diff']:.4g}",
