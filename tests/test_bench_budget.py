@@ -49,6 +49,12 @@ def test_goal_is_met_only_at_half_the_cost_and_not_measurable_without_8_kib(caps
     costly = [_row("d", 8, "scratch", s, 0.80 + s / 100, 8100, 9000) for s in range(5)]
     bb.goal(peer + costly, "d")
     assert "GOAL (d) NOT MET" in capsys.readouterr().out
+    # a sweep below 8 KiB is printed too, 8 KiB first, and counts where it holds
+    smaller = [_row("d", 6, "scratch", s, 0.80 + s / 100, 6100, 2000) for s in range(5)]
+    bb.goal(peer + costly + smaller, "d")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("GOAL (d)")]
+    assert "NOT MET: edgekit scratch at 8 KiB" in lines[0] and "MET: edgekit scratch at 6 KiB" in lines[1]
+    assert "reaches" in lines[-1] and "(scratch at 6 KiB)" in lines[-1]
     at16 = [_row("k", 16, "peer", s, 0.5 + s / 100) for s in range(5)] + \
            [_row("k", 16, "scratch", s, 0.8 + s / 100) for s in range(5)]
     bb.goal(at16, "k")
