@@ -35,7 +35,7 @@ from .errors import ConversionError
 
 log = logging.getLogger(__name__)
 
-# op -> (index of the weight input, its output-channel axis when it is quantized per tensor)
+# op -> the index of its weight input (TFLite Micro's DECODE-aware kernels: tflite-micro's compression docs)
 _WEIGHT_INPUTS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
 _DECODE_BYTES = 160  # a DECODE op and its output and ancillary tensors (shapes, alignment), roughly
 _HEADER_BYTES = 16  # the ancillary data's header (DCM) before the value tables
@@ -60,7 +60,8 @@ def cluster(values: np.ndarray, k: int, *, iterations: int = 30) -> np.ndarray:
             break
         centers = new
     levels = np.unique(np.round(centers)).astype(np.int64)
-    nearest = levels[np.abs(v[:, None] - levels[None, :]).argmin(axis=1)]
+    # nearest level (ties to the lower one): O(n log k), not an n x k matrix, for large tensors
+    nearest = levels[np.searchsorted((levels[:-1] + levels[1:]) / 2, v, side="left")]
     return nearest.reshape(np.shape(values)).astype(np.asarray(values).dtype)
 
 
@@ -71,9 +72,9 @@ def compress(blob: bytes, bits: int) -> tuple[bytes, bytes, dict[str, Any]]:
     Returns ``(compressed, clustered, info)``: the file TFLite Micro runs (with DECODE ops), the
     same clustered weights stored plainly (what LiteRT can run), and ``{"method": "lut",
     "index_bits", "tensors": [{name, weights, bits, channels}], "size_bytes_before",
-    "size_bytes_after", "applied"}``. A tensor whose tables and indices would not be smaller
-    than its weights is left as it is; with none left, ``compressed`` is ``blob`` itself
-    (``applied: false``). Raises :class:`ConversionError` when tflite-micro's compressor fails.
+    "size_bytes_after", "applied"}`` (``reason`` when not applied). A tensor shared by several ops,
+    or whose tables, indices and DECODE op would save less than a quarter of its bytes, is left as
+    it is; with none left (or a compressed file no smaller), ``compressed`` is ``blob`` itself. Raises :class:`ConversionError` when tflite-micro's compressor fails.
     """
     from .tflite_file import read, tensor_data, with_buffers
 
@@ -86,19 +87,12 @@ def compress(blob: bytes, bits: int) -> tuple[bytes, bytes, dict[str, Any]]:
         for t in op.inputs:
             if t >= 0:
                 uses[t] = uses.get(t, 0) + 1
-    candidates = []
-    for op in sg.operators:
-        slot = _WEIGHT_INPUTS.get(op.op)
-        if slot is not None and len(op.inputs) > slot:
-            candidates.append(op.inputs[slot])
+    candidates = [op.inputs[_WEIGHT_INPUTS[op.op]] for op in sg.operators
+                  if op.op in _WEIGHT_INPUTS and len(op.inputs) > _WEIGHT_INPUTS[op.op]]
     data = tensor_data(blob, [i for i in candidates if i >= 0])
     chosen: dict[int, np.ndarray] = {}
     specs, tensors = [], []
-    for op in sg.operators:
-        slot = _WEIGHT_INPUTS.get(op.op)
-        if slot is None or len(op.inputs) <= slot:
-            continue
-        index = op.inputs[slot]
+    for index in candidates:
         t = sg.tensor(index)
         if t is None or index in chosen or uses.get(index, 0) != 1 or t.dtype != "INT8" or index not in data:
             continue
