@@ -299,6 +299,8 @@ def summary(vals: list[float]) -> dict:
 
 def compare(a: dict, b: dict) -> str:
     """'higher' / 'lower' when the 95 % intervals do not overlap, else 'tie' (needs 5 seeds each)."""
+    if b["n"] == 0:
+        return "no peer flow at this budget"
     if a["n"] < 5 or b["n"] < 5:
         return f"not decided (n={a['n']}/{b['n']}, fewer than 5 seeds)"
     if a["lo"] > b["hi"]:
