@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
+import threading
 from pathlib import Path
 
 import click
@@ -91,6 +93,11 @@ def main(ctx, verbose: int, quiet: bool, debug: bool, lock_wait_s: float):
       edgekit run recipes/quickstart.yaml --out runs/quickstart
     """
     from .console import Console, level_from_env
+    from .interrupt import INTERRUPT, on_sigint
+
+    INTERRUPT.clear()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)  # a Ctrl-C that Python drops is seen after the next batch
 
     # -q / -v on this command, else the level of the edgekit process that started this one
     verbosity = -1 if quiet else verbose if verbose else level_from_env()

@@ -18,10 +18,12 @@ import numpy as np
 
 from ._io import guard, write_json, write_text  # noqa: F401 - re-exported
 from ._tf import keras
+from .interrupt import INTERRUPT
 from .recipe import Training
 
 ProgressFn = Callable[[str, int, int, dict], None]
 """``progress(stage, epoch_done, epochs_total, logs)``: called after each epoch."""
+
 
 
 def make_optimizer(optimizer: str, learning_rate: float, momentum: float = 0.9):
@@ -37,9 +39,16 @@ def make_optimizer(optimizer: str, learning_rate: float, momentum: float = 0.9):
 
 def callbacks(stage: str, cfg: Training | None, epochs: int, *, has_val: bool,
               progress: ProgressFn | None) -> list:
-    """Early stopping (when configured and a validation split exists) and progress reporting."""
+    """Stopping at a Ctrl-C (:data:`INTERRUPT`), early stopping (when configured and a validation
+    split exists) and progress reporting."""
     k = keras()
-    cbs: list = []
+
+    class _StopOnInterrupt(k.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if INTERRUPT.is_set():
+                raise KeyboardInterrupt
+
+    cbs: list = [_StopOnInterrupt()]
     if cfg is not None and cfg.early_stopping is not None and has_val:
         es = cfg.early_stopping
         cbs.append(k.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,

@@ -184,3 +184,38 @@ def test_prune_structured_2_of_4(teacher, data, tmp_path):
     kernel = load_model(res.model_path).get_layer(res.metrics["pruned_layers"][0]).kernel.numpy()
     assert prune.check_m_by_n(kernel, 2, 4)
     assert not prune.check_m_by_n(np.ones((3, 3, 8, 4)), 2, 4)
+
+
+def test_a_ctrl_c_that_python_dropped_still_stops_training_at_the_next_batch():
+    """Python drops a KeyboardInterrupt raised inside a weakref callback; the CLI's SIGINT handler
+    also sets edgekit.interrupt.INTERRUPT, and every training loop's callbacks raise it again after
+    the next batch (tests/test_interrupt.py sends the real signal to a run, in the slow suite)."""
+    import signal
+
+    from edgekit._tf import keras
+    from edgekit.fitting import callbacks
+    from edgekit.interrupt import INTERRUPT, on_sigint
+
+    k = keras()
+    model = k.Sequential([k.Input((4,)), k.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    x, y = np.zeros((64, 4), np.float32), np.zeros((64, 2), np.float32)
+    seen = []
+
+    class Count(k.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    cbs = callbacks("qat", None, 3, has_val=False, progress=None)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[*cbs, Count()])
+    assert len(seen) == 8  # no Ctrl-C: it trains on
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        on_sigint(signal.SIGINT, None)  # the handler raises as Python's does (here nobody drops it)
+    try:
+        assert INTERRUPT.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[*cbs, Count()])
+        assert len(seen) <= 1  # stopped after the first batch
+    finally:
+        INTERRUPT.clear()
