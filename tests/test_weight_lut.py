@@ -143,3 +143,18 @@ def test_report_says_what_the_tables_did_or_why_there_are_none():
     assert len(notes) == 2
     assert "1 weight tensor(s)" in notes[0] and "89.4 KiB → 60.8 KiB" in notes[0] and "59.7 KiB" in notes[0]
     assert notes[1] == "m7: weights stored plainly, not as look-up tables: too small"
+
+
+def test_bench_tool_prints_plain_and_table_rows_side_by_side():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_weight_lut.py"
+    proc = subprocess.run([sys.executable, str(tool), "--models", "cnn_tiny", "--bits", "2"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [ln.split(" | ") for ln in proc.stdout.splitlines() if ln.startswith("| cnn_tiny")]
+    assert [r[1] for r in rows] == ["plain int8", "2-bit tables"]
+    plain, lut = (int(r[2].replace(",", "")) for r in rows)
+    assert lut < plain and rows[1][-1].startswith("yes")
