@@ -232,6 +232,8 @@ class Run:
             source["rebuilt_from_keras3"] = {"max_abs_diff": info.get("max_abs_diff")}
         if info.get("softmax_removed"):
             source["softmax_removed"] = True
+        if info.get("flattened"):
+            source["flattened"] = info["flattened"]  # nested models whose layers now sit in the model itself
         metrics = {"source": source, "epochs_run": epochs, "used_as_given": epochs == 0}
         res = finish_stage(stage, model, self.out / "stages" / stage, metrics, cfg, data=self.data)
         return self._stage_files(stage), res.metrics

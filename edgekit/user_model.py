@@ -154,7 +154,8 @@ def load(ref: ModelRef, *, sample: np.ndarray | None = None, input_shape: tuple 
         revived = sorted({type(layer).__name__ for layer in _all_layers(model)
                           if not _known_class(type(layer).__name__)})
         _refuse_custom(path, revived)
-        return model, {"format": "savedmodel", "keras_version": None}
+        model, inlined = flatten(model)
+        return model, {"format": "savedmodel", "keras_version": None, **({"flattened": inlined} if inlined else {})}
     if ref.kind != "keras":
         raise ModelError(f"{path}: a {ref.kind} model is not a Keras model")
     version = keras_version(path)
@@ -176,7 +177,92 @@ def load(ref: ModelRef, *, sample: np.ndarray | None = None, input_shape: tuple 
             model = k.models.load_model(str(path), compile=False)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"{path}: tf_keras cannot load it: {_line(exc)}") from None
-    return model, {"format": "h5" if not zipfile.is_zipfile(path) else "keras", "keras_version": version}
+    model, inlined = flatten(model)
+    return model, {"format": "h5" if not zipfile.is_zipfile(path) else "keras", "keras_version": version,
+                   **({"flattened": inlined} if inlined else {})}
+
+
+_NOT_FLATTENED = {"Lambda", "TFOpLambda", "SlicingOpLambda"}  # their calls carry arguments a clone cannot replay
+
+
+def flatten(model):
+    """``(flat, names)``: ``model`` with every nested model (a ``keras.applications`` backbone, a
+    Sequential block) replaced by its layers, called directly, and the names of the nested models
+    inlined; ``(model, [])`` when it nests none or cannot be flattened (a ``Lambda`` or TF-op layer
+    anywhere, a nested model without a graph). Every layer is a fresh copy holding the original's
+    weights; a layer name used twice gets its nested model's name as a prefix; a nested model
+    called with ``training=False`` (a frozen backbone) keeps its BatchNorm layers in inference mode
+    (``trainable=False``). The flat model must compute what the nested one does (checked on random
+    inputs, 1e-5); otherwise the model is returned unchanged. Quantization-aware training, pruning
+    and structured pruning take flat models only."""
+    from ._tf import keras, tf
+
+    k = keras()
+    if not any(isinstance(layer, k.Model) for layer in model.layers):
+        return model, []
+    leaves = [layer for layer in _all_layers(model) if not isinstance(layer, k.Model)]
+    if any(type(layer).__name__ in _NOT_FLATTENED for layer in leaves) or not hasattr(model, "_nodes_by_depth"):
+        return model, []
+    nested: list[str] = []
+    # the model's own layers keep their names; a nested one whose name is taken gets its model's as a prefix
+    used = {layer.name for layer in model.layers if not isinstance(layer, k.Model)}
+
+    def clone(layer, prefix: str, frozen: bool):
+        cfg = layer.get_config()
+        name = cfg.get("name", layer.name)
+        if prefix:
+            if name in used:
+                name = f"{prefix}_{name}"
+                while name in used:
+                    name += "_"
+            used.add(name)
+        cfg["name"] = name
+        new = type(layer).from_config(cfg)
+        if frozen and isinstance(layer, k.layers.BatchNormalization):
+            new.trainable = False  # Keras 2: a frozen BatchNorm runs in inference mode, as training=False did
+        return new
+
+    def call_graph(m, inputs: list, prefix: str, frozen: bool) -> list:
+        if not hasattr(m, "_nodes_by_depth"):
+            raise ValueError(f"{m.name} has no graph")
+        tensors = {id(t): x for t, x in zip(m.inputs, inputs)}
+        for depth in sorted(m._nodes_by_depth, reverse=True):  # noqa: SLF001 - the graph, inputs first
+            for node in m._nodes_by_depth[depth]:  # noqa: SLF001
+                layer = node.layer
+                if isinstance(layer, k.layers.InputLayer):
+                    continue
+                ins = [tensors[id(t)] for t in tf().nest.flatten(node.input_tensors)]
+                kwargs = {key: v for key, v in (getattr(node, "call_kwargs", None) or {}).items()
+                          if v is None or isinstance(v, (bool, int, float, str))}
+                if isinstance(layer, k.Model):
+                    nested.append(layer.name)
+                    outs = call_graph(layer, ins, layer.name, frozen or kwargs.get("training") is False)
+                else:
+                    new = clone(layer, prefix, frozen)
+                    out = new(ins[0] if len(ins) == 1 else ins, **kwargs)
+                    new.set_weights(layer.get_weights())
+                    outs = tf().nest.flatten(out)
+                for t, x in zip(tf().nest.flatten(node.output_tensors), outs):
+                    tensors[id(t)] = x
+        return [tensors[id(t)] for t in m.outputs]
+
+    try:
+        inputs = [k.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0].split("/")[0])
+                  for t in model.inputs]
+        outs = call_graph(model, inputs, "", False)
+        flat = k.Model(inputs if len(inputs) > 1 else inputs[0], outs if len(outs) > 1 else outs[0], name=model.name)
+        rng = np.random.default_rng(0)
+        x = [rng.random((4, *[d or 1 for d in t.shape[1:]]), dtype=np.float32) for t in model.inputs]
+        x = x[0] if len(x) == 1 else x
+        want, got = tf().nest.flatten(model(x, training=False)), tf().nest.flatten(flat(x, training=False))
+        if not all(np.allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5) for a, b in zip(want, got)):
+            log.warning("the flattened model does not compute what %s does; kept nested", model.name)
+            return model, []
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be flattened is used as it is (preflight names why)
+        log.info("%s kept nested: %s", model.name, _line(exc))
+        return model, []
+    log.info("flattened nested model(s) %s into %s (%d layers)", ", ".join(nested), model.name, len(flat.layers))
+    return flat, nested
 
 
 def _all_layers(model) -> list:

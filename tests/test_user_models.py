@@ -528,3 +528,64 @@ def test_the_pipeline_opens_teacher_and_student_in_one_child(byom, tmp_path, pro
     run._data = None
     assert run.data.input_shape == (8, 8, 1) and run._infos["student"]["format"] == "savedmodel"
     assert len(probe_children) == 1
+
+
+def _nested_model(frozen_backbone: bool = False, with_lambda: bool = False):
+    """A transfer-learning shape: a Sequential backbone (conv, BatchNorm, a layer named like one
+    outside) and a functional block, both nested in the model; the backbone maybe frozen."""
+    from edgekit._tf import keras
+
+    k = keras()
+    L = k.layers
+    backbone = k.Sequential([k.Input((8, 8, 1)), L.Conv2D(8, 3, padding="same", name="conv"),
+                             L.BatchNormalization(name="bn"), L.ReLU(name="relu"),
+                             *([L.Lambda(lambda t: t * 1.0, name="lam")] if with_lambda else []),
+                             L.Conv2D(16, 3, name="dense")], name="backbone")
+    bi = k.Input((6, 6, 16))
+    block = k.Model(bi, L.Add(name="add")([L.Conv2D(16, 1, name="conv")(bi), bi]), name="block")
+    i = k.Input((8, 8, 1), name="image")
+    x = backbone(i, training=False) if frozen_backbone else backbone(i)
+    x = L.GlobalAveragePooling2D()(block(x))
+    model = k.Model(i, L.Dense(10, name="dense")(x), name="user")
+    rng = np.random.default_rng(0)
+    for layer in backbone.layers:
+        if isinstance(layer, L.BatchNormalization):  # statistics that make inference differ from training
+            layer.set_weights([rng.uniform(0.5, 2, 8), rng.normal(size=8), rng.normal(size=8), rng.uniform(0.5, 2, 8)])
+    return model
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen-backbone"])
+def test_a_nested_model_is_flattened_and_then_prunes_and_quantizes(tmp_path, frozen):
+    """A user's model that nests other models (a backbone, a block) is loaded flat: the same
+    outputs, no model inside, names made unique, a frozen backbone's BatchNorm kept in inference
+    mode; quantization-aware training and channel pruning then take it (they refuse nested models)."""
+    from edgekit._tf import keras
+    from edgekit.quantize import apply_qat
+    from edgekit.structured import shrink
+    from edgekit.user_model import load
+
+    model = _nested_model(frozen)
+    path = tmp_path / "nested.keras"
+    model.save(path)
+    flat, info = load(parse_model_ref(str(path), tmp_path))
+    assert info["flattened"] == ["backbone", "block"]
+    assert not any(isinstance(layer, keras().Model) for layer in flat.layers)
+    names = [layer.name for layer in flat.layers]
+    assert len(names) == len(set(names)) and {"backbone_dense", "block_conv", "dense"} <= set(names)
+    x = np.random.default_rng(1).random((5, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(flat(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-5)
+    assert flat.get_layer("bn").trainable is (not frozen)
+    if frozen:  # training mode too: the frozen backbone's BatchNorm keeps its moving statistics
+        np.testing.assert_allclose(flat(x, training=True).numpy(), model(x, training=True).numpy(), atol=1e-5)
+    qat = apply_qat(flat, "default_8bit")
+    assert qat(x).shape == (5, 10)
+    small, kept, removed = shrink(flat, 0.5, {"dense"})
+    assert kept and removed > 0 and small(x).shape == (5, 10)
+
+
+def test_a_nested_model_with_a_lambda_stays_nested_and_preflight_says_why(tmp_path):
+    from edgekit.user_model import flatten
+
+    model = _nested_model(with_lambda=True)
+    same, inlined = flatten(model)
+    assert same is model and inlined == []
