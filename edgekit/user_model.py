@@ -168,8 +168,9 @@ def load(ref: ModelRef, *, sample: np.ndarray | None = None, input_shape: tuple 
         if sample is None:
             raise ModelError(f"{path}: a Keras 3 model needs data samples to prove its tf_keras rebuild")
         model, diff = rebuild_keras3(path, sample, work_dir=work_dir)
+        model, inlined = flatten(model)
         return model, {"format": "keras3", "keras_version": version, "converted_from_keras3": True,
-                       "max_abs_diff": diff}
+                       "max_abs_diff": diff, **({"flattened": inlined} if inlined else {})}
     try:
         if zipfile.is_zipfile(path):
             model = k.models.load_model(str(path), compile=False, safe_mode=True)
@@ -382,9 +383,8 @@ def _layer_from(spec: dict, path: Path):
 
     k = keras()
     cn, name = spec["class_name"], spec.get("config", {}).get("name", "?")
-    if cn in _MODEL_CLASSES:
-        raise ModelError(f"{path}: layer {name!r} is a nested model ({cn}); edgekit prunes and quantizes flat "
-                         "models: build the model without nesting (call the inner model's layers directly)")
+    if cn in _MODEL_CLASSES:  # a nested model: rebuilt as one, called as a layer; load() flattens the result
+        return from_keras3_config(spec, path=path)
     cls = getattr(k.layers, cn, None)
     if cls is None or not isinstance(cls, type):
         raise ModelError(f"{path}: layer {name!r} ({cn}) has no tf_keras equivalent")
@@ -483,7 +483,9 @@ def from_keras3_config(config: dict, *, path: Path):
                 continue
             args = tensors(node["args"])
             kwargs = {key: v for key, v in tensors(node.get("kwargs", {})).items() if v is not None}
-            kwargs.pop("training", None)
+            training = kwargs.pop("training", None)
+            if training is False and isinstance(layers[name], k.Model):
+                kwargs["training"] = False  # a frozen backbone: flatten() keeps its BatchNorm in inference mode
             out = layers[name](*args, **kwargs)
             made[(name, i)] = list(out) if isinstance(out, (list, tuple)) else [out]
             pending.remove(item)

@@ -589,3 +589,47 @@ def test_a_nested_model_with_a_lambda_stays_nested_and_preflight_says_why(tmp_pa
     model = _nested_model(with_lambda=True)
     same, inlined = flatten(model)
     assert same is model and inlined == []
+
+
+KERAS3_NESTED_SCRIPT = """
+import os, sys
+os.environ.pop("TF_USE_LEGACY_KERAS", None)
+import numpy as np, keras
+keras.utils.set_random_seed(0)
+with np.load(sys.argv[1]) as f:
+    x, y = f["x_train"], f["y_train"]
+L = keras.layers
+backbone = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(8, 3, padding="same"), L.BatchNormalization(),
+                             L.ReLU(), L.Conv2D(16, 3, activation="relu")], name="backbone")
+i = keras.Input((8, 8, 1))
+h = backbone(i, training=False)
+o = L.Dense(10)(L.GlobalAveragePooling2D()(h))
+m = keras.Model(i, o)
+m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+m.fit(x, y, epochs=2, batch_size=64, verbose=0)
+m.save(sys.argv[2])
+"""
+
+
+@pytest.mark.slow  # Keras 3 writes the file and the rebuild is checked in child processes
+def test_a_keras3_model_with_a_frozen_backbone_is_rebuilt_flat(byom, digits_small):
+    """The transfer-learning shape saved by Keras 3 (TensorFlow 2.21's default): a Sequential
+    backbone called with training=False inside a functional model. It is rebuilt as tf_keras,
+    flattened, equal to Keras 3's outputs, its BatchNorm kept in inference mode, and QAT takes it."""
+    from edgekit._tf import keras
+    from edgekit.quantize import apply_qat
+    from edgekit.user_model import TOLERANCE, load
+
+    path = byom / "k3_nested.keras"
+    if not path.exists():
+        env = {key: v for key, v in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+        subprocess.run([sys.executable, "-c", KERAS3_NESTED_SCRIPT, str(byom / "digits.npz"), str(path)],
+                       check=True, env=env, capture_output=True)
+    x = digits_small[2][:64]
+    model, info = load(parse_model_ref("k3_nested.keras", byom), sample=x, work_dir=byom)
+    assert info["converted_from_keras3"] and info["max_abs_diff"] <= TOLERANCE
+    assert info["flattened"] == ["backbone"]
+    assert not any(isinstance(layer, keras().Model) for layer in model.layers)
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    assert norms and not any(layer.trainable for layer in norms)
+    assert apply_qat(model, "default_8bit")(x[:2]).shape == (2, 10)
