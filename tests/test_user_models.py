@@ -633,3 +633,26 @@ def test_a_keras3_model_with_a_frozen_backbone_is_rebuilt_flat(byom, digits_smal
     norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
     assert norms and not any(layer.trainable for layer in norms)
     assert apply_qat(model, "default_8bit")(x[:2]).shape == (2, 10)
+
+
+@pytest.mark.slow  # a 156-layer model: a few seconds
+def test_a_keras_applications_backbone_is_flattened_and_channel_pruned(tmp_path):
+    """The commonest user model: keras.applications.MobileNetV2 (weights=None: nothing downloaded)
+    as the backbone of a Sequential classifier, saved and loaded as a file. Flat, it computes the
+    same, QAT wraps it and channel pruning removes half the prunable channels."""
+    from edgekit._tf import keras
+    from edgekit.quantize import apply_qat
+    from edgekit.structured import shrink
+    from edgekit.user_model import load
+
+    k = keras()
+    base = k.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None, alpha=0.35)
+    model = k.Sequential([k.Input((64, 64, 3)), base, k.layers.GlobalAveragePooling2D(), k.layers.Dense(4, name="head")])
+    model.save(tmp_path / "transfer.keras")
+    flat, info = load(parse_model_ref(str(tmp_path / "transfer.keras"), tmp_path))
+    assert info["flattened"] == [base.name] and len(flat.layers) > 150
+    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    np.testing.assert_allclose(flat(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert apply_qat(flat, "default_8bit")(x).shape == (2, 4)
+    small, kept, removed = shrink(flat, 0.5, {"head"})
+    assert len(kept) > 10 and 0.4 <= removed <= 0.6 and small.count_params() < flat.count_params() / 2
