@@ -38,9 +38,11 @@ def make_optimizer(optimizer: str, learning_rate: float, momentum: float = 0.9):
 
 
 def callbacks(stage: str, cfg: Training | None, epochs: int, *, has_val: bool,
-              progress: ProgressFn | None) -> list:
-    """Stopping at a Ctrl-C (:data:`INTERRUPT`), early stopping (when configured and a validation
-    split exists) and progress reporting."""
+              progress: ProgressFn | None, batch_hooks: bool = True) -> list:
+    """Stopping at a Ctrl-C (:data:`INTERRUPT`, after each batch; ``batch_hooks=False`` leaves it
+    out: ParameterServerStrategy refuses batch-level callbacks, and a cluster's processes get no
+    Ctrl-C of their own), early stopping (when configured and a validation split exists) and
+    progress reporting."""
     k = keras()
 
     class _StopOnInterrupt(k.callbacks.Callback):
@@ -48,7 +50,7 @@ def callbacks(stage: str, cfg: Training | None, epochs: int, *, has_val: bool,
             if INTERRUPT.is_set():
                 raise KeyboardInterrupt
 
-    cbs: list = [_StopOnInterrupt()]
+    cbs: list = [_StopOnInterrupt()] if batch_hooks else []
     if cfg is not None and cfg.early_stopping is not None and has_val:
         es = cfg.early_stopping
         cbs.append(k.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,

@@ -325,7 +325,7 @@ def run(data: Dataset, cfg: TeacherConfig, *, seed: int, out_dir: Path,
     k = keras()
     epochs = _epoch_counter()
     cbs = [_backup_and_restore(backup_dir), epochs,
-           *callbacks("teacher", cfg, cfg.epochs, has_val=has_val, progress=progress)]
+           *callbacks("teacher", cfg, cfg.epochs, has_val=has_val, progress=progress, batch_hooks=not distributed)]
     steps_per_epoch = max(1, math.ceil(len(x_fit) / cfg.batch_size))
     fit_kw: dict[str, Any]
     if kind is Strategy.parameter_server:
