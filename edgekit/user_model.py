@@ -137,7 +137,8 @@ def load(ref: ModelRef, *, sample: np.ndarray | None = None, input_shape: tuple 
     "converted_from_keras3", "max_abs_diff"}``. ``sample`` (inputs of the recipe's data) proves a
     Keras 3 rebuild; a builder is called with ``input_shape``, ``num_outputs`` and ``width``."""
     if ref.kind == "builder":
-        return build(ref, input_shape=input_shape, num_outputs=num_outputs, width=width), {"format": "builder"}
+        model, inlined = flatten(build(ref, input_shape=input_shape, num_outputs=num_outputs, width=width))
+        return model, {"format": "builder", **({"flattened": inlined} if inlined else {})}
     from ._tf import keras
 
     k = keras()
@@ -183,14 +184,15 @@ def load(ref: ModelRef, *, sample: np.ndarray | None = None, input_shape: tuple 
                    **({"flattened": inlined} if inlined else {})}
 
 
-_NOT_FLATTENED = {"Lambda", "TFOpLambda", "SlicingOpLambda"}  # their calls carry arguments a clone cannot replay
+_NOT_FLATTENED = {"Lambda"}  # a Python function: not rebuilt from its config with safe_mode on
 
 
 def flatten(model):
     """``(flat, names)``: ``model`` with every nested model (a ``keras.applications`` backbone, a
     Sequential block) replaced by its layers, called directly, and the names of the nested models
-    inlined; ``(model, [])`` when it nests none or cannot be flattened (a ``Lambda`` or TF-op layer
-    anywhere, a nested model without a graph). Every layer is a fresh copy holding the original's
+    inlined; ``(model, [])`` when it nests none or cannot be flattened (a ``Lambda`` layer anywhere,
+    a nested model without a graph). Every layer's call is replayed as recorded (a TF-op layer's
+    constants and options included). Every layer is a fresh copy holding the original's
     weights; a layer name used twice gets its nested model's name as a prefix; a nested model
     called with ``training=False`` (a frozen backbone) keeps its BatchNorm layers in inference mode
     (``trainable=False``). The flat model must compute what the nested one does (checked on random
@@ -232,15 +234,18 @@ def flatten(model):
                 layer = node.layer
                 if isinstance(layer, k.layers.InputLayer):
                     continue
-                ins = [tensors[id(t)] for t in tf().nest.flatten(node.input_tensors)]
-                kwargs = {key: v for key, v in (getattr(node, "call_kwargs", None) or {}).items()
-                          if v is None or isinstance(v, (bool, int, float, str))}
                 if isinstance(layer, k.Model):
                     nested.append(layer.name)
-                    outs = call_graph(layer, ins, layer.name, frozen or kwargs.get("training") is False)
+                    ins = [tensors[id(t)] for t in tf().nest.flatten(node.input_tensors)]
+                    training = (getattr(node, "call_kwargs", None) or {}).get("training")
+                    outs = call_graph(layer, ins, layer.name, frozen or training is False)
                 else:
+                    # the node's own call, its tensors replaced (a TF-op layer's constants and options kept)
+                    def mapped(v):
+                        return tf().nest.map_structure(lambda t: tensors.get(id(t), t), v)
+
                     new = clone(layer, prefix, frozen)
-                    out = new(ins[0] if len(ins) == 1 else ins, **kwargs)
+                    out = new(*mapped(list(node.call_args)), **mapped(dict(node.call_kwargs)))
                     new.set_weights(layer.get_weights())
                     outs = tf().nest.flatten(out)
                 for t, x in zip(tf().nest.flatten(node.output_tensors), outs):

@@ -530,9 +530,10 @@ def test_the_pipeline_opens_teacher_and_student_in_one_child(byom, tmp_path, pro
     assert len(probe_children) == 1
 
 
-def _nested_model(frozen_backbone: bool = False, with_lambda: bool = False):
+def _nested_model(frozen_backbone: bool = False, with_lambda: bool = False, tf_op: bool = False):
     """A transfer-learning shape: a Sequential backbone (conv, BatchNorm, a layer named like one
-    outside) and a functional block, both nested in the model; the backbone maybe frozen."""
+    outside) and a functional block (maybe with a TF-op layer, ``bi * 0.5``), both nested in the
+    model; the backbone maybe frozen."""
     from edgekit._tf import keras
 
     k = keras()
@@ -542,7 +543,7 @@ def _nested_model(frozen_backbone: bool = False, with_lambda: bool = False):
                              *([L.Lambda(lambda t: t * 1.0, name="lam")] if with_lambda else []),
                              L.Conv2D(16, 3, name="dense")], name="backbone")
     bi = k.Input((6, 6, 16))
-    block = k.Model(bi, L.Add(name="add")([L.Conv2D(16, 1, name="conv")(bi), bi]), name="block")
+    block = k.Model(bi, L.Add(name="add")([L.Conv2D(16, 1, name="conv")(bi), bi * 0.5 if tf_op else bi]), name="block")
     i = k.Input((8, 8, 1), name="image")
     x = backbone(i, training=False) if frozen_backbone else backbone(i)
     x = L.GlobalAveragePooling2D()(block(x))
@@ -583,12 +584,22 @@ def test_a_nested_model_is_flattened_and_then_prunes_and_quantizes(tmp_path, fro
     assert kept and removed > 0 and small(x).shape == (5, 10)
 
 
-def test_a_nested_model_with_a_lambda_stays_nested_and_preflight_says_why(tmp_path):
+def test_a_nested_model_with_a_lambda_stays_nested_and_a_tf_op_is_replayed():
+    """A Lambda (a Python function) cannot be rebuilt with safe_mode on: the model stays nested
+    (the preflight names it). A TF-op layer (``x * 0.5``; a builder's model may have one, a file's
+    is refused when loaded) is replayed with its constant."""
+    from edgekit._tf import keras
     from edgekit.user_model import flatten
 
     model = _nested_model(with_lambda=True)
     same, inlined = flatten(model)
     assert same is model and inlined == []
+    model = _nested_model(tf_op=True)
+    flat, inlined = flatten(model)
+    assert inlined == ["backbone", "block"] and not any(isinstance(layer, keras().Model) for layer in flat.layers)
+    assert "TFOpLambda" in {type(layer).__name__ for layer in flat.layers}
+    x = np.random.default_rng(2).random((3, 8, 8, 1), dtype=np.float32)
+    np.testing.assert_allclose(flat(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
 KERAS3_NESTED_SCRIPT = """
