@@ -459,10 +459,15 @@ def report(ctx, run_dirs: tuple[Path, ...], recipe: Path | None, as_json: bool, 
 @click.option("--force", is_flag=True, help="Start over in --out, replacing its recipe.yaml.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout when done.")
 @click.option("--no-budget", is_flag=True, help="Report budget violations but exit 0.")
+@click.option("--mcu-weight-bits", "mcu_weight_bits", type=click.IntRange(1, 7), default=None, metavar="N",
+              help="Microcontroller targets: store large weight tensors as 2**N values per channel plus N-bit "
+                   "indices (TFLite Micro's DECODE op): less flash, more arena, both measured "
+                   "(convert.mcu_weight_bits).")
 @click.pass_context
 @_handle_errors
 def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | None, task: str, label: str | None,
-             epochs: int | None, resume: bool, force: bool, as_json: bool, no_budget: bool):
+             epochs: int | None, resume: bool, force: bool, as_json: bool, no_budget: bool,
+             mcu_weight_bits: int | None):
     """Compress a model file for devices: quantize, convert and measure it per target.
 
     MODEL is a float .tflite or .onnx, a .keras/.h5 file, a SavedModel folder or FILE.py:FUNCTION.
@@ -479,7 +484,7 @@ def compress(ctx, model: str, data: str, targets: tuple[str, ...], out: Path | N
 
     out = out or comp.default_out(model)
     path = comp.write_recipe(model, data=data, targets=list(targets), out=out, task=task, epochs=epochs,
-                             label=label, resume=resume, force=force)
+                             label=label, resume=resume, force=force, mcu_weight_bits=mcu_weight_bits)
     if not (ctx.obj.get("quiet") or as_json):
         click.echo(f"recipe: {path} (edit it and rerun: edgekit run {path} --out {out} --resume)", err=True)
     _execute(ctx, load_recipe(path), path, out, resume=resume, force=force, until=None, only=None,

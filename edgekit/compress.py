@@ -71,10 +71,13 @@ def data_source(value: str, base: Path) -> str:
 
 
 def make_recipe(model: str, *, data: str, targets: list[str], task: str = "classification",
-                epochs: int | None = None, label: str | None = None, base: Path | None = None) -> dict:
+                epochs: int | None = None, label: str | None = None, base: Path | None = None,
+                mcu_weight_bits: int | None = None) -> dict:
     """The recipe (a dict) that compresses ``model`` for ``targets`` on ``data``; paths absolute,
-    resolved against ``base`` (default: the working directory). Raises :class:`RecipeError`
-    naming the argument for a model that is not there, an unknown data source or target."""
+    resolved against ``base`` (default: the working directory). ``mcu_weight_bits``: the recipe's
+    ``convert.mcu_weight_bits`` (look-up-table weights for microcontroller targets). Raises
+    :class:`RecipeError` naming the argument for a model that is not there, an unknown data
+    source or target."""
     from .model_source import absolute_model, parse_model_ref
     from .recipe import find_target
 
@@ -111,6 +114,7 @@ def make_recipe(model: str, *, data: str, targets: list[str], task: str = "class
         "student": {"model": model_abs, "epochs": epochs},
         "prune": None,
         "qat": None,
+        **({"convert": {"mcu_weight_bits": int(mcu_weight_bits)}} if mcu_weight_bits is not None else {}),
         "targets": [t if not (t.endswith((".yaml", ".yml")) or "/" in t) else str(find_target(t, base=base).resolve())
                     for t in targets],
     }
@@ -118,14 +122,15 @@ def make_recipe(model: str, *, data: str, targets: list[str], task: str = "class
 
 def write_recipe(model: str, *, data: str, targets: list[str], out: Path, task: str = "classification",
                  epochs: int | None = None, label: str | None = None, resume: bool = False, force: bool = False,
-                 base: Path | None = None) -> Path:
+                 base: Path | None = None, mcu_weight_bits: int | None = None) -> Path:
     """Write the recipe of :func:`make_recipe` to ``out/recipe.yaml`` and return its path.
 
     An existing ``recipe.yaml`` is never overwritten silently: with ``force`` it is replaced;
     with ``resume`` it must equal what these arguments make (else :class:`RecipeError`: it was
     edited, so ``edgekit run`` it instead); otherwise its presence is an error.
     """
-    recipe = make_recipe(model, data=data, targets=targets, task=task, epochs=epochs, label=label, base=base)
+    recipe = make_recipe(model, data=data, targets=targets, task=task, epochs=epochs, label=label, base=base,
+                         mcu_weight_bits=mcu_weight_bits)
     text = ("# Written by `edgekit compress`; edit it and rerun with:\n"
             f"#   edgekit run {out / RECIPE_FILE} --out {out} --resume\n"
             + yaml.safe_dump(recipe, sort_keys=False))

@@ -423,7 +423,9 @@ def test_compress_recipe_by_model_kind(tmp_path):
     assert keras["student"] == {"model": f"keras:{(tmp_path / 'm.keras').resolve()}", "epochs": 0}
     assert keras["data"] == {"source": f"csv:{(tmp_path / 't.csv').resolve()}", "label": "y"}
     builder = make_recipe("nets.py:build", data="digits", targets=["cortex-m4"], base=tmp_path)
-    assert builder["student"]["epochs"] == BUILDER_EPOCHS and builder["teacher"] is None
+    assert builder["student"]["epochs"] == BUILDER_EPOCHS and builder["teacher"] is None and "convert" not in builder
+    lut = make_recipe("m.keras", data="digits", targets=["cortex-m4"], base=tmp_path, mcu_weight_bits=4)
+    assert lut["convert"] == {"mcu_weight_bits": 4}
     with pytest.raises(RecipeError, match="a zoo name is an untrained architecture"):
         make_recipe("cnn_tiny", data="digits", targets=["rpi4"], base=tmp_path)
     with pytest.raises(RecipeError, match="--epochs 0: nets.py:build is a builder"):
