@@ -229,6 +229,10 @@ def flatten(model):
         if not hasattr(m, "_nodes_by_depth"):
             raise ValueError(f"{m.name} has no graph")
         tensors = {id(t): x for t, x in zip(m.inputs, inputs)}
+
+        def mapped(v):  # a recorded call's arguments with the new graph's tensors in place of the old
+            return tf().nest.map_structure(lambda t: tensors.get(id(t), t), v)
+
         for depth in sorted(m._nodes_by_depth, reverse=True):  # noqa: SLF001 - the graph, inputs first
             for node in m._nodes_by_depth[depth]:  # noqa: SLF001
                 layer = node.layer
@@ -239,11 +243,7 @@ def flatten(model):
                     ins = [tensors[id(t)] for t in tf().nest.flatten(node.input_tensors)]
                     training = (getattr(node, "call_kwargs", None) or {}).get("training")
                     outs = call_graph(layer, ins, layer.name, frozen or training is False)
-                else:
-                    # the node's own call, its tensors replaced (a TF-op layer's constants and options kept)
-                    def mapped(v):
-                        return tf().nest.map_structure(lambda t: tensors.get(id(t), t), v)
-
+                else:  # the node's own call replayed (a TF-op layer's constants and options kept)
                     new = clone(layer, prefix, frozen)
                     out = new(*mapped(list(node.call_args)), **mapped(dict(node.call_kwargs)))
                     new.set_weights(layer.get_weights())
