@@ -481,3 +481,13 @@ def test_report_command_rerenders_one_run(tiny_run, tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "report.html").read_text() == copy_to.read_text()
     assert json.loads((out / "report.json").read_text())["targets"] == report["targets"]
+
+
+def test_report_says_where_the_arena_was_measured():
+    from edgekit.report import view
+
+    arena = {"min_bytes": 3000, "recommended_bytes": 3312, "pointer_bits": 64, "tflm_version": "0.dev1"}
+    note = view.arena_note({"targets": [{"name": "cortex-m4", "arena": arena}, {"name": "mobile"}]})
+    assert "tflite-micro 0.dev1 interpreter on a 64-bit host" in note and "32-bit microcontroller needs" in note
+    assert "32-bit microcontroller" not in view.arena_note({"targets": [{"arena": {**arena, "pointer_bits": 32}}]})
+    assert view.arena_note({"targets": [{"name": "mobile"}]}) is None

@@ -225,8 +225,9 @@ def render_html(report: dict) -> str:
                      f"{'predictions' if m.task == 'regression' else 'anomaly scores'} and the float "
                      f"<b>{_e(report.get('reference_for_agreement') or '–')}</b> model's.")
     parts.append('<section><h2>Targets</h2>' + table_html(view.target_table(report))
-                 + f'<p class="note">{agreement} Arena: the tensor '
-                   "arena measured in the TFLite Micro interpreter.</p></section>")
+                 + f'<p class="note">{agreement} Arena: '
+                 + _e(view.arena_note(report) or "the tensor arena measured in the TFLite Micro interpreter")
+                 + ".</p></section>")
     ship = view.ship_table(report)
     if ship is not None:
         notes = "".join(f'<p class="note">{_e(n)}</p>' for n in view.ship_notes(report))

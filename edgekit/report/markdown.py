@@ -45,6 +45,8 @@ def render_markdown(report: dict) -> str:
                 "target's board from published measurements.", ""]
     out += ["## Budgets", "", table_md(view.budget_table(report)), ""]
     out += ["## Targets", "", table_md(view.target_table(report)), ""]
+    if view.arena_note(report):
+        out += [f"Arena: {md_text(view.arena_note(report))}.", ""]
     ship = view.ship_table(report)
     if ship is not None:
         out += ["## What to ship", "", table_md(ship), ""]

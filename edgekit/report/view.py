@@ -697,6 +697,22 @@ def pruning_flash_note(report: dict) -> str | None:
     return text
 
 
+def arena_note(report: dict) -> str | None:
+    """Where the arena numbers come from: the tflite-micro interpreter on this host, its pointer
+    width, the margin added (None when no target measured an arena)."""
+    arenas = [t["arena"] for t in report.get("targets", []) if isinstance(t.get("arena"), dict)]
+    if not arenas:
+        return None
+    bits = sorted({a.get("pointer_bits") for a in arenas if a.get("pointer_bits")})
+    versions = sorted({a.get("tflm_version") for a in arenas if a.get("tflm_version")})
+    host = f"a {'/'.join(map(str, bits))}-bit host" if bits else "this host"
+    text = (f"the smallest tensor arena that ran the file in the tflite-micro {', '.join(versions) or ''} "
+            f"interpreter on {host}, plus the recipe's margin (convert.arena_margin)").replace("  ", " ")
+    if 64 in bits:
+        text += "; a 32-bit microcontroller needs somewhat less (its pointers are half as wide): re-measure on the device"
+    return text
+
+
 def weight_lut_notes(report: dict) -> list[str]:
     """Per target with ``convert.mcu_weight_bits``: what the look-up-table weights did to the file
     and where the decoded weights go (the arena), or why the weights stayed plain."""
