@@ -46,6 +46,8 @@ def callbacks(stage: str, cfg: Training | None, epochs: int, *, has_val: bool,
     k = keras()
 
     class _StopOnInterrupt(k.callbacks.Callback):
+        _supports_tf_logs = True  # it reads no logs: Keras need not turn them into numbers every batch
+
         def on_train_batch_end(self, batch, logs=None):
             if INTERRUPT.is_set():
                 raise KeyboardInterrupt

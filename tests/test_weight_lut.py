@@ -145,6 +145,7 @@ def test_report_says_what_the_tables_did_or_why_there_are_none():
     assert notes[1] == "m7: weights stored plainly, not as look-up tables: too small"
 
 
+@pytest.mark.slow  # the tool in its own process
 def test_bench_tool_prints_plain_and_table_rows_side_by_side():
     import subprocess
     import sys
