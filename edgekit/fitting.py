@@ -25,7 +25,6 @@ ProgressFn = Callable[[str, int, int, dict], None]
 """``progress(stage, epoch_done, epochs_total, logs)``: called after each epoch."""
 
 
-
 def make_optimizer(optimizer: str, learning_rate: float, momentum: float = 0.9):
     k = keras()
     if optimizer == "adam":

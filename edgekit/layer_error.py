@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import EdgekitError
 from .tflite_file import read
+from .weight_lut import DECODE_OP
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def for_run(run_dir: Path, *, samples: int | None = 200) -> dict[str, Any]:
             continue
         seen.add(a["path"])
         try:
-            if "CUSTOM:TFLM_DECODE" in read(run_dir / a["path"]).ops:
+            if DECODE_OP in read(run_dir / a["path"]).ops:
                 measured = (a.get("extra") or {}).get("per_layer_error")
                 raise EdgekitError("its weights are look-up tables that TFLite Micro's DECODE op rebuilds, which "
                                    "LiteRT cannot run; "

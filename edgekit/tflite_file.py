@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import ConversionError
 
-__all__ = ["Operator", "Subgraph", "TFLiteModel", "Tensor", "read", "with_signature"]
+__all__ = ["Operator", "Subgraph", "TFLiteModel", "Tensor", "read", "tensor_data", "with_buffers", "with_signature"]
 
 # Builtin options read into Operator.options, per op: (options table, {key: accessor}). Only what
 # a reader here needs; add a row for another op's options.
@@ -136,8 +136,6 @@ def with_signature(model: bytes, *, key: str, input_name: str, output_name: str,
     every tensor name of the subgraph passed through ``rename``. Raises ValueError for any other
     model. The flatbuffer is rebuilt with the schema's object API, as TensorFlow's converter does
     when it changes a model's I/O types."""
-    import flatbuffers
-
     fb = _schema()[0]
     m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
     if len(m.subgraphs or []) != 1 or m.signatureDefs:
@@ -156,9 +154,7 @@ def with_signature(model: bytes, *, key: str, input_name: str, output_name: str,
     sig.inputs[0].name, sig.inputs[0].tensorIndex = input_name, sg.inputs[0]
     sig.outputs[0].name, sig.outputs[0].tensorIndex = output_name, sg.outputs[0]
     m.signatureDefs = [sig]
-    builder = flatbuffers.Builder(len(model) + 1024)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return _pack(m, len(model))
 
 
 def tensor_data(model: bytes, indices) -> dict[int, bytes]:
@@ -179,8 +175,6 @@ def with_buffers(model: bytes, data: dict[int, np.ndarray]) -> bytes:
     """``model`` with the constant tensors ``data`` keys (indices in subgraph 0) holding the
     given arrays' bytes instead (each the same size as before; ValueError otherwise), rebuilt
     with the object API like :func:`with_signature`."""
-    import flatbuffers
-
     fb = _schema()[0]
     m = fb.ModelT.InitFromPackedBuf(bytearray(model), 0)
     sg = m.subgraphs[0]
@@ -191,7 +185,14 @@ def with_buffers(model: bytes, data: dict[int, np.ndarray]) -> bytes:
             raise ValueError(f"tensor {index}: {len(raw)} bytes given for a buffer of "
                              f"{0 if buf.data is None else len(buf.data)}")
         buf.data = np.frombuffer(raw, np.uint8)
-    builder = flatbuffers.Builder(len(model) + 1024)
+    return _pack(m, len(model))
+
+
+def _pack(m, size: int) -> bytes:
+    """The object-API model ``m`` as flatbuffer bytes (``size``: about how many)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size + 1024)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

@@ -35,6 +35,9 @@ from .errors import ConversionError
 
 log = logging.getLogger(__name__)
 
+DECODE_OP = "CUSTOM:TFLM_DECODE"
+"""How :func:`edgekit.tflite_file.read` names the op that rebuilds a look-up-table tensor."""
+
 # op -> the index of its weight input (TFLite Micro's DECODE-aware kernels: tflite-micro's compression docs)
 _WEIGHT_INPUTS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
 _DECODE_BYTES = 160  # a DECODE op and its output and ancillary tensors (shapes, alignment), roughly
