@@ -103,10 +103,10 @@ def compress(blob: bytes, bits: int) -> tuple[bytes, bytes, dict[str, Any]]:
         per_channel = len(t.scale) > 1
         axis = t.quantized_dimension if per_channel else None
         channels = w.shape[axis] if per_channel else 1
-        clustered = np.stack([cluster(np.take(w, c, axis=axis), 2 ** bits) for c in range(channels)], axis=axis) \
-            if per_channel else cluster(w, 2 ** bits)
-        levels = max(len(np.unique(np.take(clustered, c, axis=axis))) for c in range(channels)) if per_channel \
-            else len(np.unique(clustered))
+        parts = [cluster(np.take(w, c, axis=axis), 2 ** bits) for c in range(channels)] if per_channel \
+            else [cluster(w, 2 ** bits)]
+        clustered = np.stack(parts, axis=axis) if per_channel else parts[0]
+        levels = max(len(np.unique(part)) for part in parts)
         need = max(1, math.ceil(math.log2(levels))) if levels > 1 else 1
         # indices + value tables + the decoded tensor's copy of the quantization (float scales,
         # int64 zero points) + the names of the two new tensors + the DECODE op and the rest of them

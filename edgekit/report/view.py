@@ -706,8 +706,9 @@ def arena_note(report: dict) -> str | None:
     bits = sorted({a.get("pointer_bits") for a in arenas if a.get("pointer_bits")})
     versions = sorted({a.get("tflm_version") for a in arenas if a.get("tflm_version")})
     host = f"a {'/'.join(map(str, bits))}-bit host" if bits else "this host"
-    text = (f"the smallest tensor arena that ran the file in the tflite-micro {', '.join(versions) or ''} "
-            f"interpreter on {host}, plus the recipe's margin (convert.arena_margin)").replace("  ", " ")
+    version = f" {', '.join(versions)}" if versions else ""
+    text = (f"the smallest tensor arena that ran the file in the tflite-micro{version} interpreter on {host}, "
+            "plus the recipe's margin (convert.arena_margin)")
     if 64 in bits:
         text += "; a 32-bit microcontroller needs somewhat less (its pointers are half as wide): re-measure on the device"
     return text
