@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EdgekitError
-from .tflite_file import read
+from .tflite_file import read, read_named
 from .weight_lut import DECODE_OP
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,11 @@ SCHEMA = "edgekit.per_layer/1"
 
 
 def _interpreter(path: Path):
+    """LiteRT on the file at ``path``, every tensor kept; a microcontroller file's tensor names
+    come back from the sidecar beside it (:func:`edgekit.tflite_file.read_named`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+    it = Interpreter(model_content=read_named(path), experimental_preserve_all_tensors=True,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     return it

@@ -405,6 +405,12 @@ class ConvertConfig(_Strict):
                           "TFLite Micro's DECODE op: less flash, more arena (the decoded weights live in it), "
                           "accuracy measured on the file; a tensor is compressed only where that saves a quarter "
                           "of its bytes; null: plain int8 weights (needs mcu_scheme: int8)")
+    mcu_strip_names: bool = Field(
+        True, description="mcu targets: ship the model without its tensor names, subgraph name and description, "
+                          "which TFLite Micro never reads (a converted tensor's name lists every op fused into it: "
+                          "up to a quarter of a small model's flash); they are kept beside it in "
+                          "model_int8.tensor_names.json, where edgekit's per-layer error finds them; false: keep "
+                          "them in the file")
     selective: Literal["off", "auto"] = Field(
         "off", description="auto: keep the layers that lose most in int8 at higher precision (float on mobile/rpi, "
                            "int16 activations on mcu where TFLite Micro has the kernel) until the quality gate "

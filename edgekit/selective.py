@@ -168,6 +168,7 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
     ``unavailable`` (with ``reason``)."""
     from .external.quantize import calibrate_tflite
     from .layer_error import layer_ops
+    from .tflite_file import read_named
 
     cfg, data = ctx.cfg, ctx.data
     precision = spec.higher_precision
@@ -203,7 +204,7 @@ def choose(source, spec, ctx, int8) -> tuple[dict[str, Any], bytes | None]:
     def drop(acc: float) -> float:
         return round((ref_acc - acc) * 100, 3)
 
-    int8_blob = int8.path.read_bytes()
+    int8_blob = read_named(int8.path)  # a shipped mcu file's names are beside it
     int8_acc = _accuracy(int8_blob, x, y)
     record["search"] = {"split": split, "samples": int(len(x)), "reference": ref_name,
                         "reference_accuracy": round(ref_acc, 6), "int8_accuracy": round(int8_acc, 6),

@@ -376,3 +376,38 @@ def test_arena_search_fails_when_upper_bound_is_too_small(tmp_path, monkeypatch)
     monkeypatch.setattr(mcu, "try_arena", _FakeTrials(10_000, None))
     with pytest.raises(ConversionError, match=r"even with 4 KiB arena: too small \(killed by"):
         mcu.measure_arena(model, upper_bytes=4096)
+
+
+def test_the_mcu_file_ships_without_names_and_keeps_them_beside_it(digits_small, tiny_models, tmp_path):
+    """cortex-m4 ships model_int8.tflite (and its C array) without the tensor names TFLite Micro
+    never reads; model_int8.tensor_names.json beside it holds them, so the per-layer error still
+    names Keras layers. ``mcu_strip_names: false`` ships the same model with its names."""
+    from edgekit import convert
+    from edgekit.data import Dataset
+    from edgekit.fitting import load_model
+    from edgekit.recipe import ConvertConfig, load_target
+    from edgekit.tflite_file import names_path, read, read_named, with_names
+
+    x_tr, y_tr, x_te, y_te = digits_small
+    data = Dataset("digits", x_tr, y_tr, x_tr[:0], y_tr[:0], x_te, y_te, 10)
+    model = load_model(tiny_models.keras_path)
+    arts = {}
+    for strip in (True, False):
+        out = tmp_path / str(strip) / "targets" / "cortex-m4"
+        res = convert.convert_target(load_target("cortex-m4"), {"float": model, "qat": None}, data,
+                                     ConvertConfig(representative_samples=50, mcu_strip_names=strip), out,
+                                     seed=0, eval_npz=tiny_models.eval_npz)
+        arts[strip] = res.artifacts[0]
+    shipped, kept = arts[True], arts[False]
+    blob = shipped.path.read_bytes()
+    assert all(t.name == "" for t in read(blob).subgraphs[0].tensors)
+    assert mcu.read_c_array(shipped.path.parent / "model_data.cc") == blob
+    side = names_path(shipped.path)
+    assert shipped.extra["tensor_names"] == side.name and side.is_file()
+    assert read_named(shipped.path) == kept.path.read_bytes()           # the names put back: the kept file
+    assert with_names(blob, __import__("json").loads(side.read_text())) == kept.path.read_bytes()
+    assert len(blob) < kept.path.stat().st_size and not names_path(kept.path).exists()
+    assert "tensor_names" not in kept.extra
+    layers = [[r["layer"] for r in a.extra["per_layer_error"]["layers"]] for a in (shipped, kept)]
+    assert layers[0] == layers[1] and layers[0][-1] == model.layers[-1].name
+    assert shipped.extra["arena"]["min_bytes"] == kept.extra["arena"]["min_bytes"]  # names never reach the arena

@@ -77,3 +77,52 @@ def test_an_operator_naming_a_missing_opcode_is_a_corrupt_model(tiny_models):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConversionError, match="nope.tflite: model file not found"):
         tflite_file.read(tmp_path / "nope.tflite")
+
+
+def test_strip_names_takes_out_only_strings_and_puts_them_back(tiny_models, tmp_path):
+    """The stripped file computes what the named one does (LiteRT and TFLite Micro), has no tensor
+    or subgraph name left, and with_names gives back the very same bytes; read_named uses a sidecar
+    only when it was written for these bytes."""
+    import json
+
+    from ai_edge_litert.interpreter import Interpreter
+    from tflite_micro.python.tflite_micro import runtime
+
+    blob = tiny_models.full_int8_tflite.read_bytes()
+    stripped, names = tflite_file.strip_names(blob)
+    before, after = tflite_file.read(blob), tflite_file.read(stripped)
+    assert len(stripped) < len(blob) - sum(len(t.name) for t in before.subgraphs[0].tensors) // 2
+    assert all(t.name == "" for t in after.subgraphs[0].tensors)
+    assert [(t.shape, t.dtype, t.scale, t.const) for t in after.subgraphs[0].tensors] == \
+        [(t.shape, t.dtype, t.scale, t.const) for t in before.subgraphs[0].tensors]
+    assert names["subgraphs"][0]["tensors"] == [t.name for t in before.subgraphs[0].tensors]
+    assert tflite_file.with_names(stripped, names) == blob
+
+    x = np.random.default_rng(0).integers(-128, 127, (4, *before.subgraphs[0].tensors[0].shape[1:]), dtype=np.int8)
+    outs = []
+    for model in (blob, stripped):
+        it = Interpreter(model_content=model)
+        it.allocate_tensors()
+        micro = runtime.Interpreter.from_bytes(model, arena_size=1 << 18)
+        i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+        got = []
+        for sample in x:
+            it.set_tensor(i, sample[None])
+            it.invoke()
+            micro.set_input(sample[None], 0)
+            micro.invoke()
+            got.append((it.get_tensor(o).copy(), micro.get_output(0).copy()))
+        outs.append(got)
+    assert all(np.array_equal(a, b) for g, h in zip(*outs) for a, b in zip(g, h))
+
+    path = tmp_path / "model_int8.tflite"
+    path.write_bytes(stripped)
+    assert tflite_file.read_named(path) == stripped                      # no sidecar: the file as it is
+    tflite_file.names_path(path).write_text(json.dumps(names))
+    assert tflite_file.names_path(path).name == "model_int8.tensor_names.json"
+    assert tflite_file.read_named(path) == blob
+    path.write_bytes(tiny_models.int8_tflite.read_bytes())              # another file: its sidecar is stale
+    assert tflite_file.read_named(path) == tiny_models.int8_tflite.read_bytes()
+    other = tflite_file.strip_names(tiny_models.int8_tflite.read_bytes())[0]
+    with pytest.raises(ValueError, match="another model"):
+        tflite_file.with_names(other, names)

@@ -54,6 +54,7 @@ class McuKind(TargetKindSpec):
         from .._io import write_json, write_text
         from ..convert import Artifact, check_integer_only, preprocess_json
         from ..opcosts import io_quantization
+        from ..tflite_file import strip_names
 
         cfg, out_dir = ctx.cfg, ctx.out_dir
         if cfg.mcu_scheme == "int16x8":  # post-training from the float model (the recipe refuses it with QAT)
@@ -70,14 +71,25 @@ class McuKind(TargetKindSpec):
         if cfg.mcu_weight_bits is not None:  # look-up-table weights, decoded by TFLite Micro (edgekit.weight_lut)
             from ..weight_lut import compress
 
+            unpacked = blob
             blob, plain, lut = compress(blob, cfg.mcu_weight_bits)
             ops = mcu.model_ops(blob)
             mcu.check_ops(ops)
-        p = write_text(out_dir / "model_int8.tflite", blob)
+            if cfg.mcu_strip_names:  # what the tables did to the file as it ships
+                lut["size_bytes_before"] = len(strip_names(unpacked)[0])
+        p = out_dir / "model_int8.tflite"
+        names_file = None
+        if cfg.mcu_strip_names:
+            blob, names_file = self._strip(blob, p)
+            if lut is not None:
+                lut["size_bytes_after"] = len(blob)
+        write_text(p, blob)
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
         h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
                                   preprocess=preprocess_json(ctx.data))
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
+        if names_file is not None:
+            extra["tensor_names"] = names_file.name
         if lut is not None:
             extra["weight_lut"] = lut
         front = self._frontend(ctx, cfg) if ctx.data.frontend is not None else None
@@ -87,10 +99,16 @@ class McuKind(TargetKindSpec):
             extra["frontend"] = {k: v for k, v in front.items() if k != "files"}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        files = [p, h, cc, res, out_dir / "arena.json", *write_preprocess(ctx), *(front["files"] if front else [])]
+        files = [p, *([names_file] if names_file else []), h, cc, res, out_dir / "arena.json", *write_preprocess(ctx),
+                 *(front["files"] if front else [])]
         more = self._precision(source, ctx, art, plain if lut and lut["applied"] else None)
         for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
             sel_blob = a.path.read_bytes()
+            if cfg.mcu_strip_names:  # measured with its names (edgekit.selective); shipped without
+                sel_blob, sel_names = self._strip(sel_blob, a.path)
+                write_text(a.path, sel_blob)
+                files.append(sel_names)
+                a.extra["tensor_names"] = sel_names.name
             sel_ops = mcu.model_ops(sel_blob)
             mcu.check_ops(sel_ops)
             sel_arena = mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)
@@ -102,6 +120,17 @@ class McuKind(TargetKindSpec):
                                             sub / "op_resolver.h")]
             a.extra.update(ops=sel_ops, float_ops=[], arena=dataclasses.asdict(sel_arena))
         return [art, *more], files
+
+    @staticmethod
+    def _strip(blob: bytes, path: Path) -> tuple[bytes, Path]:
+        """``blob`` without the names TFLite Micro never reads (:func:`edgekit.tflite_file.strip_names`),
+        and the sidecar beside ``path`` that keeps them for edgekit's per-layer error and for people
+        (``model_int8.tensor_names.json``, read back by :func:`edgekit.tflite_file.read_named`)."""
+        from .._io import write_json
+        from ..tflite_file import names_path, strip_names
+
+        stripped, names = strip_names(blob)
+        return stripped, write_json(names_path(path), names)
 
     def _precision(self, source, ctx: ConvertContext, art, plain: bytes | None) -> list:
         """:func:`precision_artifacts` of the shipped model; for a look-up-table model measured on
