@@ -166,7 +166,7 @@ def _measure(a: Artifact, eval_npz: Path, cfg: EvaluateConfig) -> dict[str, Any]
     res["file"] = a.path.name
     for key in ("ops", "float_ops", "onnx_agreement_with_keras", "onnx_agreement_with_source", "onnx_max_abs_diff",
                 "onnx_samples", "quantizer", "frontend", "per_layer_error", "per_layer_error_reason",
-                "selective_precision", "selective_layers", "weight_lut"):
+                "selective_precision", "selective_layers", "weight_lut", "tensor_names"):
         if key in a.extra:
             res[key] = a.extra[key]
     if "arena" in a.extra:

@@ -403,7 +403,8 @@ def test_the_mcu_file_ships_without_names_and_keeps_them_beside_it(digits_small,
     assert all(t.name == "" for t in read(blob).subgraphs[0].tensors)
     assert mcu.read_c_array(shipped.path.parent / "model_data.cc") == blob
     side = names_path(shipped.path)
-    assert shipped.extra["tensor_names"] == side.name and side.is_file()
+    saved = kept.path.stat().st_size - len(blob)
+    assert shipped.extra["tensor_names"] == {"file": side.name, "bytes_saved": saved} and side.is_file()
     assert read_named(shipped.path) == kept.path.read_bytes()           # the names put back: the kept file
     assert with_names(blob, __import__("json").loads(side.read_text())) == kept.path.read_bytes()
     assert len(blob) < kept.path.stat().st_size and not names_path(kept.path).exists()

@@ -491,3 +491,13 @@ def test_report_says_where_the_arena_was_measured():
     assert "tflite-micro 0.dev1 interpreter on a 64-bit host" in note and "32-bit microcontroller needs" in note
     assert "32-bit microcontroller" not in view.arena_note({"targets": [{"arena": {**arena, "pointer_bits": 32}}]})
     assert view.arena_note({"targets": [{"name": "mobile"}]}) is None
+
+
+def test_report_says_the_mcu_file_ships_without_names_and_where_they_are(tiny_run):
+    out, report = tiny_run
+    (m4,) = [t for t in report["targets"] if t["name"] == "cortex-m4"]
+    names = m4["tensor_names"]
+    assert names["bytes_saved"] > 0 and (out / "targets" / "cortex-m4" / names["file"]).is_file()
+    assert all("tensor_names" not in t for t in report["targets"] if t["name"] != "cortex-m4")
+    line = f"targets/cortex-m4/{names['file']}"
+    assert line in (out / "report.md").read_text() and line in (out / "report.html").read_text()

@@ -227,7 +227,7 @@ def render_html(report: dict) -> str:
     parts.append('<section><h2>Targets</h2>' + table_html(view.target_table(report))
                  + f'<p class="note">{agreement} Arena: '
                  + _e(view.arena_note(report) or "the tensor arena measured in the TFLite Micro interpreter")
-                 + ".</p></section>")
+                 + "." + "".join(f" Names: {_e(n)}." for n in view.names_notes(report)) + "</p></section>")
     ship = view.ship_table(report)
     if ship is not None:
         notes = "".join(f'<p class="note">{_e(n)}</p>' for n in view.ship_notes(report))

@@ -47,6 +47,8 @@ def render_markdown(report: dict) -> str:
     out += ["## Targets", "", table_md(view.target_table(report)), ""]
     if view.arena_note(report):
         out += [f"Arena: {md_text(view.arena_note(report))}.", ""]
+    for note in view.names_notes(report):
+        out += [f"Names: {md_text(note)}.", ""]
     ship = view.ship_table(report)
     if ship is not None:
         out += ["## What to ship", "", table_md(ship), ""]

@@ -714,6 +714,14 @@ def arena_note(report: dict) -> str | None:
     return text
 
 
+def names_notes(report: dict) -> list[str]:
+    """Per target whose file ships without tensor names (``convert.mcu_strip_names``): how many bytes
+    that saved and where the names are."""
+    return [f"{t['name']}: the file ships without its tensor names, which TFLite Micro never reads "
+            f"({fmt_bytes(n.get('bytes_saved'))} less); they are in targets/{t['name']}/{n.get('file')}"
+            for t in report.get("targets", []) if isinstance(n := t.get("tensor_names"), dict)]
+
+
 def weight_lut_notes(report: dict) -> list[str]:
     """Per target with ``convert.mcu_weight_bits``: what the look-up-table weights did to the file
     and where the decoded weights go (the arena), or why the weights stayed plain."""

@@ -51,7 +51,7 @@ class McuKind(TargetKindSpec):
 
     def convert(self, source, profile, ctx: ConvertContext) -> tuple[list, list[Path]]:
         from .. import mcu
-        from .._io import write_json, write_text
+        from .._io import write_json
         from ..convert import Artifact, check_integer_only, preprocess_json
         from ..opcosts import io_quantization
         from ..tflite_file import strip_names
@@ -78,18 +78,15 @@ class McuKind(TargetKindSpec):
             if cfg.mcu_strip_names:  # what the tables did to the file as it ships
                 lut["size_bytes_before"] = len(strip_names(unpacked)[0])
         p = out_dir / "model_int8.tflite"
-        names_file = None
-        if cfg.mcu_strip_names:
-            blob, names_file = self._strip(blob, p)
-            if lut is not None:
-                lut["size_bytes_after"] = len(blob)
-        write_text(p, blob)
+        blob, names = self._write(blob, p, strip=cfg.mcu_strip_names)
+        if lut is not None and names:
+            lut["size_bytes_after"] = len(blob)
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
         h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
                                   preprocess=preprocess_json(ctx.data))
         extra = {"ops": ops, "float_ops": info["float_ops"], "arena": dataclasses.asdict(arena)}
-        if names_file is not None:
-            extra["tensor_names"] = names_file.name
+        if names:
+            extra["tensor_names"] = names
         if lut is not None:
             extra["weight_lut"] = lut
         front = self._frontend(ctx, cfg) if ctx.data.frontend is not None else None
@@ -99,16 +96,15 @@ class McuKind(TargetKindSpec):
             extra["frontend"] = {k: v for k, v in front.items() if k != "files"}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        files = [p, *([names_file] if names_file else []), h, cc, res, out_dir / "arena.json", *write_preprocess(ctx),
+        files = [p, *([p.parent / names["file"]] if names else []), h, cc, res, out_dir / "arena.json", *write_preprocess(ctx),
                  *(front["files"] if front else [])]
         more = self._precision(source, ctx, art, plain if lut and lut["applied"] else None)
         for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
-            sel_blob = a.path.read_bytes()
-            if cfg.mcu_strip_names:  # measured with its names (edgekit.selective); shipped without
-                sel_blob, sel_names = self._strip(sel_blob, a.path)
-                write_text(a.path, sel_blob)
-                files.append(sel_names)
-                a.extra["tensor_names"] = sel_names.name
+            # measured with its names (edgekit.selective); shipped as the primary is
+            sel_blob, sel_names = self._write(a.path.read_bytes(), a.path, strip=cfg.mcu_strip_names)
+            if sel_names:
+                files.append(a.path.parent / sel_names["file"])
+                a.extra["tensor_names"] = sel_names
             sel_ops = mcu.model_ops(sel_blob)
             mcu.check_ops(sel_ops)
             sel_arena = mcu.measure_arena(a.path, margin_fraction=cfg.arena_margin)
@@ -122,15 +118,22 @@ class McuKind(TargetKindSpec):
         return [art, *more], files
 
     @staticmethod
-    def _strip(blob: bytes, path: Path) -> tuple[bytes, Path]:
-        """``blob`` without the names TFLite Micro never reads (:func:`edgekit.tflite_file.strip_names`),
-        and the sidecar beside ``path`` that keeps them for edgekit's per-layer error and for people
-        (``model_int8.tensor_names.json``, read back by :func:`edgekit.tflite_file.read_named`)."""
-        from .._io import write_json
+    def _write(blob: bytes, path: Path, *, strip: bool) -> tuple[bytes, dict | None]:
+        """Write the model ``blob`` to ``path`` as it ships; with ``strip``, without the names
+        TFLite Micro never reads (:func:`edgekit.tflite_file.strip_names`), which go to the sidecar
+        beside it (``model_int8.tensor_names.json``, read back by
+        :func:`edgekit.tflite_file.read_named` for edgekit's per-layer error). Returns the bytes
+        written and ``{"file": sidecar name, "bytes_saved"}`` (None without ``strip``)."""
+        from .._io import write_json, write_text
         from ..tflite_file import names_path, strip_names
 
-        stripped, names = strip_names(blob)
-        return stripped, write_json(names_path(path), names)
+        names = None
+        if strip:
+            stripped, taken = strip_names(blob)
+            names = {"file": write_json(names_path(path), taken).name, "bytes_saved": len(blob) - len(stripped)}
+            blob = stripped
+        write_text(path, blob)
+        return blob, names
 
     def _precision(self, source, ctx: ConvertContext, art, plain: bytes | None) -> list:
         """:func:`precision_artifacts` of the shipped model; for a look-up-table model measured on
