@@ -483,7 +483,7 @@ def goal(rows: list[dict], ds: str) -> None:
             cost = summary([r["flash_bytes"] + r["arena_bytes"] for r in mine])["mean"]
             verdict = compare(acc, p_acc)
             reaches = verdict in ("higher", "tie")
-            off = "" if all(r.get("in_band", True) for r in mine) else " (OFF-BAND: its file misses the budget's +-3 %)"
+            off = "" if all(r.get("in_band", True) for r in mine) else " (OFF-BAND: its file misses the +-3 % band)"
             line = (f"edgekit {m} at {kib} KiB{off}: accuracy {cell(acc, '.4f')} vs peer at 16 KiB {cell(p_acc, '.4f')} "
                     f"({verdict}); flash+arena {cost:.0f} B vs {p_cost:.0f} B ({cost / p_cost:.2f}x"
                     + (f"; {cost / p_bare:.2f}x of the peer's {p_bare:.0f} B had it stripped its tensor names too)"

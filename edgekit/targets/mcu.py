@@ -96,8 +96,8 @@ class McuKind(TargetKindSpec):
             extra["frontend"] = {k: v for k, v in front.items() if k != "files"}
         write_json(out_dir / "arena.json", extra["arena"])
         art = Artifact(p, fmt, "tflite_micro", extra)
-        files = [p, *([p.parent / names["file"]] if names else []), h, cc, res, out_dir / "arena.json", *write_preprocess(ctx),
-                 *(front["files"] if front else [])]
+        files = [p, *([out_dir / names["file"]] if names else []), h, cc, res, out_dir / "arena.json",
+                 *write_preprocess(ctx), *(front["files"] if front else [])]
         more = self._precision(source, ctx, art, plain if lut and lut["applied"] else None)
         for a in more:  # the selective model: the primary's checks, its own arena, C array and op resolver
             # measured with its names (edgekit.selective); shipped as the primary is
