@@ -152,7 +152,7 @@ def with_signature(model: bytes, *, key: str, input_name: str, output_name: str,
         raise ValueError("not one input and one output")
     if rename is not None:
         for tensor in sg.tensors:
-            name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+            name = _text(tensor.name)
             if rename(name) != name:
                 tensor.name = rename(name)
     sig = fb.SignatureDefT()
@@ -197,8 +197,8 @@ def with_buffers(model: bytes, data: dict[int, np.ndarray]) -> bytes:
 
 def strip_names(model: bytes) -> tuple[bytes, dict[str, Any]]:
     """``model`` without the strings no interpreter needs to run it: every tensor's and subgraph's
-    name and the model's description (TensorFlow's ``strip_strings`` tool drops the same; the
-    metadata, its buffers and any signature def stay). Returns the new bytes and what was taken
+    name and the model's description (TensorFlow's ``strip_strings`` tool drops these too; the
+    metadata, its buffers and any signature def stay here). Returns the new bytes and what was taken
     out, ``{"schema", "sha256" (of the new bytes), "description", "subgraphs": [{"name",
     "tensors": [names by index]}]}``, which :func:`with_names` puts back. A converted model's
     tensor names list every op fused into the tensor: a quarter of a few-KiB model's bytes."""
