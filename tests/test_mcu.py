@@ -382,6 +382,8 @@ def test_the_mcu_file_ships_without_names_and_keeps_them_beside_it(digits_small,
     """cortex-m4 ships model_int8.tflite (and its C array) without the tensor names TFLite Micro
     never reads; model_int8.tensor_names.json beside it holds them, so the per-layer error still
     names Keras layers. ``mcu_strip_names: false`` ships the same model with its names."""
+    import json
+
     from edgekit import convert
     from edgekit.data import Dataset
     from edgekit.fitting import load_model
@@ -406,7 +408,7 @@ def test_the_mcu_file_ships_without_names_and_keeps_them_beside_it(digits_small,
     saved = kept.path.stat().st_size - len(blob)
     assert shipped.extra["tensor_names"] == {"file": side.name, "bytes_saved": saved} and side.is_file()
     assert read_named(shipped.path) == kept.path.read_bytes()           # the names put back: the kept file
-    assert with_names(blob, __import__("json").loads(side.read_text())) == kept.path.read_bytes()
+    assert with_names(blob, json.loads(side.read_text())) == kept.path.read_bytes()
     assert len(blob) < kept.path.stat().st_size and not names_path(kept.path).exists()
     assert "tensor_names" not in kept.extra
     layers = [[r["layer"] for r in a.extra["per_layer_error"]["layers"]] for a in (shipped, kept)]

@@ -75,12 +75,10 @@ class McuKind(TargetKindSpec):
             blob, plain, lut = compress(blob, cfg.mcu_weight_bits)
             ops = mcu.model_ops(blob)
             mcu.check_ops(ops)
-            if cfg.mcu_strip_names:  # what the tables did to the file as it ships
-                lut["size_bytes_before"] = len(strip_names(unpacked)[0])
         p = out_dir / "model_int8.tflite"
         blob, names = self._write(blob, p, strip=cfg.mcu_strip_names)
-        if lut is not None and names:
-            lut["size_bytes_after"] = len(blob)
+        if lut is not None and names:  # what the tables did to the file as it ships
+            lut.update(size_bytes_before=len(strip_names(unpacked)[0]), size_bytes_after=len(blob))
         arena = mcu.measure_arena(p, margin_fraction=cfg.arena_margin)
         h, cc = mcu.write_c_array(blob, out_dir, arena_bytes=arena, io=io_quantization(blob),
                                   preprocess=preprocess_json(ctx.data))
